@@ -1,0 +1,110 @@
+#include "core/buffer.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+#if LAMINA_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace lamina {
+namespace {
+constexpr size_t kAlign = 256;
+size_t RoundUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+absl::StatusOr<Buffer> Buffer::Allocate(Device device, size_t bytes) {
+  Buffer b;
+  b.device_ = device;
+  b.bytes_ = bytes;
+  if (bytes == 0) return b;
+  if (device == Device::kCpu) {
+    b.data_ = std::aligned_alloc(kAlign, RoundUp(bytes));
+    if (b.data_ == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " host bytes"));
+    return b;
+  }
+#if LAMINA_WITH_CUDA
+  cudaError_t err = cudaMalloc(&b.data_, bytes);
+  if (err != cudaSuccess) {
+    b.data_ = nullptr;
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(err)));
+  }
+  return b;
+#else
+  return absl::FailedPreconditionError("this lamina was built without CUDA (configure with -DLAMINA_CUDA=ON)");
+#endif
+}
+
+Buffer::~Buffer() {
+  if (data_ == nullptr) return;
+  if (device_ == Device::kCpu) {
+    std::free(data_);
+  } else {
+#if LAMINA_WITH_CUDA
+    cudaFree(data_);
+#endif
+  }
+}
+
+Buffer& Buffer::operator=(Buffer&& o) noexcept {
+  if (this != &o) {
+    this->~Buffer();
+    data_ = std::exchange(o.data_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+    device_ = o.device_;
+  }
+  return *this;
+}
+
+TensorView Buffer::View(DType dtype, Shape shape, size_t byte_offset) const {
+  LAMINA_CHECK(byte_offset + static_cast<size_t>(shape.numel()) * DTypeSize(dtype) <= bytes_, "view ",
+               shape.ToString(), " at ", byte_offset, " past ", bytes_, " bytes");
+  return TensorView{static_cast<char*>(data_) + byte_offset, dtype, device_, shape};
+}
+
+absl::StatusOr<Arena> Arena::Create(Device device, size_t bytes) {
+  Arena a;
+  ASSIGN_OR_RETURN(a.buffer_, Buffer::Allocate(device, bytes));
+  return a;
+}
+
+absl::StatusOr<TensorView> Arena::Take(DType dtype, Shape shape) {
+  const size_t bytes = static_cast<size_t>(shape.numel()) * DTypeSize(dtype);
+  if (used_ + bytes > buffer_.bytes()) {
+    return absl::ResourceExhaustedError(absl::StrCat("activation arena of ", buffer_.bytes(), " bytes is full (",
+                                                     used_, " used, ", bytes, " more wanted)"));
+  }
+  TensorView v = buffer_.View(dtype, shape, used_);
+  used_ = RoundUp(used_ + bytes);
+  if (used_ > peak_) peak_ = used_;
+  return v;
+}
+
+absl::Status CopyBytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  if (dst_device == Device::kCpu && src_device == Device::kCpu) {
+    std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+#if LAMINA_WITH_CUDA
+  cudaError_t err = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
+  if (err != cudaSuccess) return absl::InternalError(absl::StrCat("cudaMemcpy: ", cudaGetErrorString(err)));
+  return absl::OkStatus();
+#else
+  return absl::FailedPreconditionError("this lamina was built without CUDA");
+#endif
+}
+
+bool CudaAvailable() {
+#if LAMINA_WITH_CUDA
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+#else
+  return false;
+#endif
+}
+
+}  // namespace lamina

@@ -1,0 +1,78 @@
+// Counter-based Philox4x32-10 (Salmon et al., SC'11), identical on CPU and GPU.
+//
+// Every random draw in lamina (dropout masks, MLM masking) is a pure function of
+// (seed, stream, index): no generator state is carried between calls, so a draw does not depend
+// on batch size, rank count, thread count, kernel launch shape or resume point.
+#pragma once
+
+#include <cstdint>
+
+#include "core/hd.h"
+
+namespace lamina {
+
+struct Philox4x32 {
+  uint32_t v[4];
+};
+
+LAMINA_HD void PhiloxMulHiLo(uint32_t a, uint32_t b, uint32_t* hi, uint32_t* lo) {
+  const uint64_t p = static_cast<uint64_t>(a) * static_cast<uint64_t>(b);
+  *hi = static_cast<uint32_t>(p >> 32);
+  *lo = static_cast<uint32_t>(p);
+}
+
+// Philox4x32 with 10 rounds on a 128-bit counter and a 64-bit key.
+LAMINA_HD Philox4x32 Philox4x32_10(Philox4x32 ctr, uint32_t k0, uint32_t k1) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  uint32_t c0 = ctr.v[0], c1 = ctr.v[1], c2 = ctr.v[2], c3 = ctr.v[3];
+  for (int round = 0; round < 10; ++round) {
+    uint32_t hi0, lo0, hi1, lo1;
+    PhiloxMulHiLo(kM0, c0, &hi0, &lo0);
+    PhiloxMulHiLo(kM1, c2, &hi1, &lo1);
+    const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+    k0 += kW0;
+    k1 += kW1;
+  }
+  return Philox4x32{{c0, c1, c2, c3}};
+}
+
+// Where a stream of draws comes from. `stream` names the use (which dropout site of which
+// layer at which step); `offset` is the stream index of element 0 of the tensor being drawn
+// for, so that a slice of a batch draws exactly the numbers the whole batch would.
+struct RngContext {
+  uint64_t seed = 0;
+  uint64_t stream = 0;
+  uint64_t offset = 0;
+};
+
+// The four 32-bit draws for stream indices [4*block, 4*block+4).
+LAMINA_HD Philox4x32 PhiloxBlock(uint64_t seed, uint64_t stream, uint64_t block) {
+  Philox4x32 ctr{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
+                  static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32)}};
+  return Philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
+// The 32-bit draw at stream index `index`.
+LAMINA_HD uint32_t PhiloxAt(uint64_t seed, uint64_t stream, uint64_t index) {
+  return PhiloxBlock(seed, stream, index >> 2).v[index & 3];
+}
+
+// Uniform in [0, 1) with 24 bits, exactly representable in float: the same value on every device.
+LAMINA_HD float UniformFromBits(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
+
+// Dropout keeps element `index` when its uniform draw is >= p.
+LAMINA_HD bool DropoutKeep(const RngContext& rng, uint64_t index, float p) {
+  return UniformFromBits(PhiloxAt(rng.seed, rng.stream, rng.offset + index)) >= p;
+}
+
+// Builds a stream id from up to four small fields (e.g. step, layer, site): 24+16+16+8 bits.
+LAMINA_HD uint64_t MakeStream(uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0) {
+  return (a & 0xFFFFFFull) << 40 | (b & 0xFFFFull) << 24 | (c & 0xFFFFull) << 8 | (d & 0xFFull);
+}
+
+}  // namespace lamina

@@ -1,0 +1,60 @@
+// The `lamina` executable: `lamina SUBCOMMAND [flags...]`. Each subcommand lives in its own
+// cmd_*.cc and registers itself here; flags are Abseil flags, listed by `lamina --help`.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/str_cat.h"
+#include "launch/subcommand.h"
+
+namespace lamina {
+namespace {
+
+std::string Overview() {
+  std::string s =
+      "lamina: BERT-style masked-LM pretraining and GLUE finetuning (Post-LN, Pre-LN, T-Fixup).\n\n"
+      "usage: lamina SUBCOMMAND [--flag=value ...] [args ...]\n\nsubcommands:\n";
+  for (const Subcommand& c : Subcommands()) absl::StrAppend(&s, "  ", c.name, std::string(18 - std::min<size_t>(17, c.name.size()), ' '), c.summary, "\n");
+  absl::StrAppend(&s, "\n`lamina SUBCOMMAND --help` lists every flag with its default.");
+  return s;
+}
+
+}  // namespace
+}  // namespace lamina
+
+int main(int argc, char** argv) {
+  using namespace lamina;
+  absl::SetProgramUsageMessage(Overview());
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view path) { return path.find("launch/") != absl::string_view::npos; };
+  absl::SetFlagsUsageConfig(usage_config);
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    if (argc >= 2) absl::ParseCommandLine(argc, argv);  // --help prints every flag and exits
+    std::fprintf(stderr, "%s\n", Overview().c_str());
+    return argc < 2 ? 2 : 0;
+  }
+  // Two-word subcommands ("bench train") take precedence over one-word ones.
+  int consumed = 1;
+  const Subcommand* cmd = nullptr;
+  if (argc >= 3) cmd = FindSubcommand(std::string(argv[1]) + " " + argv[2]);
+  if (cmd != nullptr) {
+    consumed = 2;
+  } else {
+    cmd = FindSubcommand(argv[1]);
+  }
+  if (cmd == nullptr) {
+    std::fprintf(stderr, "lamina: unknown subcommand '%s'\n\n%s\n", argv[1], Overview().c_str());
+    return 2;
+  }
+  // Parse flags with the subcommand name removed; what remains are positional arguments.
+  std::vector<char*> args = {argv[0]};
+  for (int i = 1 + consumed; i < argc; ++i) args.push_back(argv[i]);
+  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  std::vector<std::string> positional(rest.begin() + 1, rest.end());
+  return cmd->run(positional);
+}

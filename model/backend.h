@@ -1,0 +1,159 @@
+// The operations the encoder is made of. model/cpu/ implements them in float32 as the reference;
+// model/cuda/ implements them with bf16 activations and fp32 accumulation, and is tested against
+// the reference op by op.
+//
+// Conventions, the same for every implementation:
+// - Tensors are row-major TensorViews on the backend's device. Activations and the compute copy of
+//   the weights are in act_dtype(); gradients of parameters, losses and optimizer state are fp32.
+// - "rows" means all leading dimensions together; a [B, T, H] activation is a [B*T, H] matrix.
+// - Backward ops ACCUMULATE (+=) into parameter gradients, so micro-batches and tied weights add
+//   up with no extra pass. Activation gradients are OVERWRITTEN unless the op takes an
+//   `accumulate` flag and it is set.
+// - Ops that draw random numbers take an RngContext; element i of the op's output uses stream
+//   index rng.offset + i (see core/philox.h). Masks are recomputed in backward, never stored.
+// - Ops are asynchronous on the backend's stream; only ops that return a host value synchronise.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/buffer.h"
+#include "core/philox.h"
+#include "core/tensor.h"
+
+namespace lamina {
+
+enum class Activation { kNone, kGelu };
+
+// One tensor of the flat buffers as the optimizer sees it.
+struct ParamSegment {
+  int64_t offset = 0;
+  int64_t size = 0;
+  bool decay = true;
+};
+
+struct AdamWHyper {
+  float lr = 1e-4f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-6f;
+  float weight_decay = 0.01f;
+  int64_t step = 1;         // 1-based, for bias correction
+  float grad_scale = 1.0f;  // multiplies every gradient first (global-norm clipping)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  virtual DType act_dtype() const = 0;
+
+  // ---- memory ----
+  absl::StatusOr<Buffer> Allocate(size_t bytes) const { return Buffer::Allocate(device(), bytes); }
+  virtual void Zero(TensorView t) = 0;
+  // Copies between a host and a backend tensor of the same shape, converting between f32 and
+  // act_dtype() where they differ.
+  virtual void CopyFromHost(const float* src, TensorView dst) = 0;
+  virtual void CopyToHost(TensorView src, float* dst) = 0;
+  virtual void CopyFromHostI32(const int32_t* src, TensorView dst) = 0;
+  // dst = src converted to dst.dtype (f32 master weights -> compute copy, same shape).
+  virtual void Convert(TensorView src, TensorView dst) = 0;
+  virtual void Synchronize() = 0;
+
+  // ---- embeddings ----
+  // out[n] = (word[ids[n]] + pos[n % T] + type[type_ids[n]]) * scale, for n over B*T rows.
+  // ids, type_ids: i32 [B, T]; word [V, H], pos [P, H], type [TV, H]; out [B*T, H].
+  virtual void EmbeddingForward(TensorView ids, TensorView type_ids, TensorView word, TensorView pos, TensorView type,
+                                float scale, TensorView out) = 0;
+  // dword/dpos/dtype += the gradient; deterministic (same result every run).
+  virtual void EmbeddingBackward(TensorView ids, TensorView type_ids, TensorView dout, float scale, TensorView dword,
+                                 TensorView dpos, TensorView dtype) = 0;
+
+  // ---- layer norm ----
+  // out = (x - mean) * rstd * gamma + beta per row; mean, rstd: f32 [rows] saved for backward.
+  virtual void LayerNormForward(TensorView x, TensorView gamma, TensorView beta, float eps, TensorView out,
+                                TensorView mean, TensorView rstd) = 0;
+  // sum = a + b; out = LayerNorm(sum). The residual add fused with the norm that follows it.
+  virtual void AddLayerNormForward(TensorView a, TensorView b, TensorView gamma, TensorView beta, float eps,
+                                   TensorView sum, TensorView out, TensorView mean, TensorView rstd) = 0;
+  // dx (= or += if accumulate) from dout; dgamma, dbeta +=.
+  virtual void LayerNormBackward(TensorView dout, TensorView x, TensorView gamma, TensorView mean, TensorView rstd,
+                                 TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta) = 0;
+
+  // ---- dense layers ----
+  // out = act(x W^T + b). x [M, K], w [N, K], b [N] or empty; out [M, N]. With kGelu, pre_act
+  // [M, N] receives x W^T + b for the backward pass.
+  virtual void LinearForward(TensorView x, TensorView w, TensorView b, Activation act, TensorView pre_act,
+                             TensorView out) = 0;
+  // dout is the gradient w.r.t. out; with kGelu it is overwritten by the gradient w.r.t. pre_act.
+  // dx [M, K] (= or += if accumulate; empty to skip); dw [N, K] +=; db [N] += (empty to skip).
+  virtual void LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act,
+                              TensorView dx, bool accumulate, TensorView dw, TensorView db) = 0;
+
+  // ---- elementwise ----
+  virtual void Gelu(TensorView x, TensorView out) = 0;                          // erf form
+  virtual void GeluBackward(TensorView dout, TensorView x, TensorView dx) = 0;  // dx may alias dout
+  virtual void Tanh(TensorView x, TensorView out) = 0;
+  virtual void TanhBackward(TensorView dout, TensorView out, TensorView dx) = 0;  // from the forward output
+  virtual void Add(TensorView a, TensorView b, TensorView out) = 0;               // out may alias a or b
+  // Inverted dropout: out = keep ? x / (1 - p) : 0. out may alias x. p == 0 copies.
+  virtual void Dropout(TensorView x, float p, RngContext rng, TensorView out) = 0;
+  virtual void DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) = 0;
+
+  // ---- attention ----
+  // Multi-head self-attention core on a fused projection. qkv [B*T, 3H] = [q | k | v], head h at
+  // columns h*D..(h+1)*D of each part; key_mask i32 [B, T], 1 = attend, 0 = padding (masked
+  // keys get probability exactly 0). Scores are scaled by 1/sqrt(D); attention dropout with p and
+  // rng, element index ((b*heads + h)*T + i)*T + j. `saved` holds what backward needs,
+  // AttentionSavedElems(B, heads, T) f32-or-act elements (the reference keeps the softmax).
+  // out [B*T, H].
+  virtual int64_t AttentionSavedElems(int64_t batch, int64_t heads, int64_t seq) const {
+    return batch * heads * seq * seq;
+  }
+  virtual void AttentionForward(TensorView qkv, TensorView key_mask, int64_t heads, float dropout_p, RngContext rng,
+                                TensorView saved, TensorView out) = 0;
+  virtual void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView saved,
+                                 int64_t heads, float dropout_p, RngContext rng, TensorView dqkv) = 0;
+
+  // ---- gathering rows (MLM head on masked positions, pooler on [CLS]) ----
+  // out[i] = x[index[i]]; index i32 [N].
+  virtual void GatherRows(TensorView x, TensorView index, TensorView out) = 0;
+  // dx[index[i]] += dout[i]; indices are distinct.
+  virtual void ScatterAddRows(TensorView dout, TensorView index, TensorView dx) = 0;
+
+  // ---- loss ----
+  // Softmax cross-entropy per row. logits [N, V] in act_dtype, targets i32 [N] (-1 = ignore).
+  // losses f32 [N]: -log softmax(logits)[target], 0 where ignored. When dlogits is not empty it
+  // receives (softmax - onehot(target)) * grad_scale (zero rows where ignored); it may alias
+  // logits. Computed in fp32 whatever the input dtype.
+  virtual void CrossEntropy(TensorView logits, TensorView targets, float grad_scale, TensorView losses,
+                            TensorView dlogits) = 0;
+  // Row-wise argmax (i32 [N]) of logits [N, V], for accuracy.
+  virtual void ArgMax(TensorView logits, TensorView out) = 0;
+
+  // ---- reductions and optimizer (f32 flat buffers) ----
+  // Sum of squares of x, returned to the host (synchronises).
+  virtual double SumSquares(TensorView x) = 0;
+  virtual void Scale(TensorView x, float s) = 0;
+  // One AdamW step over every segment: decoupled weight decay where segment.decay, bias
+  // correction with hyper.step. params, grads, m, v: f32 of the same shape. When `compute` is
+  // not empty (a low-precision copy of params) it is refreshed from the updated params.
+  virtual void AdamWStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
+                         std::span<const ParamSegment> segments, const AdamWHyper& hyper) = 0;
+  // One LAMB step (You et al. 2019): the Adam direction plus decay, scaled per segment by the
+  // trust ratio ||p|| / ||update|| (1 where either norm is 0).
+  virtual void LambStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
+                        std::span<const ParamSegment> segments, const AdamWHyper& hyper) = 0;
+};
+
+// The float32 CPU reference backend.
+std::unique_ptr<Backend> MakeCpuBackend();
+
+// The CUDA backend on the current device, or an error when this build or machine has no GPU.
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend();
+
+}  // namespace lamina

@@ -1,0 +1,65 @@
+#include "core/philox.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace lamina {
+namespace {
+
+// Known-answer vectors of Philox4x32-10 from the Random123 distribution (kat_vectors).
+TEST(Philox, KnownAnswers) {
+  struct Case {
+    Philox4x32 ctr;
+    uint32_t k0, k1;
+    Philox4x32 expect;
+  };
+  const Case cases[] = {
+      {{{0, 0, 0, 0}}, 0, 0, {{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}}},
+      {{{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}}, 0xffffffff, 0xffffffff,
+       {{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}}},
+      {{{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}}, 0xa4093822, 0x299f31d0,
+       {{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}}},
+  };
+  for (const Case& c : cases) {
+    Philox4x32 r = Philox4x32_10(c.ctr, c.k0, c.k1);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(r.v[i], c.expect.v[i]) << "word " << i;
+  }
+}
+
+TEST(Philox, IndexedDrawsMatchBlocks) {
+  const uint64_t seed = 0x1234567890abcdefull, stream = MakeStream(7, 3, 2);
+  for (uint64_t i = 0; i < 64; ++i) {
+    EXPECT_EQ(PhiloxAt(seed, stream, i), PhiloxBlock(seed, stream, i / 4).v[i % 4]);
+  }
+  EXPECT_NE(PhiloxAt(seed, stream, 0), PhiloxAt(seed, stream + 1, 0));
+  EXPECT_NE(PhiloxAt(seed, stream, 0), PhiloxAt(seed + 1, stream, 0));
+}
+
+TEST(Philox, UniformIsInRangeAndUnbiased) {
+  double sum = 0, sum2 = 0;
+  const int n = 1 << 16;
+  for (int i = 0; i < n; ++i) {
+    float u = UniformFromBits(PhiloxAt(42, 1, i));
+    ASSERT_GE(u, 0.0f);
+    ASSERT_LT(u, 1.0f);
+    sum += u;
+    sum2 += u * u;
+  }
+  const double mean = sum / n, var = sum2 / n - mean * mean;
+  EXPECT_NEAR(mean, 0.5, 0.01);
+  EXPECT_NEAR(var, 1.0 / 12, 0.005);
+  EXPECT_EQ(UniformFromBits(0xffffffffu), 16777215.0f / 16777216.0f);
+}
+
+TEST(Philox, DropoutKeepRate) {
+  RngContext rng{5, MakeStream(1, 2, 3), 1000};
+  int kept = 0;
+  const int n = 100000;
+  for (int i = 0; i < n; ++i) kept += DropoutKeep(rng, i, 0.1f);
+  EXPECT_NEAR(kept / double(n), 0.9, 0.005);
+}
+
+}  // namespace
+}  // namespace lamina
