@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/philox.h"
 #include "gtest/gtest.h"
 #include "model/backend.h"
@@ -36,6 +37,31 @@ class CpuOpsTest : public ::testing::Test {
 TEST_F(CpuOpsTest, DescribesItself) {
   EXPECT_EQ(backend_->device(), Device::kCpu);
   EXPECT_EQ(backend_->act_dtype(), DType::kF32);
+}
+
+// ---- memory ----
+
+TEST_F(CpuOpsTest, CopiesZeroAndConvert) {
+  std::vector<float> host = RandomVector(gen_, 12), dev(12), back(12);
+  backend_->CopyFromHost(host.data(), F32(dev, {3, 4}));
+  backend_->CopyToHost(F32(dev, {3, 4}), back.data());
+  EXPECT_EQ(back, host);
+  backend_->Zero(F32(dev, {3, 4}));
+  EXPECT_EQ(dev, std::vector<float>(12, 0.0f));
+  std::vector<int32_t> ids = {3, -1, 7}, ids_dev(3);
+  backend_->CopyFromHostI32(ids.data(), I32(ids_dev, {3}));
+  EXPECT_EQ(ids_dev, ids);
+  backend_->Convert(F32(host, {3, 4}), F32(dev, {12}));
+  EXPECT_EQ(dev, host);
+  // f32 -> bf16 rounds to nearest even; bf16 -> f32 is exact.
+  std::vector<uint16_t> half(12);
+  const TensorView half_view{half.data(), DType::kBF16, Device::kCpu, {12}};
+  backend_->Convert(F32(host, {12}), half_view);
+  backend_->Convert(half_view, F32(back, {12}));
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_EQ(half[i], FloatToBf16Bits(host[i])) << i;
+    EXPECT_EQ(back[i], Bf16BitsToFloat(half[i])) << i;
+  }
 }
 
 // ---- embeddings ----
