@@ -24,5 +24,8 @@ int ReportError(const std::string& subcommand, const std::string& message);
 
 }  // namespace lamina
 
-#define LAMINA_SUBCOMMAND(name, summary, fn) \
-  static const bool lamina_registered_##fn = ::lamina::RegisterSubcommand({name, summary, fn})
+#define LAMINA_SUBCOMMAND_JOIN2(a, b) a##b
+#define LAMINA_SUBCOMMAND_JOIN(a, b) LAMINA_SUBCOMMAND_JOIN2(a, b)
+#define LAMINA_SUBCOMMAND(name, summary, fn)                                          \
+  static const bool LAMINA_SUBCOMMAND_JOIN(lamina_registered_subcommand_, __LINE__) = \
+      ::lamina::RegisterSubcommand({name, summary, fn})

@@ -1,0 +1,287 @@
+// The encoder end to end on the CPU reference: parameter counts, whole-model gradient checks for
+// each variant (dropout off and on), batch-split invariance, and memorisation.
+#include "model/bert.h"
+
+#include <cmath>
+#include <random>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "model/flops.h"
+#include "model/init.h"
+#include "model/optimizer.h"
+
+namespace lamina {
+namespace {
+
+BertConfig TinyConfig(NormPlacement norm) {
+  BertConfig c;
+  c.vocab_size = 40;
+  c.hidden = 16;
+  c.layers = 2;
+  c.heads = 2;
+  c.ffn = 32;
+  c.max_positions = 12;
+  c.type_vocab = 2;
+  c.hidden_dropout = 0.1f;
+  c.attention_dropout = 0.1f;
+  c.layer_norm_eps = 1e-5f;
+  c.norm = norm;
+  c.init = norm == NormPlacement::kNone ? InitScheme::kTFixup : InitScheme::kBert;
+  return c;
+}
+
+// A batch of `B` sequences of length `T` whose last rows are padded, with `per_row` MLM targets each.
+EncoderBatch RandomBatch(const BertConfig& c, int64_t B, int64_t T, int per_row, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int32_t> tok(5, static_cast<int32_t>(c.vocab_size) - 1);
+  EncoderBatch b;
+  b.batch = B;
+  b.seq = T;
+  for (int64_t r = 0; r < B; ++r) {
+    const int64_t len = T - (r % 3);  // some rows padded
+    for (int64_t t = 0; t < T; ++t) {
+      const bool real = t < len;
+      b.input_ids.push_back(real ? tok(gen) : 0);
+      b.token_types.push_back(real && t >= len / 2 ? 1 : 0);
+      b.attention_mask.push_back(real ? 1 : 0);
+    }
+    std::vector<int32_t> pos;
+    for (int64_t t = 1; t < len; ++t) pos.push_back(static_cast<int32_t>(t));
+    std::shuffle(pos.begin(), pos.end(), gen);
+    for (int k = 0; k < per_row && k < static_cast<int>(pos.size()); ++k) {
+      const int32_t flat = static_cast<int32_t>(r * T + pos[k]);
+      b.mlm_positions.push_back(flat);
+      b.mlm_labels.push_back(tok(gen));
+      b.input_ids[flat] = 3;  // a [MASK]-like id
+    }
+  }
+  b.labels.resize(B);
+  for (int64_t r = 0; r < B; ++r) b.labels[r] = static_cast<int32_t>(r % 2);
+  return b;
+}
+
+TEST(BertModel, BertBaseHasTheParameterCountOfHuggingFace) {
+  BertConfig c;  // defaults are bert-base-uncased
+  const ParamLayout layout = ParamLayout::Build(c, HeadOptions{});
+  // transformers' BertForMaskedLM(bert-base-uncased) has 109,514,298 parameters (decoder tied).
+  EXPECT_EQ(TotalParams(layout), 109514298);
+  EXPECT_TRUE(layout.Contains("bert.encoder.layer.11.attention.self.query.weight"));
+  EXPECT_TRUE(layout.Contains("cls.predictions.transform.LayerNorm.bias"));
+  EXPECT_FALSE(layout.Contains("bert.pooler.dense.weight"));
+  // The pooler and a 2-way classifier: BertForSequenceClassification's 109,483,778.
+  c.vocab_size = 30522;
+  const ParamLayout cls = ParamLayout::Build(c, HeadOptions{false, 2});
+  EXPECT_EQ(TotalParams(cls), 109483778);
+}
+
+TEST(BertModel, QueryKeyValueAreOneMatrix) {
+  const ParamLayout layout = ParamLayout::Build(TinyConfig(NormPlacement::kPost), HeadOptions{});
+  const int64_t H = 16;
+  const ParamInfo* q = *layout.Find("bert.encoder.layer.1.attention.self.query.weight");
+  const ParamInfo* k = *layout.Find("bert.encoder.layer.1.attention.self.key.weight");
+  const ParamInfo* v = *layout.Find("bert.encoder.layer.1.attention.self.value.weight");
+  EXPECT_EQ(k->offset, q->offset + H * H);
+  EXPECT_EQ(v->offset, k->offset + H * H);
+  const ParamInfo* qb = *layout.Find("bert.encoder.layer.1.attention.self.query.bias");
+  EXPECT_EQ((*layout.Find("bert.encoder.layer.1.attention.self.value.bias"))->offset, qb->offset + 2 * H);
+  EXPECT_EQ(layout.layers[1].qkv_w, q->offset);
+  for (const ParamInfo& p : layout.params()) EXPECT_EQ(p.decay, !absl::EndsWith(p.name, "bias") && !absl::StrContains(p.name, "LayerNorm")) << p.name;
+}
+
+struct Variant {
+  NormPlacement norm;
+  bool dropout;
+  bool classify;
+};
+
+class BertGradient : public ::testing::TestWithParam<Variant> {};
+
+// Central differences of the whole model's loss against Backward(), on a sample of every tensor.
+TEST_P(BertGradient, MatchesCentralDifferences) {
+  const Variant v = GetParam();
+  BertConfig c = TinyConfig(v.norm);
+  auto backend = MakeCpuBackend();
+  auto model_or = BertModel::Create(c, HeadOptions{true, v.classify ? 3 : 0}, backend.get());
+  ASSERT_TRUE(model_or.ok()) << model_or.status();
+  BertModel& model = **model_or;
+  model.Initialize(7);
+  // Scale the parameters up a little so that no layer is near-linear and every path matters.
+  std::vector<float> params = model.ParamsToHost();
+  std::mt19937 gen(3);
+  std::normal_distribution<float> noise(0.0f, 0.05f);
+  for (float& p : params) p += noise(gen);
+  ASSERT_TRUE(model.LoadParams(params).ok());
+
+  const EncoderBatch batch = RandomBatch(c, 3, 8, 3, 11);
+  ForwardOptions o;
+  o.training = v.dropout;
+  o.seed = 99;
+  o.step = 5;
+  o.grad_scale = 1.0f;
+  auto loss = [&]() -> double {
+    ForwardOptions f = o;
+    f.compute_grad = false;
+    auto s = v.classify ? model.ForwardClassify(batch, f) : model.ForwardMlm(batch, f);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s->loss_sum;
+  };
+  const double loss0 = loss();
+  model.ZeroGrads();
+  o.compute_grad = true;
+  auto s = v.classify ? model.ForwardClassify(batch, o) : model.ForwardMlm(batch, o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->loss_sum, loss0) << "the forward pass is deterministic";
+  model.Backward();
+  const std::vector<float> grads = model.GradsToHost();
+
+  // Check a sample of elements of every tensor the loss depends on.
+  double err2 = 0, ref2 = 0;
+  int checked = 0, bad = 0;
+  std::string report;
+  for (const ParamInfo& p : model.layout().params()) {
+    if (!v.classify && absl::StartsWith(p.name, "classifier")) continue;
+    if (!v.classify && absl::StartsWith(p.name, "bert.pooler")) continue;
+    if (v.classify && absl::StartsWith(p.name, "cls.")) continue;
+    std::uniform_int_distribution<int64_t> pick(0, p.numel() - 1);
+    for (int k = 0; k < 6; ++k) {
+      const int64_t i = p.offset + pick(gen);
+      const float keep = params[i];
+      const double eps = 1e-2;
+      params[i] = keep + eps;
+      EXPECT_TRUE(model.LoadParams(params).ok());
+      const double up = loss();
+      params[i] = keep - eps;
+      EXPECT_TRUE(model.LoadParams(params).ok());
+      const double down = loss();
+      params[i] = keep;
+      const double numeric = (up - down) / (2 * eps), analytic = grads[i];
+      err2 += (numeric - analytic) * (numeric - analytic);
+      ref2 += numeric * numeric;
+      ++checked;
+      if (std::fabs(numeric - analytic) > 2e-3 + 3e-2 * std::max(std::fabs(numeric), std::fabs(analytic))) {
+        ++bad;
+        if (bad <= 8) report += absl::StrCat("\n  ", p.name, "[", i - p.offset, "]: analytic ", analytic, " numeric ", numeric);
+      }
+    }
+  }
+  ASSERT_TRUE(model.LoadParams(params).ok());
+  EXPECT_EQ(bad, 0) << bad << " of " << checked << " gradients off:" << report;
+  EXPECT_LT(std::sqrt(err2 / ref2), 1e-2) << "relative error over " << checked << " gradients";
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, BertGradient,
+                         ::testing::Values(Variant{NormPlacement::kPost, false, false},
+                                           Variant{NormPlacement::kPost, true, false},
+                                           Variant{NormPlacement::kPre, false, false},
+                                           Variant{NormPlacement::kPre, true, false},
+                                           Variant{NormPlacement::kNone, false, false},
+                                           Variant{NormPlacement::kNone, true, false},
+                                           Variant{NormPlacement::kPost, true, true},
+                                           Variant{NormPlacement::kPre, false, true}),
+                         [](const ::testing::TestParamInfo<Variant>& info) {
+                           return NormName(info.param.norm) + (info.param.dropout ? "_dropout" : "_nodropout") +
+                                  (info.param.classify ? "_classify" : "_mlm");
+                         });
+
+// Splitting a batch into row slices (with first_sample set) and accumulating gives the gradient
+// of the whole batch, dropout included: what gradient accumulation and data parallelism rely on.
+TEST(BertModel, SlicedBatchesAccumulateToTheWholeBatchGradient) {
+  for (NormPlacement norm : {NormPlacement::kPost, NormPlacement::kPre, NormPlacement::kNone}) {
+    BertConfig c = TinyConfig(norm);
+    auto backend = MakeCpuBackend();
+    auto model = *BertModel::Create(c, HeadOptions{}, backend.get());
+    model->Initialize(1);
+    const EncoderBatch whole = RandomBatch(c, 4, 8, 2, 5);
+    ForwardOptions o{.training = true, .seed = 17, .step = 3, .compute_grad = true};
+    o.grad_scale = 1.0f / whole.mlm_positions.size();
+    model->ZeroGrads();
+    auto s = model->ForwardMlm(whole, o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    model->Backward();
+    const std::vector<float> g_whole = model->GradsToHost();
+
+    model->ZeroGrads();
+    double loss_parts = 0;
+    for (int64_t first = 0; first < 4; first += 2) {
+      EncoderBatch part;
+      part.batch = 2;
+      part.seq = 8;
+      part.first_sample = first;
+      const int64_t lo = first * 8, hi = (first + 2) * 8;
+      part.input_ids.assign(whole.input_ids.begin() + lo, whole.input_ids.begin() + hi);
+      part.token_types.assign(whole.token_types.begin() + lo, whole.token_types.begin() + hi);
+      part.attention_mask.assign(whole.attention_mask.begin() + lo, whole.attention_mask.begin() + hi);
+      for (size_t i = 0; i < whole.mlm_positions.size(); ++i) {
+        if (whole.mlm_positions[i] >= lo && whole.mlm_positions[i] < hi) {
+          part.mlm_positions.push_back(whole.mlm_positions[i] - static_cast<int32_t>(lo));
+          part.mlm_labels.push_back(whole.mlm_labels[i]);
+        }
+      }
+      auto ps = model->ForwardMlm(part, o);
+      ASSERT_TRUE(ps.ok()) << ps.status();
+      loss_parts += ps->loss_sum;
+      model->Backward();
+    }
+    const std::vector<float> g_parts = model->GradsToHost();
+    EXPECT_NEAR(loss_parts, s->loss_sum, 1e-4 * s->loss_sum) << NormName(norm);
+    double d2 = 0, n2 = 0;
+    for (size_t i = 0; i < g_whole.size(); ++i) {
+      d2 += (g_whole[i] - g_parts[i]) * (g_whole[i] - g_parts[i]);
+      n2 += g_whole[i] * g_whole[i];
+    }
+    EXPECT_LT(std::sqrt(d2 / n2), 1e-5) << NormName(norm);
+  }
+}
+
+// Each variant learns a fixed batch of MLM examples by heart with AdamW.
+TEST(BertModel, EveryVariantMemorisesAFixedBatch) {
+  for (NormPlacement norm : {NormPlacement::kPost, NormPlacement::kPre, NormPlacement::kNone}) {
+    BertConfig c = TinyConfig(norm);
+    c.hidden = 32;
+    c.ffn = 64;
+    c.heads = 4;
+    c.hidden_dropout = c.attention_dropout = 0.0f;
+    auto backend = MakeCpuBackend();
+    auto model = *BertModel::Create(c, HeadOptions{}, backend.get());
+    model->Initialize(2);
+    OptimizerConfig oc;
+    oc.weight_decay = 0.0f;
+    auto opt = *Optimizer::Create(oc, model.get());
+    const EncoderBatch batch = RandomBatch(c, 4, 10, 3, 23);
+    double first = 0, last = 0;
+    for (int step = 0; step < 300; ++step) {
+      model->ZeroGrads();
+      ForwardOptions o{.training = true, .seed = 1, .step = step, .compute_grad = true};
+      o.grad_scale = 1.0f / batch.mlm_positions.size();
+      auto s = model->ForwardMlm(batch, o);
+      ASSERT_TRUE(s.ok()) << s.status();
+      model->Backward();
+      ASSERT_TRUE(opt.Step(3e-3f).applied);
+      last = s->loss_sum / s->count;
+      if (step == 0) first = last;
+      if (last < 0.05) break;
+    }
+    EXPECT_GT(first, 2.5) << NormName(norm);
+    EXPECT_LT(last, 0.1) << NormName(norm) << " loss fell from " << first << " only to " << last;
+  }
+}
+
+TEST(BertModel, RejectsBadBatches) {
+  BertConfig c = TinyConfig(NormPlacement::kPre);
+  auto backend = MakeCpuBackend();
+  auto model = *BertModel::Create(c, HeadOptions{}, backend.get());
+  model->Initialize(0);
+  EncoderBatch b = RandomBatch(c, 2, 8, 1, 1);
+  b.input_ids[3] = 1000;
+  EXPECT_FALSE(model->ForwardMlm(b, {}).ok());
+  b = RandomBatch(c, 2, 20, 1, 1);  // longer than max_positions
+  auto s = model->ForwardMlm(b, {});
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "max_positions")) << s.status();
+  b = RandomBatch(c, 2, 8, 1, 1);
+  EXPECT_FALSE(model->ForwardClassify(b, {}).ok()) << "no classification head";
+}
+
+}  // namespace
+}  // namespace lamina
