@@ -5,3 +5,11 @@
 ABSL_FLAG(std::string, vocab, "",
           "BERT WordPiece vocab.txt (one token a line; id = line number), e.g. "
           "../shared/data/vocab/bert-base-uncased-vocab.txt");
+ABSL_FLAG(std::string, config, "",
+          "JSON config file: a bare model object, or a full config whose sections are model, optimizer, schedule, "
+          "data, batch, eval, checkpoint, run (see launch/configs/)");
+ABSL_FLAG(std::string, out, "", "Output directory (created if missing)");
+ABSL_FLAG(int64_t, seq_len, 128,
+          "Sequence length in tokens, [CLS] and [SEP] included (prepare: rows are [CLS] up to seq_len-2 tokens of one "
+          "document [SEP], padded with [PAD]; info: the length FLOPs are counted at)");
+ABSL_FLAG(int, threads, 0, "Worker threads (0 = one per hardware thread); results never depend on it");

@@ -1,9 +1,18 @@
 // Flags shared by several `lamina` subcommands (each is defined once, in common_flags.cc).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/flags/declare.h"
 
 // BERT vocab.txt: one WordPiece token a line, id = line number (tokenize, prepare, bench tokenize, ...).
 ABSL_DECLARE_FLAG(std::string, vocab);
+// JSON config file (info, pretrain, bench train, ...).
+ABSL_DECLARE_FLAG(std::string, config);
+// Output directory (prepare, pretrain, finetune, ...).
+ABSL_DECLARE_FLAG(std::string, out);
+// Sequence length in tokens, [CLS] and [SEP] included (prepare, info, bench, ...).
+ABSL_DECLARE_FLAG(int64_t, seq_len);
+// Worker threads; 0 = one per hardware thread (prepare, bench tokenize, ...).
+ABSL_DECLARE_FLAG(int, threads);
