@@ -13,6 +13,7 @@
 
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/cpu_checks.h"
+#include "model/cpu/dropout_mask.h"
 
 namespace lamina {
 namespace {
@@ -49,7 +50,8 @@ void ApplyDropout(const float* p, float dropout_p, const RngContext& rng, uint64
     return;
   }
   const float scale = 1.0f / (1.0f - dropout_p);
-  for (int64_t i = 0; i < n; ++i) pd[i] = DropoutKeep(rng, base + i, dropout_p) ? p[i] * scale : 0.0f;
+  cpu::DropoutMask mask(rng, dropout_p);
+  for (int64_t i = 0; i < n; ++i) pd[i] = mask.Keep(base + i) ? p[i] * scale : 0.0f;
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/cpu_checks.h"
+#include "model/cpu/dropout_mask.h"
 #include "model/cpu/gelu.h"
 
 namespace lamina {
@@ -63,7 +64,8 @@ void CpuBackend::Dropout(TensorView x, float p, RngContext rng, TensorView out) 
     return;
   }
   const float scale = 1.0f / (1.0f - p);
-  for (int64_t i = 0; i < n; ++i) o[i] = DropoutKeep(rng, static_cast<uint64_t>(i), p) ? xs[i] * scale : 0.0f;
+  cpu::DropoutMask mask(rng, p);
+  for (int64_t i = 0; i < n; ++i) o[i] = mask.Keep(static_cast<uint64_t>(i)) ? xs[i] * scale : 0.0f;
 }
 
 void CpuBackend::DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) {
