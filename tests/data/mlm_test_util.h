@@ -16,7 +16,7 @@
 #include "data/wordpiece.h"
 #include "gtest/gtest.h"
 
-namespace lamina::testing {
+namespace lamina::datatest {
 
 inline std::string SharedDataDir() {
   const char* src = std::getenv("LAMINA_SOURCE_DIR");
@@ -110,4 +110,4 @@ inline void WriteGz(const std::string& path, const std::string& text) {
 
 inline void WritePlain(const std::string& path, const std::string& text) { ASSERT_TRUE(WriteFileAtomic(path, text).ok()); }
 
-}  // namespace lamina::testing
+}  // namespace lamina::datatest

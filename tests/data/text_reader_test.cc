@@ -11,7 +11,7 @@
 namespace lamina {
 namespace {
 
-using testing::TempDir;
+using datatest::TempDir;
 
 std::vector<std::string> ReadAll(const std::string& path, absl::Status* status = nullptr) {
   std::vector<std::string> lines;
@@ -50,11 +50,11 @@ std::vector<std::string> SampleLines() {
 TEST(TextReader, PlainXzAndGzipGiveTheSameLines) {
   TempDir dir;
   const std::string text = SampleText();
-  testing::WritePlain(dir.path("a.txt"), text);
-  testing::WriteXz(dir.path("a.txt.xz"), text);
-  testing::WriteGz(dir.path("a.txt.gz"), text);
+  datatest::WritePlain(dir.path("a.txt"), text);
+  datatest::WriteXz(dir.path("a.txt.xz"), text);
+  datatest::WriteGz(dir.path("a.txt.gz"), text);
   // The format comes from the content, not the name.
-  testing::WriteXz(dir.path("misnamed.gz"), text);
+  datatest::WriteXz(dir.path("misnamed.gz"), text);
   const std::vector<std::string> want = SampleLines();
   for (const char* name : {"a.txt", "a.txt.xz", "a.txt.gz", "misnamed.gz"}) {
     EXPECT_EQ(ReadAll(dir.path(name)), want) << name;
@@ -72,13 +72,13 @@ TEST(TextReader, PlainXzAndGzipGiveTheSameLines) {
 
 TEST(TextReader, ConcatenatedStreamsAndMembersAreReadThrough) {
   TempDir dir;
-  testing::WriteXz(dir.path("a.xz"), "one\ntwo\n");
-  testing::WriteXz(dir.path("b.xz"), "three\n");
-  testing::WriteGz(dir.path("a.gz"), "one\ntwo\n");
-  testing::WriteGz(dir.path("b.gz"), "three\n");
+  datatest::WriteXz(dir.path("a.xz"), "one\ntwo\n");
+  datatest::WriteXz(dir.path("b.xz"), "three\n");
+  datatest::WriteGz(dir.path("a.gz"), "one\ntwo\n");
+  datatest::WriteGz(dir.path("b.gz"), "three\n");
   for (const char* ext : {"xz", "gz"}) {
     std::string both = *ReadFile(dir.path(absl::StrCat("a.", ext))) + *ReadFile(dir.path(absl::StrCat("b.", ext)));
-    testing::WritePlain(dir.path(absl::StrCat("ab.", ext)), both);
+    datatest::WritePlain(dir.path(absl::StrCat("ab.", ext)), both);
     EXPECT_EQ(ReadAll(dir.path(absl::StrCat("ab.", ext))), (std::vector<std::string>{"one", "two", "three"})) << ext;
   }
 }
@@ -86,12 +86,12 @@ TEST(TextReader, ConcatenatedStreamsAndMembersAreReadThrough) {
 TEST(TextReader, TruncatedOrCorruptInputIsAnErrorNamingTheFile) {
   TempDir dir;
   const std::string text = SampleText();
-  testing::WriteXz(dir.path("full.xz"), text);
-  testing::WriteGz(dir.path("full.gz"), text);
+  datatest::WriteXz(dir.path("full.xz"), text);
+  datatest::WriteGz(dir.path("full.gz"), text);
   for (const char* ext : {"xz", "gz"}) {
     std::string bytes = *ReadFile(dir.path(absl::StrCat("full.", ext)));
     const std::string cut = dir.path(absl::StrCat("cut.", ext));
-    testing::WritePlain(cut, bytes.substr(0, bytes.size() / 2));
+    datatest::WritePlain(cut, bytes.substr(0, bytes.size() / 2));
     absl::Status status;
     ReadAll(cut, &status);
     EXPECT_FALSE(status.ok()) << ext;
@@ -99,7 +99,7 @@ TEST(TextReader, TruncatedOrCorruptInputIsAnErrorNamingTheFile) {
 
     const std::string bad = dir.path(absl::StrCat("bad.", ext));
     for (size_t i = 64; i < bytes.size(); i += 997) bytes[i] ^= 0x5A;
-    testing::WritePlain(bad, bytes);
+    datatest::WritePlain(bad, bytes);
     status = absl::OkStatus();
     ReadAll(bad, &status);
     EXPECT_FALSE(status.ok()) << ext;
@@ -128,7 +128,7 @@ std::vector<Document> ReadDocs(const std::string& path, absl::Status* status = n
 
 TEST(Documents, WikiExtractorMarkupDropsTheRepeatedTitle) {
   TempDir dir;
-  testing::WriteXz(dir.path("wiki.xz"),
+  datatest::WriteXz(dir.path("wiki.xz"),
                    "<doc id=\"12\" url=\"http://en.wikipedia.org/wiki?curid=12\" title=\"Anarchism\">\n"
                    "Anarchism\n\nAnarchism is a political philosophy.\nHistory.\nIt has a history.\n</doc>\n"
                    "<doc id=\"25\" url=\"u\" title=\"AT&amp;T &quot;Bell&quot;\">\nAT&T \"Bell\"\n\nA company.\n</doc>\n"
@@ -150,11 +150,11 @@ TEST(Documents, WikiExtractorMarkupDropsTheRepeatedTitle) {
 
 TEST(Documents, WikiExtractorErrorsNameFileAndLine) {
   TempDir dir;
-  testing::WritePlain(dir.path("open.txt"), "<doc id=\"1\" title=\"A\">\nA\ntext\n<doc id=\"2\" title=\"B\">\nB\n</doc>\n");
+  datatest::WritePlain(dir.path("open.txt"), "<doc id=\"1\" title=\"A\">\nA\ntext\n<doc id=\"2\" title=\"B\">\nB\n</doc>\n");
   absl::Status status;
   ReadDocs(dir.path("open.txt"), &status);
   EXPECT_NE(status.message().find(absl::StrCat(dir.path("open.txt"), ":4")), std::string::npos) << status;
-  testing::WritePlain(dir.path("unclosed.txt"), "\n<doc id=\"1\" title=\"A\">\nA\ntext\n");
+  datatest::WritePlain(dir.path("unclosed.txt"), "\n<doc id=\"1\" title=\"A\">\nA\ntext\n");
   status = absl::OkStatus();
   ReadDocs(dir.path("unclosed.txt"), &status);
   EXPECT_NE(status.message().find(absl::StrCat(dir.path("unclosed.txt"), ":2")), std::string::npos) << status;
@@ -163,7 +163,7 @@ TEST(Documents, WikiExtractorErrorsNameFileAndLine) {
 
 TEST(Documents, PlainTextSplitsOnBlankLines) {
   TempDir dir;
-  testing::WriteGz(dir.path("plain.gz"), "\n\none\ntwo\n\n  \t\nthree\n\n\n\nfour\nfive");
+  datatest::WriteGz(dir.path("plain.gz"), "\n\none\ntwo\n\n  \t\nthree\n\n\n\nfour\nfive");
   const std::vector<Document> docs = ReadDocs(dir.path("plain.gz"));
   ASSERT_EQ(docs.size(), 3u);
   EXPECT_EQ(docs[0].text, "one\ntwo");
@@ -171,7 +171,7 @@ TEST(Documents, PlainTextSplitsOnBlankLines) {
   EXPECT_EQ(docs[1].text, "three");
   EXPECT_EQ(docs[2].text, "four\nfive");
   EXPECT_EQ(docs[2].first_line, 11);
-  testing::WritePlain(dir.path("empty.txt"), "\n \n");
+  datatest::WritePlain(dir.path("empty.txt"), "\n \n");
   EXPECT_TRUE(ReadDocs(dir.path("empty.txt")).empty());
 }
 
