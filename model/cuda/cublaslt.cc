@@ -1,0 +1,146 @@
+#include "model/cuda/cublaslt.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "model/cuda/cuda_check.h"
+
+namespace lamina::cuda {
+namespace {
+
+cudaDataType_t CudaType(DType t) {
+  switch (t) {
+    case DType::kF32: return CUDA_R_32F;
+    case DType::kBF16: return CUDA_R_16BF;
+    default: LAMINA_CHECK(false, "cuBLASLt output dtype ", DTypeName(t), " is not supported");
+  }
+  return CUDA_R_32F;
+}
+
+// The largest power of two (up to 256) dividing the address: what the kernels may assume.
+int64_t Alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int64_t align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+// RAII holders so that every early exit releases the descriptors.
+struct MatmulDesc {
+  cublasLtMatmulDesc_t d = nullptr;
+  ~MatmulDesc() {
+    if (d != nullptr) cublasLtMatmulDescDestroy(d);
+  }
+};
+struct Layout {
+  cublasLtMatrixLayout_t l = nullptr;
+  ~Layout() {
+    if (l != nullptr) cublasLtMatrixLayoutDestroy(l);
+  }
+};
+struct Preference {
+  cublasLtMatmulPreference_t p = nullptr;
+  ~Preference() {
+    if (p != nullptr) cublasLtMatmulPreferenceDestroy(p);
+  }
+};
+
+void MakeLayout(Layout& layout, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld, int batch,
+                int64_t stride) {
+  LAMINA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout.l, type, static_cast<uint64_t>(rows),
+                                                 static_cast<uint64_t>(cols), ld));
+  if (batch > 1) {
+    const int32_t count = batch;
+    LAMINA_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout.l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                                         sizeof(count)));
+    LAMINA_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout.l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                         &stride, sizeof(stride)));
+  }
+}
+
+}  // namespace
+
+CublasLt::~CublasLt() {
+  if (workspace_ != nullptr) cudaFree(workspace_);
+  if (handle_ != nullptr) cublasLtDestroy(handle_);
+}
+
+const char* CublasLt::Init() {
+  const cublasStatus_t st = cublasLtCreate(&handle_);
+  if (st != CUBLAS_STATUS_SUCCESS) return cublasLtGetStatusString(st);
+  const cudaError_t err = cudaMalloc(&workspace_, kWorkspaceBytes);
+  if (err != cudaSuccess) {
+    workspace_ = nullptr;
+    return cudaGetErrorString(err);
+  }
+  return nullptr;
+}
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major matrix read
+// column-major is its transpose; so cuBLASLt gets B as its first operand and A as its second,
+// each with the caller's transpose flag, and the problem (n, m, k).
+void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
+  if (s.m == 0 || s.n == 0) return;
+  LAMINA_CHECK(s.k > 0, "GEMM with k = 0");
+  LAMINA_CHECK(s.batch >= 1, "GEMM batch ", s.batch);
+  const cudaDataType_t c_type = CudaType(s.c_dtype);
+  MatmulDesc desc;
+  LAMINA_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_first = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  LAMINA_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
+  LAMINA_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
+  const cublasLtEpilogue_t epilogue = s.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  LAMINA_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+  if (s.bias != nullptr) {
+    LAMINA_CHECK(s.c_dtype == DType::kBF16, "the bias epilogue is used with bf16 outputs only");
+    LAMINA_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &s.bias, sizeof(s.bias)));
+  }
+  // Column-major shapes as stored: first operand (row-major B) and second (row-major A).
+  Layout first, second, out;
+  MakeLayout(first, CUDA_R_16BF, s.trans_b ? s.k : s.n, s.trans_b ? s.n : s.k, s.ldb, s.batch, s.stride_b);
+  MakeLayout(second, CUDA_R_16BF, s.trans_a ? s.m : s.k, s.trans_a ? s.k : s.m, s.lda, s.batch, s.stride_a);
+  MakeLayout(out, c_type, s.n, s.m, s.ldc, s.batch, s.stride_c);
+
+  const int64_t align_a = Alignment(s.a), align_b = Alignment(s.b), align_c = Alignment(s.c);
+  const Key key{s.trans_a, s.trans_b, s.m,    s.n,     s.k,       s.lda,     s.ldb,     s.ldc,     static_cast<int64_t>(s.c_dtype),
+                s.bias != nullptr, s.batch, s.stride_a, s.stride_b, s.stride_c, align_a, align_b, align_c,
+                s.beta != 0.0f};
+  auto it = algos_.find(key);
+  if (it == algos_.end()) {
+    Preference pref;
+    LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.p));
+    const uint64_t ws = kWorkspaceBytes;
+    LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                             sizeof(ws)));
+    // Tell the heuristics the real alignment of each pointer, so that a misaligned view (a head's
+    // columns inside a fused row, an odd-sized tensor) gets a kernel that can read it.
+    const uint32_t al_first = static_cast<uint32_t>(align_b), al_second = static_cast<uint32_t>(align_a),
+                   al_c = static_cast<uint32_t>(align_c);
+    LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                             &al_first, sizeof(al_first)));
+    LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                             &al_second, sizeof(al_second)));
+    LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                             &al_c, sizeof(al_c)));
+    LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                             &al_c, sizeof(al_c)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    LAMINA_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, desc.d, first.l, second.l, out.l, out.l, pref.p, 1,
+                                                       &result, &found));
+    LAMINA_CHECK(found > 0, "cuBLASLt has no algorithm for C[", s.m, ", ", s.n, "] = op(A) op(B) with k = ", s.k,
+                 ", trans ", s.trans_a, "/", s.trans_b, ", ld ", s.lda, "/", s.ldb, "/", s.ldc, ", alignment ",
+                 align_a, "/", align_b, "/", align_c, " bytes, batch ", s.batch, ", output ", DTypeName(s.c_dtype));
+    it = algos_.emplace(key, result.algo).first;
+  }
+  LAMINA_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.d, &s.alpha, s.b, first.l, s.a, second.l, &s.beta, s.c, out.l,
+                                     s.c, out.l, &it->second, workspace_, kWorkspaceBytes, stream));
+}
+
+}  // namespace lamina::cuda

@@ -1,0 +1,58 @@
+// The one entry point for matrix products on the GPU: a cuBLASLt wrapper taking row-major
+// operands. bf16 A and B, fp32 accumulation and scaling, C/D in bf16 or fp32 (fp32 with beta = 1
+// accumulates parameter gradients across micro-steps), optional bias epilogue, strided batches.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include "core/dtype.h"
+
+namespace lamina::cuda {
+
+// C[m, n] = alpha * op(A)[m, k] op(B)[k, n] (+ bias[n] per row) + beta * C, all row-major.
+// op(A) = A^T when trans_a (A stored [k, m]), likewise for B.
+struct GemmSpec {
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr;  // bf16
+  int64_t lda = 0;
+  const void* b = nullptr;  // bf16
+  int64_t ldb = 0;
+  void* c = nullptr;
+  int64_t ldc = 0;
+  DType c_dtype = DType::kBF16;
+  float alpha = 1.0f, beta = 0.0f;
+  const void* bias = nullptr;  // bf16 [n], or null
+  int batch = 1;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;  // in elements, when batch > 1
+};
+
+class CublasLt {
+ public:
+  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+  CublasLt() = default;
+  ~CublasLt();
+  CublasLt(const CublasLt&) = delete;
+  CublasLt& operator=(const CublasLt&) = delete;
+
+  // Creates the handle and the workspace; returns the error string of a failure or null.
+  const char* Init();
+  // Enqueues the product on `stream`. Aborts with the shape when cuBLASLt has no algorithm for it.
+  void Gemm(const GemmSpec& spec, cudaStream_t stream);
+  // How many distinct (shape, layout, alignment, epilogue) heuristics queries have been made.
+  size_t cached_algorithms() const { return algos_.size(); }
+
+ private:
+  using Key = std::array<int64_t, 18>;
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<Key, cublasLtMatmulAlgo_t> algos_;
+};
+
+}  // namespace lamina::cuda

@@ -1,0 +1,607 @@
+// The CUDA Backend: bf16 activations and weight copy, fp32 accumulation, parameter gradients and
+// optimizer state. Ops enqueue kernels (model/cuda/*.cu) and cuBLASLt products on the backend's
+// one stream; only CopyToHost/CopyFromHost and SumSquares wait for the device.
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/bf16.h"
+#include "core/status.h"
+#include "model/backend.h"
+#include "model/cuda/cublaslt.h"
+#include "model/cuda/cuda_check.h"
+#include "model/cuda/kernels.h"
+
+namespace lamina {
+namespace {
+
+using cuda::GemmSpec;
+using cuda::Ref;
+
+// A device operand of an op: the view must live on the GPU (or be empty where the op allows it).
+Ref R(const TensorView& t, const char* what) {
+  LAMINA_CHECK(t.empty() || t.device == Device::kCuda, what, " is not a CUDA tensor: ", t.ToString());
+  return Ref{t.data, t.dtype};
+}
+
+float* F32(const TensorView& t, const char* what) {
+  LAMINA_CHECK(t.device == Device::kCuda && t.dtype == DType::kF32, what, " must be a CUDA f32 tensor, got ",
+               t.ToString());
+  return t.as<float>();
+}
+
+const int32_t* I32(const TensorView& t, const char* what) {
+  LAMINA_CHECK(t.device == Device::kCuda && t.dtype == DType::kI32, what, " must be a CUDA i32 tensor, got ",
+               t.ToString());
+  return t.as<int32_t>();
+}
+
+const uint16_t* Bf16(const TensorView& t, const char* what) {
+  LAMINA_CHECK(t.device == Device::kCuda && t.dtype == DType::kBF16, what, " must be a CUDA bf16 tensor, got ",
+               t.ToString());
+  return t.as<uint16_t>();
+}
+
+void CheckNumel(const TensorView& t, int64_t n, const char* what) {
+  LAMINA_CHECK(t.numel() == n, what, " has ", t.numel(), " elements, expected ", n, ": ", t.ToString());
+}
+
+void CheckMatrix(const TensorView& t, int64_t rows, int64_t cols, const char* what) {
+  LAMINA_CHECK(t.rows() == rows && t.cols() == cols, what, " must be [", rows, ", ", cols, "], got ", t.ToString());
+}
+
+template <typename T>
+const T* Offset(const void* p, int64_t elems) {
+  return static_cast<const T*>(p) + elems;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  ~CudaBackend() override {
+    if (stream_ != nullptr) {
+      cudaStreamSynchronize(stream_);
+      cudaStreamDestroy(stream_);
+    }
+  }
+
+  absl::Status Init() {
+    cudaError_t err = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
+    if (err != cudaSuccess) return absl::InternalError(absl::StrCat("cudaStreamCreate: ", cudaGetErrorString(err)));
+    if (const char* e = gemm_.Init(); e != nullptr) return absl::InternalError(absl::StrCat("cuBLASLt: ", e));
+    ASSIGN_OR_RETURN(sum_result_, Buffer::Allocate(Device::kCuda, sizeof(double)));
+    return absl::OkStatus();
+  }
+
+  std::string name() const override { return "cuda"; }
+  Device device() const override { return Device::kCuda; }
+  DType act_dtype() const override { return DType::kBF16; }
+
+  // ---- memory ----
+  void Zero(TensorView t) override {
+    R(t, "Zero");
+    if (t.numel() > 0) LAMINA_CUDA_CHECK(cudaMemsetAsync(t.data, 0, t.bytes(), stream_));
+  }
+
+  void CopyFromHost(const float* src, TensorView dst) override {
+    R(dst, "CopyFromHost dst");
+    const int64_t n = dst.numel();
+    if (n == 0) return;
+    if (dst.dtype == DType::kF32) {
+      LAMINA_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
+    } else {
+      LAMINA_CHECK(dst.dtype == DType::kBF16, "CopyFromHost into ", dst.ToString());
+      staging_.resize(n);
+      for (int64_t i = 0; i < n; ++i) staging_[i] = FloatToBf16Bits(src[i]);
+      LAMINA_CUDA_CHECK(cudaMemcpyAsync(dst.data, staging_.data(), dst.bytes(), cudaMemcpyHostToDevice, stream_));
+    }
+    LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host source may go away on return
+  }
+
+  void CopyToHost(TensorView src, float* dst) override {
+    R(src, "CopyToHost src");
+    const int64_t n = src.numel();
+    if (n == 0) return;
+    if (src.dtype == DType::kF32) {
+      LAMINA_CUDA_CHECK(cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
+      LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      return;
+    }
+    LAMINA_CHECK(src.dtype == DType::kBF16, "CopyToHost from ", src.ToString());
+    staging_.resize(n);
+    LAMINA_CUDA_CHECK(cudaMemcpyAsync(staging_.data(), src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
+    LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (int64_t i = 0; i < n; ++i) dst[i] = Bf16BitsToFloat(staging_[i]);
+  }
+
+  void CopyFromHostI32(const int32_t* src, TensorView dst) override {
+    I32(dst, "CopyFromHostI32 dst");
+    if (dst.numel() == 0) return;
+    LAMINA_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
+    LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void Convert(TensorView src, TensorView dst) override {
+    CheckNumel(dst, src.numel(), "Convert dst");
+    cuda::LaunchConvert(R(src, "Convert src"), R(dst, "Convert dst"), src.numel(), stream_);
+  }
+
+  void Synchronize() override { LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  // ---- embeddings ----
+  void EmbeddingForward(TensorView ids, TensorView type_ids, TensorView word, TensorView pos, TensorView type,
+                        float scale, TensorView out) override {
+    const int64_t seq = CheckEmbedding(ids, type_ids, word, pos, type);
+    CheckMatrix(out, ids.numel(), word.cols(), "out");
+    cuda::LaunchEmbeddingForward(I32(ids, "ids"), I32(type_ids, "type_ids"), R(word, "word"), R(pos, "pos"),
+                                 R(type, "type"), scale, R(out, "out"), ids.numel(), seq, word.cols(), stream_);
+  }
+
+  void EmbeddingBackward(TensorView ids, TensorView type_ids, TensorView dout, float scale, TensorView dword,
+                         TensorView dpos, TensorView dtype) override {
+    const int64_t seq = CheckEmbedding(ids, type_ids, dword, dpos, dtype);
+    const int64_t rows = ids.numel(), hidden = dword.cols();
+    CheckMatrix(dout, rows, hidden, "dout");
+    const size_t bytes = cuda::EmbeddingBackwardScratchBytes(rows, hidden, dtype.rows());
+    cuda::LaunchEmbeddingBackward(I32(ids, "ids"), I32(type_ids, "type_ids"), R(dout, "dout"), scale,
+                                  F32(dword, "dword"), F32(dpos, "dpos"), F32(dtype, "dtype"), rows, seq, hidden,
+                                  dword.rows(), dtype.rows(), Scratch(bytes), bytes, stream_);
+  }
+
+  // ---- layer norm ----
+  void LayerNormForward(TensorView x, TensorView gamma, TensorView beta, float eps, TensorView out, TensorView mean,
+                        TensorView rstd) override {
+    CheckNorm(x, gamma, beta, out, mean, rstd);
+    cuda::LaunchLayerNormForward(R(x, "x"), Ref{}, R(gamma, "gamma"), R(beta, "beta"), eps, Ref{}, R(out, "out"),
+                                 F32(mean, "mean"), F32(rstd, "rstd"), x.rows(), x.cols(), stream_);
+  }
+
+  void AddLayerNormForward(TensorView a, TensorView b, TensorView gamma, TensorView beta, float eps, TensorView sum,
+                           TensorView out, TensorView mean, TensorView rstd) override {
+    CheckNorm(a, gamma, beta, out, mean, rstd);
+    CheckMatrix(b, a.rows(), a.cols(), "b");
+    CheckMatrix(sum, a.rows(), a.cols(), "sum");
+    LAMINA_CHECK(a.dtype == b.dtype && a.dtype == sum.dtype, "AddLayerNorm dtypes ", a.ToString(), " ",
+                 b.ToString(), " ", sum.ToString());
+    cuda::LaunchLayerNormForward(R(a, "a"), R(b, "b"), R(gamma, "gamma"), R(beta, "beta"), eps, R(sum, "sum"),
+                                 R(out, "out"), F32(mean, "mean"), F32(rstd, "rstd"), a.rows(), a.cols(), stream_);
+  }
+
+  void LayerNormBackward(TensorView dout, TensorView x, TensorView gamma, TensorView mean, TensorView rstd,
+                         TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta) override {
+    const int64_t rows = x.rows(), cols = x.cols();
+    CheckMatrix(dout, rows, cols, "dout");
+    CheckMatrix(dx, rows, cols, "dx");
+    CheckNumel(gamma, cols, "gamma");
+    CheckNumel(dgamma, cols, "dgamma");
+    CheckNumel(dbeta, cols, "dbeta");
+    CheckNumel(mean, rows, "mean");
+    CheckNumel(rstd, rows, "rstd");
+    void* scratch = Scratch(cuda::LayerNormBackwardScratchBytes(rows, cols));
+    cuda::LaunchLayerNormBackward(R(dout, "dout"), R(x, "x"), R(gamma, "gamma"), F32(mean, "mean"),
+                                  F32(rstd, "rstd"), R(dx, "dx"), accumulate, F32(dgamma, "dgamma"),
+                                  F32(dbeta, "dbeta"), rows, cols, scratch, stream_);
+  }
+
+  // ---- dense layers ----
+  void LinearForward(TensorView x, TensorView w, TensorView b, Activation act, TensorView pre_act,
+                     TensorView out) override {
+    const int64_t m = x.rows(), k = x.cols(), n = w.rows();
+    CheckMatrix(w, n, k, "w");
+    CheckMatrix(out, m, n, "out");
+    if (!b.empty()) {
+      Bf16(b, "b");
+      CheckNumel(b, n, "b");
+    }
+    const TensorView& y = act == Activation::kGelu ? pre_act : out;
+    if (act == Activation::kGelu) CheckMatrix(pre_act, m, n, "pre_act");
+    GemmSpec s;
+    s.trans_b = true;
+    s.m = m;
+    s.n = n;
+    s.k = k;
+    s.a = Bf16(x, "x");
+    s.lda = k;
+    s.b = Bf16(w, "w");
+    s.ldb = k;
+    s.c = R(y, "out").data;
+    s.ldc = n;
+    s.c_dtype = y.dtype;
+    s.bias = b.empty() ? nullptr : b.data;
+    gemm_.Gemm(s, stream_);
+    if (act == Activation::kGelu) cuda::LaunchGelu(R(pre_act, "pre_act"), R(out, "out"), m * n, stream_);
+  }
+
+  void LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act, TensorView dx,
+                      bool accumulate, TensorView dw, TensorView db) override {
+    const int64_t m = x.rows(), k = x.cols(), n = w.rows();
+    CheckMatrix(w, n, k, "w");
+    CheckMatrix(dw, n, k, "dw");
+    CheckMatrix(dout, m, n, "dout");
+    if (act == Activation::kGelu) {
+      CheckMatrix(pre_act, m, n, "pre_act");
+      cuda::LaunchGeluBackward(R(dout, "dout"), R(pre_act, "pre_act"), R(dout, "dout"), m * n, stream_);
+    }
+    if (!db.empty()) {
+      CheckNumel(db, n, "db");
+      cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, F32(db, "db"),
+                                      Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
+    }
+    if (!dx.empty()) {
+      CheckMatrix(dx, m, k, "dx");
+      GemmSpec s;  // dx = dpre W
+      s.m = m;
+      s.n = k;
+      s.k = n;
+      s.a = Bf16(dout, "dout");
+      s.lda = n;
+      s.b = Bf16(w, "w");
+      s.ldb = k;
+      s.c = R(dx, "dx").data;
+      s.ldc = k;
+      s.c_dtype = dx.dtype;
+      s.beta = accumulate ? 1.0f : 0.0f;
+      gemm_.Gemm(s, stream_);
+    }
+    GemmSpec s;  // dW += dpre^T x, accumulated in fp32
+    s.trans_a = true;
+    s.m = n;
+    s.n = k;
+    s.k = m;
+    s.a = Bf16(dout, "dout");
+    s.lda = n;
+    s.b = Bf16(x, "x");
+    s.ldb = k;
+    s.c = F32(dw, "dw");
+    s.ldc = k;
+    s.c_dtype = DType::kF32;
+    s.beta = 1.0f;
+    if (m > 0) gemm_.Gemm(s, stream_);
+  }
+
+  // ---- elementwise ----
+  void Gelu(TensorView x, TensorView out) override {
+    CheckNumel(out, x.numel(), "out");
+    cuda::LaunchGelu(R(x, "x"), R(out, "out"), x.numel(), stream_);
+  }
+  void GeluBackward(TensorView dout, TensorView x, TensorView dx) override {
+    CheckNumel(dout, x.numel(), "dout");
+    CheckNumel(dx, x.numel(), "dx");
+    cuda::LaunchGeluBackward(R(dout, "dout"), R(x, "x"), R(dx, "dx"), x.numel(), stream_);
+  }
+  void Tanh(TensorView x, TensorView out) override {
+    CheckNumel(out, x.numel(), "out");
+    cuda::LaunchTanh(R(x, "x"), R(out, "out"), x.numel(), stream_);
+  }
+  void TanhBackward(TensorView dout, TensorView out, TensorView dx) override {
+    CheckNumel(dout, out.numel(), "dout");
+    CheckNumel(dx, out.numel(), "dx");
+    cuda::LaunchTanhBackward(R(dout, "dout"), R(out, "out"), R(dx, "dx"), out.numel(), stream_);
+  }
+  void Add(TensorView a, TensorView b, TensorView out) override {
+    CheckNumel(b, a.numel(), "b");
+    CheckNumel(out, a.numel(), "out");
+    cuda::LaunchAdd(R(a, "a"), R(b, "b"), R(out, "out"), a.numel(), stream_);
+  }
+  void Dropout(TensorView x, float p, RngContext rng, TensorView out) override {
+    CheckNumel(out, x.numel(), "out");
+    LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
+    cuda::LaunchDropout(R(x, "x"), p, rng, R(out, "out"), x.numel(), stream_);
+  }
+  void DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) override { Dropout(dout, p, rng, dx); }
+
+  // ---- attention ----
+  void AttentionForward(TensorView qkv, TensorView key_mask, int64_t heads, float dropout_p, RngContext rng,
+                        TensorView saved, TensorView out) override {
+    const Dims d = CheckAttention(qkv, key_mask, heads, saved, dropout_p);
+    CheckMatrix(out, d.batch * d.seq, d.hidden, "out");
+    Bf16(out, "out");
+    if (d.seq == 0 || d.head_dim == 0) return;
+    const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
+    char* scratch = static_cast<char*>(Scratch(probs * (sizeof(float) + sizeof(uint16_t))));
+    float* scores = reinterpret_cast<float*>(scratch);
+    uint16_t* dropped = reinterpret_cast<uint16_t*>(scratch + probs * sizeof(float));
+    const void* x = qkv.data;
+    for (int64_t h = 0; h < heads; ++h) {  // S = Q K^T, unscaled, fp32
+      GemmSpec s = HeadGemm(d);
+      s.trans_b = true;
+      s.m = d.seq;
+      s.n = d.seq;
+      s.k = d.head_dim;
+      s.a = Offset<uint16_t>(x, h * d.head_dim);
+      s.lda = 3 * d.hidden;
+      s.stride_a = d.seq * 3 * d.hidden;
+      s.b = Offset<uint16_t>(x, d.hidden + h * d.head_dim);
+      s.ldb = 3 * d.hidden;
+      s.stride_b = d.seq * 3 * d.hidden;
+      s.c = scores + h * tt;
+      s.ldc = d.seq;
+      s.stride_c = heads * tt;
+      s.c_dtype = DType::kF32;
+      gemm_.Gemm(s, stream_);
+    }
+    cuda::LaunchAttentionSoftmax(scores, key_mask.as<int32_t>(), 1.0f / std::sqrt(static_cast<float>(d.head_dim)),
+                                 d.batch, heads, d.seq, dropout_p, rng, R(saved, "saved"), dropped, stream_);
+    for (int64_t h = 0; h < heads; ++h) {  // O = dropout(P) V
+      GemmSpec s = HeadGemm(d);
+      s.m = d.seq;
+      s.n = d.head_dim;
+      s.k = d.seq;
+      s.a = dropped + h * tt;
+      s.lda = d.seq;
+      s.stride_a = heads * tt;
+      s.b = Offset<uint16_t>(x, 2 * d.hidden + h * d.head_dim);
+      s.ldb = 3 * d.hidden;
+      s.stride_b = d.seq * 3 * d.hidden;
+      s.c = static_cast<uint16_t*>(out.data) + h * d.head_dim;
+      s.ldc = d.hidden;
+      s.stride_c = d.seq * d.hidden;
+      gemm_.Gemm(s, stream_);
+    }
+  }
+
+  void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView saved, int64_t heads,
+                         float dropout_p, RngContext rng, TensorView dqkv) override {
+    const Dims d = CheckAttention(qkv, key_mask, heads, saved, dropout_p);
+    CheckMatrix(dout, d.batch * d.seq, d.hidden, "dout");
+    CheckMatrix(dqkv, d.batch * d.seq, 3 * d.hidden, "dqkv");
+    Bf16(dout, "dout");
+    Bf16(dqkv, "dqkv");
+    if (d.seq == 0 || d.head_dim == 0) return;
+    const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
+    char* scratch = static_cast<char*>(Scratch(probs * (sizeof(float) + 2 * sizeof(uint16_t))));
+    float* ddropped = reinterpret_cast<float*>(scratch);
+    uint16_t* dropped = reinterpret_cast<uint16_t*>(scratch + probs * sizeof(float));
+    uint16_t* dscores = dropped + probs;
+    const void* x = qkv.data;
+    const int64_t row3 = 3 * d.hidden, stride3 = d.seq * 3 * d.hidden;
+    for (int64_t h = 0; h < heads; ++h) {  // d(dropout(P)) = dO V^T
+      GemmSpec s = HeadGemm(d);
+      s.trans_b = true;
+      s.m = d.seq;
+      s.n = d.seq;
+      s.k = d.head_dim;
+      s.a = Offset<uint16_t>(dout.data, h * d.head_dim);
+      s.lda = d.hidden;
+      s.stride_a = d.seq * d.hidden;
+      s.b = Offset<uint16_t>(x, 2 * d.hidden + h * d.head_dim);
+      s.ldb = row3;
+      s.stride_b = stride3;
+      s.c = ddropped + h * tt;
+      s.ldc = d.seq;
+      s.stride_c = heads * tt;
+      s.c_dtype = DType::kF32;
+      gemm_.Gemm(s, stream_);
+    }
+    cuda::LaunchAttentionSoftmaxBackward(ddropped, R(saved, "saved"),
+                                         1.0f / std::sqrt(static_cast<float>(d.head_dim)), d.batch, heads, d.seq,
+                                         dropout_p, rng, dropped, dscores, stream_);
+    uint16_t* dx = static_cast<uint16_t*>(dqkv.data);
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t col = h * d.head_dim;
+      // dV = dropout(P)^T dO
+      GemmSpec s = HeadGemm(d);
+      s.trans_a = true;
+      s.m = d.seq;
+      s.n = d.head_dim;
+      s.k = d.seq;
+      s.a = dropped + h * tt;
+      s.lda = d.seq;
+      s.stride_a = heads * tt;
+      s.b = Offset<uint16_t>(dout.data, col);
+      s.ldb = d.hidden;
+      s.stride_b = d.seq * d.hidden;
+      s.c = dx + 2 * d.hidden + col;
+      s.ldc = row3;
+      s.stride_c = stride3;
+      gemm_.Gemm(s, stream_);
+      // dQ = dS K (dS already carries the 1/sqrt(D) scale)
+      s.trans_a = false;
+      s.a = dscores + h * tt;
+      s.b = Offset<uint16_t>(x, d.hidden + col);
+      s.ldb = row3;
+      s.stride_b = stride3;
+      s.c = dx + col;
+      gemm_.Gemm(s, stream_);
+      // dK = dS^T Q
+      s.trans_a = true;
+      s.b = Offset<uint16_t>(x, col);
+      s.c = dx + d.hidden + col;
+      gemm_.Gemm(s, stream_);
+    }
+  }
+
+  // ---- rows ----
+  void GatherRows(TensorView x, TensorView index, TensorView out) override {
+    const int64_t n = index.numel(), cols = x.cols();
+    CheckMatrix(out, n, cols, "out");
+    cuda::LaunchGatherRows(R(x, "x"), I32(index, "index"), R(out, "out"), n, cols, stream_);
+  }
+  void ScatterAddRows(TensorView dout, TensorView index, TensorView dx) override {
+    const int64_t n = index.numel(), cols = dx.cols();
+    CheckMatrix(dout, n, cols, "dout");
+    cuda::LaunchScatterAddRows(R(dout, "dout"), I32(index, "index"), R(dx, "dx"), n, cols, stream_);
+  }
+
+  // ---- loss ----
+  void CrossEntropy(TensorView logits, TensorView targets, float grad_scale, TensorView losses,
+                    TensorView dlogits) override {
+    const int64_t rows = logits.rows(), vocab = logits.cols();
+    CheckNumel(targets, rows, "targets");
+    CheckNumel(losses, rows, "losses");
+    if (!dlogits.empty()) CheckMatrix(dlogits, rows, vocab, "dlogits");
+    cuda::LaunchCrossEntropy(R(logits, "logits"), I32(targets, "targets"), grad_scale, F32(losses, "losses"),
+                             R(dlogits, "dlogits"), rows, vocab, stream_);
+  }
+  void ArgMax(TensorView logits, TensorView out) override {
+    CheckNumel(out, logits.rows(), "out");
+    cuda::LaunchArgMax(R(logits, "logits"), const_cast<int32_t*>(I32(out, "out")), logits.rows(), logits.cols(),
+                       stream_);
+  }
+
+  // ---- reductions and optimizers ----
+  double SumSquares(TensorView x) override {
+    double* result = static_cast<double*>(sum_result_.data());
+    cuda::LaunchSumSquares(R(x, "x"), x.numel(), Scratch(cuda::SumSquaresScratchBytes()), result, stream_);
+    double host = 0;
+    LAMINA_CUDA_CHECK(cudaMemcpyAsync(&host, result, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+    LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return host;
+  }
+
+  void Scale(TensorView x, float s) override { cuda::LaunchScale(F32(x, "x"), s, x.numel(), stream_); }
+
+  void AdamWStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
+                 std::span<const ParamSegment> segments, const AdamWHyper& hyper) override {
+    const cuda::OptimizerHyper h = CheckOptimizer(params, grads, m, v, compute, segments, hyper);
+    cuda::LaunchAdamW(F32(params, "params"), F32(grads, "grads"), F32(m, "m"), F32(v, "v"), R(compute, "compute"),
+                      device_segments_, static_cast<int>(segments.size()), max_segment_, h, stream_);
+  }
+
+  void LambStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
+                std::span<const ParamSegment> segments, const AdamWHyper& hyper) override {
+    const cuda::OptimizerHyper h = CheckOptimizer(params, grads, m, v, compute, segments, hyper);
+    const int count = static_cast<int>(segments.size());
+    cuda::LaunchLamb(F32(params, "params"), F32(grads, "grads"), F32(m, "m"), F32(v, "v"), R(compute, "compute"),
+                     device_segments_, count, max_segment_, h, Scratch(cuda::LambScratchBytes(count, max_segment_)),
+                     stream_);
+  }
+
+ private:
+  struct Dims {
+    int64_t batch, seq, hidden, head_dim;
+  };
+
+  // A per-head product batched over the sequences of the batch.
+  static GemmSpec HeadGemm(const Dims& d) {
+    GemmSpec s;
+    s.batch = static_cast<int>(d.batch);
+    return s;
+  }
+
+  // Device memory for an op's intermediates, reused by every op (they run in stream order).
+  void* Scratch(size_t bytes) {
+    if (bytes > scratch_.bytes()) {
+      LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old scratch may still be in use
+      scratch_ = Buffer();
+      absl::StatusOr<Buffer> b = Buffer::Allocate(Device::kCuda, bytes + bytes / 4);
+      LAMINA_CHECK(b.ok(), "scratch of ", bytes, " bytes: ", b.status().ToString());
+      scratch_ = *std::move(b);
+    }
+    return scratch_.data();
+  }
+
+  int64_t CheckEmbedding(const TensorView& ids, const TensorView& type_ids, const TensorView& word,
+                         const TensorView& pos, const TensorView& type) {
+    LAMINA_CHECK(ids.rank() == 2, "ids must be [B, T], got ", ids.ToString());
+    LAMINA_CHECK(type_ids.shape == ids.shape, "type_ids ", type_ids.ToString(), " vs ids ", ids.ToString());
+    LAMINA_CHECK(pos.cols() == word.cols() && type.cols() == word.cols(), "embedding widths ", word.ToString(), " ",
+                 pos.ToString(), " ", type.ToString());
+    LAMINA_CHECK(ids.dim(1) <= pos.rows(), "sequence length ", ids.dim(1), " exceeds ", pos.rows(), " positions");
+    return ids.dim(1);
+  }
+
+  void CheckNorm(const TensorView& x, const TensorView& gamma, const TensorView& beta, const TensorView& out,
+                 const TensorView& mean, const TensorView& rstd) {
+    CheckNumel(gamma, x.cols(), "gamma");
+    CheckNumel(beta, x.cols(), "beta");
+    CheckMatrix(out, x.rows(), x.cols(), "out");
+    CheckNumel(mean, x.rows(), "mean");
+    CheckNumel(rstd, x.rows(), "rstd");
+  }
+
+  Dims CheckAttention(const TensorView& qkv, const TensorView& key_mask, int64_t heads, const TensorView& saved,
+                      float dropout_p) {
+    Bf16(qkv, "qkv");
+    I32(key_mask, "key_mask");
+    R(saved, "saved");
+    LAMINA_CHECK(key_mask.rank() == 2, "key_mask must be [B, T], got ", key_mask.ToString());
+    LAMINA_CHECK(heads > 0 && qkv.cols() % (3 * heads) == 0, "qkv ", qkv.ToString(), " does not split into 3 x ",
+                 heads, " heads");
+    Dims d{key_mask.dim(0), key_mask.dim(1), qkv.cols() / 3, qkv.cols() / 3 / heads};
+    CheckMatrix(qkv, d.batch * d.seq, 3 * d.hidden, "qkv");
+    CheckNumel(saved, AttentionSavedElems(d.batch, heads, d.seq), "saved");
+    LAMINA_CHECK(dropout_p >= 0.0f && dropout_p < 1.0f, "attention dropout probability ", dropout_p);
+    return d;
+  }
+
+  // Checks the buffers, uploads the segment table when it changed and returns the step's constants.
+  cuda::OptimizerHyper CheckOptimizer(const TensorView& params, const TensorView& grads, const TensorView& m,
+                                      const TensorView& v, const TensorView& compute,
+                                      std::span<const ParamSegment> segments, const AdamWHyper& hyper) {
+    const int64_t n = params.numel();
+    CheckNumel(grads, n, "grads");
+    CheckNumel(m, n, "m");
+    CheckNumel(v, n, "v");
+    if (!compute.empty()) CheckNumel(compute, n, "compute");
+    LAMINA_CHECK(hyper.step >= 1, "optimizer step ", hyper.step, " must be 1-based");
+    bool same = segments.size() == host_segments_.size();
+    for (size_t i = 0; same && i < segments.size(); ++i) {
+      same = segments[i].offset == host_segments_[i].offset && segments[i].size == host_segments_[i].size &&
+             (segments[i].decay ? 1 : 0) == host_segments_[i].decay;
+    }
+    if (!same) {
+      host_segments_.clear();
+      max_segment_ = 0;
+      for (const ParamSegment& s : segments) {
+        LAMINA_CHECK(s.offset >= 0 && s.size >= 0 && s.offset + s.size <= n, "segment [", s.offset, ", +", s.size,
+                     ") outside ", n, " parameters");
+        host_segments_.push_back(cuda::DeviceSegment{s.offset, s.size, s.decay ? 1 : 0});
+        max_segment_ = std::max(max_segment_, s.size);
+      }
+      const size_t bytes = host_segments_.size() * sizeof(cuda::DeviceSegment);
+      if (bytes > segment_buffer_.bytes()) {
+        Synchronize();
+        absl::StatusOr<Buffer> b = Buffer::Allocate(Device::kCuda, bytes);
+        LAMINA_CHECK(b.ok(), b.status().ToString());
+        segment_buffer_ = *std::move(b);
+      }
+      device_segments_ = static_cast<cuda::DeviceSegment*>(segment_buffer_.data());
+      if (bytes > 0) {
+        LAMINA_CUDA_CHECK(
+            cudaMemcpyAsync(device_segments_, host_segments_.data(), bytes, cudaMemcpyHostToDevice, stream_));
+        Synchronize();  // host_segments_ may change before a later copy would read it
+      }
+    }
+    cuda::OptimizerHyper h;
+    h.lr = hyper.lr;
+    h.beta1 = hyper.beta1;
+    h.beta2 = hyper.beta2;
+    h.eps = hyper.eps;
+    h.weight_decay = hyper.weight_decay;
+    h.grad_scale = hyper.grad_scale;
+    h.bias_correction1 =
+        static_cast<float>(1.0 - std::pow(static_cast<double>(hyper.beta1), static_cast<double>(hyper.step)));
+    h.bias_correction2 =
+        static_cast<float>(1.0 - std::pow(static_cast<double>(hyper.beta2), static_cast<double>(hyper.step)));
+    return h;
+  }
+
+  cudaStream_t stream_ = nullptr;
+  cuda::CublasLt gemm_;
+  Buffer scratch_;
+  Buffer sum_result_;
+  Buffer segment_buffer_;
+  std::vector<cuda::DeviceSegment> host_segments_;
+  cuda::DeviceSegment* device_segments_ = nullptr;
+  int64_t max_segment_ = 0;
+  std::vector<uint16_t> staging_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no usable CUDA device: ", err != cudaSuccess ? cudaGetErrorString(err) : "the device count is 0"));
+  }
+  auto backend = std::make_unique<CudaBackend>();
+  RETURN_IF_ERROR(backend->Init());
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace lamina

@@ -1,0 +1,155 @@
+// Embedding lookup and its deterministic backward.
+#include <cub/device/device_radix_sort.cuh>
+
+#include "model/cuda/common.cuh"
+#include "model/cuda/kernels.h"
+
+namespace lamina::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kTypeChunkRows = 128;  // rows per partial sum of the token-type gradient
+
+template <typename TW, typename TO>
+__global__ void EmbeddingForwardKernel(const int32_t* ids, const int32_t* type_ids, const TW* word, const TW* pos,
+                                       const TW* type, float scale, TO* out, int64_t seq, int64_t hidden) {
+  const int64_t n = blockIdx.x;
+  const TW* wr = word + static_cast<int64_t>(ids[n]) * hidden;
+  const TW* pr = pos + (n % seq) * hidden;
+  const TW* tr = type + static_cast<int64_t>(type_ids[n]) * hidden;
+  TO* orow = out + n * hidden;
+  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x)
+    orow[c] = FromF<TO>((ToF(wr[c]) + ToF(pr[c]) + ToF(tr[c])) * scale);
+}
+
+__global__ void IotaKernel(int32_t* x, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = static_cast<int32_t>(i);
+}
+
+// One block per position of the sorted ids; the block at the start of a run of equal ids sums the
+// run's rows in token order (the sort is stable) and adds the sum to that id's gradient row.
+template <typename TG>
+__global__ void WordSegmentSumKernel(const int32_t* sorted_ids, const int32_t* order, const TG* dout, float scale,
+                                     float* dword, int64_t rows, int64_t hidden) {
+  const int64_t i = blockIdx.x;
+  const int32_t id = sorted_ids[i];
+  if (i > 0 && sorted_ids[i - 1] == id) return;
+  int64_t end = i + 1;
+  while (end < rows && sorted_ids[end] == id) ++end;
+  float* dst = dword + static_cast<int64_t>(id) * hidden;
+  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
+    float acc = 0.0f;
+    for (int64_t r = i; r < end; ++r) acc += ToF(dout[static_cast<int64_t>(order[r]) * hidden + c]);
+    dst[c] += acc * scale;
+  }
+}
+
+// dpos[t] += sum over b of dout[b * seq + t], one thread per (t, c), b in order.
+template <typename TG>
+__global__ void PositionSumKernel(const TG* dout, float scale, float* dpos, int64_t batch, int64_t seq,
+                                  int64_t hidden) {
+  const int64_t n = seq * hidden;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < batch; ++b) acc += ToF(dout[b * n + i]);
+    dpos[i] += acc * scale;
+  }
+}
+
+// partial[chunk][type][c] = sum of the chunk's rows of that type; one thread per (chunk, c).
+template <typename TG>
+__global__ void TypePartialKernel(const int32_t* type_ids, const TG* dout, float* partial, int64_t rows,
+                                  int64_t hidden, int64_t type_vocab) {
+  const int64_t chunk = blockIdx.y;
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= hidden) return;
+  float* part = partial + chunk * type_vocab * hidden;
+  for (int64_t t = 0; t < type_vocab; ++t) part[t * hidden + c] = 0.0f;
+  const int64_t end = min(rows, (chunk + 1) * kTypeChunkRows);
+  for (int64_t r = chunk * kTypeChunkRows; r < end; ++r) part[type_ids[r] * hidden + c] += ToF(dout[r * hidden + c]);
+}
+
+__global__ void TypeFinalizeKernel(const float* partial, float scale, float* dtype, int64_t chunks, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float acc = 0.0f;
+    for (int64_t k = 0; k < chunks; ++k) acc += partial[k * n + i];
+    dtype[i] += acc * scale;
+  }
+}
+
+size_t RoundUp256(size_t n) { return (n + 255) / 256 * 256; }
+
+size_t SortTempBytes(int64_t rows) {
+  size_t bytes = 0;
+  LAMINA_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const int32_t*>(nullptr),
+                                                    static_cast<int32_t*>(nullptr),
+                                                    static_cast<const int32_t*>(nullptr),
+                                                    static_cast<int32_t*>(nullptr), static_cast<int>(rows)));
+  return bytes;
+}
+
+}  // namespace
+
+void LaunchEmbeddingForward(const int32_t* ids, const int32_t* type_ids, Ref word, Ref pos, Ref type, float scale,
+                            Ref out, int64_t rows, int64_t seq, int64_t hidden, cudaStream_t stream) {
+  if (rows == 0 || hidden == 0) return;
+  LAMINA_KERNEL_CHECK(word.dtype == pos.dtype && word.dtype == type.dtype);
+  LAMINA_DISPATCH_FLOAT(word.dtype, TW, LAMINA_DISPATCH_FLOAT(out.dtype, TO, {
+    EmbeddingForwardKernel<TW, TO><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+        ids, type_ids, static_cast<const TW*>(word.data), static_cast<const TW*>(pos.data),
+        static_cast<const TW*>(type.data), scale, static_cast<TO*>(out.data), seq, hidden);
+  }));
+  LAMINA_CUDA_CHECK_LAUNCH();
+}
+
+size_t EmbeddingBackwardScratchBytes(int64_t rows, int64_t hidden, int64_t type_vocab) {
+  const size_t ints = RoundUp256(static_cast<size_t>(rows) * sizeof(int32_t));
+  const size_t type_partial =
+      RoundUp256(static_cast<size_t>(CeilDiv(rows, kTypeChunkRows) * type_vocab * hidden) * sizeof(float));
+  return 3 * ints + type_partial + RoundUp256(SortTempBytes(rows));
+}
+
+void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref dout, float scale, float* dword,
+                             float* dpos, float* dtype, int64_t rows, int64_t seq, int64_t hidden, int64_t vocab,
+                             int64_t type_vocab, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  if (rows == 0 || hidden == 0) return;
+  LAMINA_KERNEL_CHECK(scratch_bytes >= EmbeddingBackwardScratchBytes(rows, hidden, type_vocab));
+  char* s = static_cast<char*>(scratch);
+  const size_t ints = RoundUp256(static_cast<size_t>(rows) * sizeof(int32_t));
+  int32_t* order_in = reinterpret_cast<int32_t*>(s);
+  int32_t* order_out = reinterpret_cast<int32_t*>(s + ints);
+  int32_t* sorted_ids = reinterpret_cast<int32_t*>(s + 2 * ints);
+  float* type_partial = reinterpret_cast<float*>(s + 3 * ints);
+  const int64_t chunks = CeilDiv(rows, kTypeChunkRows);
+  void* sort_temp = s + 3 * ints + RoundUp256(static_cast<size_t>(chunks * type_vocab * hidden) * sizeof(float));
+  size_t sort_bytes = SortTempBytes(rows);
+
+  IotaKernel<<<GridFor(rows, kThreads), kThreads, 0, stream>>>(order_in, rows);
+  LAMINA_CUDA_CHECK_LAUNCH();
+  int end_bit = 1;
+  while ((int64_t{1} << end_bit) < vocab && end_bit < 31) ++end_bit;
+  LAMINA_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_temp, sort_bytes, ids, sorted_ids, order_in, order_out,
+                                                    static_cast<int>(rows), 0, end_bit, stream));
+  const int64_t batch = rows / seq;
+  LAMINA_DISPATCH_FLOAT(dout.dtype, TG, {
+    const TG* g = static_cast<const TG*>(dout.data);
+    WordSegmentSumKernel<TG><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(sorted_ids, order_out, g, scale,
+                                                                                   dword, rows, hidden);
+    LAMINA_CUDA_CHECK_LAUNCH();
+    PositionSumKernel<TG><<<GridFor(seq * hidden, kThreads), kThreads, 0, stream>>>(g, scale, dpos, batch, seq,
+                                                                                     hidden);
+    LAMINA_CUDA_CHECK_LAUNCH();
+    const dim3 grid(static_cast<unsigned>(CeilDiv(hidden, kThreads)), static_cast<unsigned>(chunks));
+    TypePartialKernel<TG><<<grid, kThreads, 0, stream>>>(type_ids, g, type_partial, rows, hidden, type_vocab);
+    LAMINA_CUDA_CHECK_LAUNCH();
+  });
+  TypeFinalizeKernel<<<GridFor(type_vocab * hidden, kThreads), kThreads, 0, stream>>>(type_partial, scale, dtype,
+                                                                                     chunks, type_vocab * hidden);
+  LAMINA_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace lamina::cuda

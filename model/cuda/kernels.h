@@ -1,0 +1,100 @@
+// Launchers of the CUDA backend's kernels. Plain C++ (no Abseil) so that both nvcc and the host
+// compiler read it. Every launcher takes the stream it runs on and checks its launch; none
+// synchronises. Element types are passed at run time and dispatched inside (f32 or bf16).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "core/dtype.h"
+#include "core/philox.h"
+
+namespace lamina::cuda {
+
+// A device pointer with its element type.
+struct Ref {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+};
+
+// ---- elementwise (n elements) ----
+void LaunchConvert(Ref src, Ref dst, int64_t n, cudaStream_t stream);
+void LaunchGelu(Ref x, Ref out, int64_t n, cudaStream_t stream);
+void LaunchGeluBackward(Ref dout, Ref x, Ref dx, int64_t n, cudaStream_t stream);
+void LaunchTanh(Ref x, Ref out, int64_t n, cudaStream_t stream);
+void LaunchTanhBackward(Ref dout, Ref out, Ref dx, int64_t n, cudaStream_t stream);
+void LaunchAdd(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream);
+// out = keep(i) ? x / (1 - p) : 0 with DropoutKeep(rng, i, p); also dropout's backward.
+void LaunchDropout(Ref x, float p, RngContext rng, Ref out, int64_t n, cudaStream_t stream);
+void LaunchScale(float* x, float s, int64_t n, cudaStream_t stream);
+
+// ---- embeddings ----
+void LaunchEmbeddingForward(const int32_t* ids, const int32_t* type_ids, Ref word, Ref pos, Ref type, float scale,
+                            Ref out, int64_t rows, int64_t seq, int64_t hidden, cudaStream_t stream);
+size_t EmbeddingBackwardScratchBytes(int64_t rows, int64_t hidden, int64_t type_vocab);
+// Deterministic: word rows are grouped by a stable radix sort of the ids and each group is summed
+// in token order by one block; position and token-type rows are summed in a fixed order.
+void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref dout, float scale, float* dword,
+                             float* dpos, float* dtype, int64_t rows, int64_t seq, int64_t hidden, int64_t vocab,
+                             int64_t type_vocab, void* scratch, size_t scratch_bytes, cudaStream_t stream);
+
+// ---- layer norm ----
+// With b.data set: sum = a + b (stored in sum's dtype) and the norm is of the stored sum.
+void LaunchLayerNormForward(Ref a, Ref b, Ref gamma, Ref beta, float eps, Ref sum, Ref out, float* mean, float* rstd,
+                            int64_t rows, int64_t hidden, cudaStream_t stream);
+size_t LayerNormBackwardScratchBytes(int64_t rows, int64_t hidden);
+void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, const float* rstd, Ref dx, bool accumulate,
+                             float* dgamma, float* dbeta, int64_t rows, int64_t hidden, void* scratch,
+                             cudaStream_t stream);
+
+// ---- column sums (bias gradients) ----
+size_t ColumnSumScratchBytes(int64_t rows, int64_t cols);
+// out[c] += sum over rows of x[r, c], summed in a fixed order.
+void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, float* out, void* scratch, cudaStream_t stream);
+
+// ---- attention softmax (rows = batch * heads * seq rows of seq scores each) ----
+// scores: f32 unscaled q.k. probs = softmax(scale * scores) over unmasked keys (masked: 0);
+// dropped = dropout(probs) in bf16 with element index row * seq + j.
+void LaunchAttentionSoftmax(const float* scores, const int32_t* key_mask, float scale, int64_t batch, int64_t heads,
+                            int64_t seq, float p, RngContext rng, Ref probs, uint16_t* dropped, cudaStream_t stream);
+// ddropped: f32 gradient w.r.t. dropped. Writes dropped again (for dV) and dscores = scale * dS in bf16.
+void LaunchAttentionSoftmaxBackward(const float* ddropped, Ref probs, float scale, int64_t batch, int64_t heads,
+                                    int64_t seq, float p, RngContext rng, uint16_t* dropped, uint16_t* dscores,
+                                    cudaStream_t stream);
+
+// ---- rows ----
+void LaunchGatherRows(Ref x, const int32_t* index, Ref out, int64_t n, int64_t cols, cudaStream_t stream);
+void LaunchScatterAddRows(Ref dout, const int32_t* index, Ref dx, int64_t n, int64_t cols, cudaStream_t stream);
+
+// ---- loss ----
+// dlogits.data may be null (no gradient) or equal logits.data (in place).
+void LaunchCrossEntropy(Ref logits, const int32_t* targets, float grad_scale, float* losses, Ref dlogits, int64_t n,
+                        int64_t vocab, cudaStream_t stream);
+void LaunchArgMax(Ref logits, int32_t* out, int64_t n, int64_t vocab, cudaStream_t stream);
+
+// ---- reductions and optimizers ----
+size_t SumSquaresScratchBytes();
+// *result (device) = sum of x^2 in double, in a fixed order whatever the device.
+void LaunchSumSquares(Ref x, int64_t n, void* scratch, double* result, cudaStream_t stream);
+
+struct DeviceSegment {
+  int64_t offset;
+  int64_t size;
+  int32_t decay;
+};
+
+struct OptimizerHyper {
+  float lr, beta1, beta2, eps, weight_decay, grad_scale;
+  float bias_correction1, bias_correction2;  // 1 - beta^step
+};
+
+// segments: device array of num_segments; compute.data may be null.
+void LaunchAdamW(float* params, const float* grads, float* m, float* v, Ref compute, const DeviceSegment* segments,
+                 int num_segments, int64_t max_segment, const OptimizerHyper& h, cudaStream_t stream);
+size_t LambScratchBytes(int num_segments, int64_t max_segment);
+void LaunchLamb(float* params, const float* grads, float* m, float* v, Ref compute, const DeviceSegment* segments,
+                int num_segments, int64_t max_segment, const OptimizerHyper& h, void* scratch, cudaStream_t stream);
+
+}  // namespace lamina::cuda

@@ -1,0 +1,177 @@
+// Layer norm forward (optionally fused with the residual add before it) and backward. One warp per
+// row; statistics in fp32 with a two-pass variance. dgamma/dbeta are summed over fixed chunks of
+// rows and then over the chunks in order, so they are deterministic.
+#include "model/cuda/common.cuh"
+#include "model/cuda/kernels.h"
+
+namespace lamina::cuda {
+namespace {
+
+constexpr int kRowsPerBlock = 8;  // warps per block
+constexpr int kChunkRows = 128;   // rows per partial sum of dgamma / dbeta
+constexpr int kThreads = 256;
+
+template <typename TX, typename TW, typename TO>
+__global__ void LayerNormForwardKernel(const TX* a, const TX* b, const TW* gamma, const TW* beta, float eps, TX* sum,
+                                       TO* out, float* mean_out, float* rstd_out, int64_t rows, int64_t hidden) {
+  const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const TX* ar = a + row * hidden;
+  const TX* br = b == nullptr ? nullptr : b + row * hidden;
+  TX* sr = sum == nullptr ? nullptr : sum + row * hidden;
+  // The normalised input is the stored sum (rounded to TX), which backward will read as x.
+  auto x_at = [&](int64_t c) { return br == nullptr ? ToF(ar[c]) : ToF(sr[c]); };
+  if (br != nullptr) {
+    for (int64_t c = lane; c < hidden; c += 32) sr[c] = FromF<TX>(ToF(ar[c]) + ToF(br[c]));
+    __syncwarp();
+  }
+  float s = 0.0f;
+  for (int64_t c = lane; c < hidden; c += 32) s += x_at(c);
+  const float mean = WarpSum(s) / static_cast<float>(hidden);
+  float sq = 0.0f;
+  for (int64_t c = lane; c < hidden; c += 32) {
+    const float d = x_at(c) - mean;
+    sq += d * d;
+  }
+  const float rstd = rsqrtf(WarpSum(sq) / static_cast<float>(hidden) + eps);
+  TO* orow = out + row * hidden;
+  for (int64_t c = lane; c < hidden; c += 32)
+    orow[c] = FromF<TO>((x_at(c) - mean) * rstd * ToF(gamma[c]) + ToF(beta[c]));
+  if (lane == 0) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+template <typename TG, typename TX, typename TW, typename TD>
+__global__ void LayerNormBackwardDxKernel(const TG* dout, const TX* x, const TW* gamma, const float* mean,
+                                          const float* rstd, TD* dx, bool accumulate, int64_t rows, int64_t hidden) {
+  const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const TG* gr = dout + row * hidden;
+  const TX* xr = x + row * hidden;
+  const float m = mean[row], rs = rstd[row];
+  float sum_g = 0.0f, sum_gx = 0.0f;
+  for (int64_t c = lane; c < hidden; c += 32) {
+    const float g = ToF(gr[c]) * ToF(gamma[c]);
+    sum_g += g;
+    sum_gx += g * (ToF(xr[c]) - m) * rs;
+  }
+  const float mean_g = WarpSum(sum_g) / static_cast<float>(hidden);
+  const float mean_gx = WarpSum(sum_gx) / static_cast<float>(hidden);
+  TD* dr = dx + row * hidden;
+  for (int64_t c = lane; c < hidden; c += 32) {
+    const float xhat = (ToF(xr[c]) - m) * rs;
+    float v = rs * (ToF(gr[c]) * ToF(gamma[c]) - mean_g - xhat * mean_gx);
+    if (accumulate) v += ToF(dr[c]);
+    dr[c] = FromF<TD>(v);
+  }
+}
+
+// partial[chunk][c] and partial[chunks + chunk][c]: sums over the chunk's rows of dout * xhat and dout.
+template <typename TG, typename TX>
+__global__ void LayerNormParamPartialKernel(const TG* dout, const TX* x, const float* mean, const float* rstd,
+                                            float* partial, int64_t rows, int64_t hidden, int64_t chunks) {
+  const int64_t chunk = blockIdx.y;
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= hidden) return;
+  float pg = 0.0f, pb = 0.0f;
+  const int64_t end = min(rows, (chunk + 1) * kChunkRows);
+  for (int64_t r = chunk * kChunkRows; r < end; ++r) {
+    const float g = ToF(dout[r * hidden + c]);
+    pg += g * (ToF(x[r * hidden + c]) - mean[r]) * rstd[r];
+    pb += g;
+  }
+  partial[chunk * hidden + c] = pg;
+  partial[(chunks + chunk) * hidden + c] = pb;
+}
+
+// out[c] += sum over chunks (in order) of partial[chunk][c], for `count` consecutive outputs.
+__global__ void ChunkFinalizeKernel(const float* partial, float* out, int64_t chunks, int64_t cols) {
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= cols) return;
+  float acc = 0.0f;
+  for (int64_t k = 0; k < chunks; ++k) acc += partial[k * cols + c];
+  out[c] += acc;
+}
+
+template <typename TG>
+__global__ void ColumnPartialKernel(const TG* x, float* partial, int64_t rows, int64_t cols) {
+  const int64_t chunk = blockIdx.y;
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= cols) return;
+  float acc = 0.0f;
+  const int64_t end = min(rows, (chunk + 1) * kChunkRows);
+  for (int64_t r = chunk * kChunkRows; r < end; ++r) acc += ToF(x[r * cols + c]);
+  partial[chunk * cols + c] = acc;
+}
+
+unsigned RowBlocks(int64_t rows) { return static_cast<unsigned>(CeilDiv(rows, kRowsPerBlock)); }
+
+}  // namespace
+
+void LaunchLayerNormForward(Ref a, Ref b, Ref gamma, Ref beta, float eps, Ref sum, Ref out, float* mean, float* rstd,
+                            int64_t rows, int64_t hidden, cudaStream_t stream) {
+  if (rows == 0) return;
+  LAMINA_KERNEL_CHECK(hidden > 0 && gamma.dtype == beta.dtype);
+  LAMINA_KERNEL_CHECK(b.data == nullptr || (b.dtype == a.dtype && sum.data != nullptr && sum.dtype == a.dtype));
+  LAMINA_DISPATCH_FLOAT(a.dtype, TX, LAMINA_DISPATCH_FLOAT(gamma.dtype, TW, LAMINA_DISPATCH_FLOAT(out.dtype, TO, {
+    LayerNormForwardKernel<TX, TW, TO><<<RowBlocks(rows), kRowsPerBlock * 32, 0, stream>>>(
+        static_cast<const TX*>(a.data), static_cast<const TX*>(b.data), static_cast<const TW*>(gamma.data),
+        static_cast<const TW*>(beta.data), eps, static_cast<TX*>(sum.data), static_cast<TO*>(out.data), mean, rstd,
+        rows, hidden);
+  })));
+  LAMINA_CUDA_CHECK_LAUNCH();
+}
+
+size_t LayerNormBackwardScratchBytes(int64_t rows, int64_t hidden) {
+  return static_cast<size_t>(2 * CeilDiv(rows, kChunkRows) * hidden) * sizeof(float);
+}
+
+void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, const float* rstd, Ref dx, bool accumulate,
+                             float* dgamma, float* dbeta, int64_t rows, int64_t hidden, void* scratch,
+                             cudaStream_t stream) {
+  if (rows == 0 || hidden == 0) return;
+  LAMINA_DISPATCH_FLOAT(dout.dtype, TG, LAMINA_DISPATCH_FLOAT(x.dtype, TX, {
+    // The parameter sums read dout first: dx may alias it.
+    const int64_t chunks = CeilDiv(rows, kChunkRows);
+    const dim3 grid(static_cast<unsigned>(CeilDiv(hidden, kThreads)), static_cast<unsigned>(chunks));
+    float* partial = static_cast<float*>(scratch);
+    LayerNormParamPartialKernel<TG, TX><<<grid, kThreads, 0, stream>>>(
+        static_cast<const TG*>(dout.data), static_cast<const TX*>(x.data), mean, rstd, partial, rows, hidden, chunks);
+    LAMINA_CUDA_CHECK_LAUNCH();
+    LAMINA_DISPATCH_FLOAT(gamma.dtype, TW, LAMINA_DISPATCH_FLOAT(dx.dtype, TD, {
+      LayerNormBackwardDxKernel<TG, TX, TW, TD><<<RowBlocks(rows), kRowsPerBlock * 32, 0, stream>>>(
+          static_cast<const TG*>(dout.data), static_cast<const TX*>(x.data), static_cast<const TW*>(gamma.data),
+          mean, rstd, static_cast<TD*>(dx.data), accumulate, rows, hidden);
+    }));
+    LAMINA_CUDA_CHECK_LAUNCH();
+    const unsigned fin = static_cast<unsigned>(CeilDiv(hidden, kThreads));
+    ChunkFinalizeKernel<<<fin, kThreads, 0, stream>>>(partial, dgamma, chunks, hidden);
+    LAMINA_CUDA_CHECK_LAUNCH();
+    ChunkFinalizeKernel<<<fin, kThreads, 0, stream>>>(partial + chunks * hidden, dbeta, chunks, hidden);
+    LAMINA_CUDA_CHECK_LAUNCH();
+  }));
+}
+
+size_t ColumnSumScratchBytes(int64_t rows, int64_t cols) {
+  return static_cast<size_t>(CeilDiv(rows, kChunkRows) * cols) * sizeof(float);
+}
+
+void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, float* out, void* scratch, cudaStream_t stream) {
+  if (rows == 0 || cols == 0) return;
+  const int64_t chunks = CeilDiv(rows, kChunkRows);
+  float* partial = static_cast<float*>(scratch);
+  const dim3 grid(static_cast<unsigned>(CeilDiv(cols, kThreads)), static_cast<unsigned>(chunks));
+  LAMINA_DISPATCH_FLOAT(x.dtype, T, {
+    ColumnPartialKernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x.data), partial, rows, cols);
+  });
+  LAMINA_CUDA_CHECK_LAUNCH();
+  ChunkFinalizeKernel<<<static_cast<unsigned>(CeilDiv(cols, kThreads)), kThreads, 0, stream>>>(partial, out, chunks,
+                                                                                               cols);
+  LAMINA_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace lamina::cuda

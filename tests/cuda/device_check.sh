@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the CUDA backend and the tests/cuda suites on a GPU machine, runs them, then runs them
+# again under compute-sanitizer memcheck. Run from the repository root with .deps/ prepared by
+# ../shared/tools/device-deps.sh:   tests/cuda/device_check.sh OUTDIR [gtest filter]
+set -uo pipefail
+out=${1:?usage: device_check.sh OUTDIR [filter]}
+filter=${2:-*}
+build=${LAMINA_DEVICE_BUILD:-/tmp/lamina-build}
+mkdir -p "$out"
+export CMAKE_PREFIX_PATH=$PWD/.deps/usr LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export CPATH=$PWD/.deps/usr/include:$PWD/.deps/usr/include/x86_64-linux-gnu
+export LAMINA_SOURCE_DIR=$PWD
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLA_VENDOR=Generic -DLAMINA_CUDA=ON \
+  -DLAMINA_CUDA_ARCH=90a >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+targets=$(ls tests/cuda/*_test.cc | sed 's#tests/cuda/\(.*\)_test.cc#test_cuda_\1#')
+start=$(date +%s)
+cmake --build "$build" -j16 --target lamina_model $targets >"$out/build.log" 2>&1 ||
+  { grep -E "error|FAILED" "$out/build.log" | head -40; exit 1; }
+echo "build: $(($(date +%s) - start)) s"
+status=0
+for t in $targets; do
+  LAMINA_CUDA_TIMING=1 "$build/tests/$t" --gtest_filter="$filter" >"$out/$t.log" 2>&1 || status=1
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[       OK|rel err|cosine|Failure|Expected|Which is|check failed" "$out/$t.log"
+done
+for t in $targets; do
+  compute-sanitizer --tool memcheck --error-exitcode 9 "$build/tests/$t" --gtest_filter="$filter" \
+    >"$out/$t.memcheck.log" 2>&1
+  echo "memcheck $t: exit $? ($(grep -c 'Invalid\|Error' "$out/$t.memcheck.log") error lines)"
+  grep -E "ERROR SUMMARY" "$out/$t.memcheck.log"
+done
+exit $status

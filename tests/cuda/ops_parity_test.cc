@@ -1,0 +1,358 @@
+// Op-by-op parity of the CUDA backend (bf16 activations, fp32 accumulation) against the f32 CPU
+// reference. Bounds: ~1e-2 where the GPU stores a bf16 result, tighter where its path is fp32
+// end to end from identical inputs. Skipped when no GPU is present.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "tests/cuda/parity_util.h"
+
+namespace lamina::testing {
+namespace {
+
+constexpr double kBf16Bound = 1e-2;
+
+using CudaOpsTest = CudaParityTest;
+
+TEST_F(CudaOpsTest, CopyAndConvertRoundTrip) {
+  const int64_t n = Int(1, 5000);
+  const std::vector<float> values = NonZero(n, 3.0f);
+  Pair f32 = Make({n}, DType::kF32), bf = Make({n}, DType::kBF16);
+  gpu_->CopyFromHost(values.data(), f32.gpu);
+  EXPECT_EQ(Gpu(f32), values);  // f32 travels unchanged
+  gpu_->Convert(f32.gpu, bf.gpu);
+  const std::vector<float> rounded = Gpu(bf);
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(rounded[i], RoundBf16(values[i])) << i;  // same rounding as the host
+  Pair back = Make({n}, DType::kF32);
+  gpu_->Convert(bf.gpu, back.gpu);
+  EXPECT_EQ(Gpu(back), rounded);
+}
+
+TEST_F(CudaOpsTest, GeluTanhAddMatchReference) {
+  const int64_t rows = Int(1, 40), cols = Int(1, 300);
+  Pair x = Random({rows, cols}, DType::kBF16, 3.0f), g = Random({rows, cols}, DType::kBF16);
+  Pair out = Make({rows, cols}, DType::kBF16);
+  cpu_->Gelu(x.cpu, out.cpu);
+  gpu_->Gelu(x.gpu, out.gpu);
+  ExpectClose(out, kBf16Bound, "Gelu");
+  // GeluBackward with dx aliasing dout.
+  Pair d = Random({rows, cols}, DType::kBF16);
+  cpu_->GeluBackward(d.cpu, x.cpu, d.cpu);
+  gpu_->GeluBackward(d.gpu, x.gpu, d.gpu);
+  ExpectClose(d, kBf16Bound, "GeluBackward (in place)");
+  Pair t = Make({rows, cols}, DType::kBF16), dt = Make({rows, cols}, DType::kBF16);
+  cpu_->Tanh(x.cpu, t.cpu);
+  gpu_->Tanh(x.gpu, t.gpu);
+  ExpectClose(t, kBf16Bound, "Tanh");
+  cpu_->TanhBackward(g.cpu, t.cpu, dt.cpu);
+  gpu_->TanhBackward(g.gpu, t.gpu, dt.gpu);
+  ExpectClose(dt, kBf16Bound, "TanhBackward");
+  cpu_->Add(x.cpu, g.cpu, x.cpu);  // out aliasing a
+  gpu_->Add(x.gpu, g.gpu, x.gpu);
+  ExpectClose(x, kBf16Bound, "Add (in place)");
+}
+
+TEST_F(CudaOpsTest, DropoutMasksAreBitIdentical) {
+  const int64_t n = Int(1, 20000);
+  for (float p : {0.1f, 0.5f, 0.0f}) {
+    const RngContext rng{static_cast<uint64_t>(Int(0, 1 << 30)), MakeStream(Int(0, 100), Int(0, 11), 3),
+                         static_cast<uint64_t>(Int(0, 1000))};
+    Pair x = Random({n}, DType::kBF16), out = Make({n}, DType::kBF16), back = Make({n}, DType::kBF16);
+    cpu_->Dropout(x.cpu, p, rng, out.cpu);
+    gpu_->Dropout(x.gpu, p, rng, out.gpu);
+    const std::vector<float> g = Gpu(out), c = Cpu(out);
+    int64_t dropped = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(g[i] == 0.0f, c[i] == 0.0f) << "mask differs at " << i << " p " << p << " seed " << seed_;
+      dropped += c[i] == 0.0f;
+    }
+    if (p == 0.0f) {
+      EXPECT_EQ(dropped, 0);
+    }
+    ExpectClose(out, kBf16Bound, "Dropout p=" + std::to_string(p));
+    cpu_->DropoutBackward(out.cpu, p, rng, back.cpu);
+    gpu_->DropoutBackward(out.gpu, p, rng, back.gpu);
+    ExpectClose(back, kBf16Bound, "DropoutBackward p=" + std::to_string(p));
+  }
+}
+
+TEST_F(CudaOpsTest, EmbeddingForwardAndDeterministicBackward) {
+  const int64_t batch = Int(1, 9), seq = Int(1, 33), hidden = Int(1, 150), vocab = Int(2, 60), types = Int(1, 3);
+  const int64_t positions = seq + Int(0, 5), rows = batch * seq;
+  std::vector<int32_t> ids(rows), type_ids(rows);
+  for (auto& v : ids) v = static_cast<int32_t>(Int(0, std::min<int64_t>(vocab - 1, 7)));  // many repeats
+  ids[0] = static_cast<int32_t>(vocab - 1);
+  for (auto& v : type_ids) v = static_cast<int32_t>(Int(0, types - 1));
+  Pair id = Ints({batch, seq}, ids), tid = Ints({batch, seq}, type_ids);
+  Pair word = Random({vocab, hidden}, DType::kBF16), pos = Random({positions, hidden}, DType::kBF16);
+  Pair type = Random({types, hidden}, DType::kBF16), out = Make({rows, hidden}, DType::kBF16);
+  const float scale = 1.5f;
+  cpu_->EmbeddingForward(id.cpu, tid.cpu, word.cpu, pos.cpu, type.cpu, scale, out.cpu);
+  gpu_->EmbeddingForward(id.gpu, tid.gpu, word.gpu, pos.gpu, type.gpu, scale, out.gpu);
+  ExpectClose(out, kBf16Bound, "EmbeddingForward");
+
+  Pair dout = Random({rows, hidden}, DType::kBF16);
+  const std::vector<float> dw0 = NonZero(vocab * hidden), dp0 = NonZero(positions * hidden),
+                           dt0 = NonZero(types * hidden);
+  Pair dword = Make({vocab, hidden}, DType::kF32), dpos = Make({positions, hidden}, DType::kF32),
+       dtype = Make({types, hidden}, DType::kF32);
+  std::vector<std::vector<float>> first;
+  for (int run = 0; run < 2; ++run) {
+    Set(dword, dw0);
+    Set(dpos, dp0);
+    Set(dtype, dt0);
+    gpu_->EmbeddingBackward(id.gpu, tid.gpu, dout.gpu, scale, dword.gpu, dpos.gpu, dtype.gpu);
+    std::vector<std::vector<float>> now{Gpu(dword), Gpu(dpos), Gpu(dtype)};
+    if (run == 0) {
+      first = now;
+    } else {
+      for (int k = 0; k < 3; ++k) EXPECT_EQ(now[k], first[k]) << "embedding backward not deterministic, table " << k;
+    }
+  }
+  cpu_->EmbeddingBackward(id.cpu, tid.cpu, dout.cpu, scale, dword.cpu, dpos.cpu, dtype.cpu);
+  ExpectClose(dword, 1e-5, "EmbeddingBackward dword");
+  ExpectClose(dpos, 1e-5, "EmbeddingBackward dpos");
+  ExpectClose(dtype, 1e-5, "EmbeddingBackward dtype");
+}
+
+TEST_F(CudaOpsTest, LayerNormForwardBackwardMatchReference) {
+  const int64_t rows = Int(1, 300), hidden = Int(2, 777);
+  Pair x = Random({rows, hidden}, DType::kBF16, 2.0f), b = Random({rows, hidden}, DType::kBF16);
+  Pair gamma = Random({hidden}, DType::kBF16), beta = Random({hidden}, DType::kBF16);
+  Pair out = Make({rows, hidden}, DType::kBF16), mean = Make({rows}, DType::kF32), rstd = Make({rows}, DType::kF32);
+  cpu_->LayerNormForward(x.cpu, gamma.cpu, beta.cpu, 1e-5f, out.cpu, mean.cpu, rstd.cpu);
+  gpu_->LayerNormForward(x.gpu, gamma.gpu, beta.gpu, 1e-5f, out.gpu, mean.gpu, rstd.gpu);
+  ExpectClose(out, kBf16Bound, "LayerNormForward out");
+  ExpectClose(mean, 1e-5, "LayerNormForward mean");
+  ExpectClose(rstd, 1e-5, "LayerNormForward rstd");
+
+  for (bool accumulate : {false, true}) {
+    Pair dout = Random({rows, hidden}, DType::kBF16), dx = Random({rows, hidden}, DType::kBF16);
+    Pair dgamma = Random({hidden}, DType::kF32), dbeta = Random({hidden}, DType::kF32);
+    Set(mean, Cpu(mean));  // both read the reference statistics
+    Set(rstd, Cpu(rstd));
+    cpu_->LayerNormBackward(dout.cpu, x.cpu, gamma.cpu, mean.cpu, rstd.cpu, dx.cpu, accumulate, dgamma.cpu, dbeta.cpu);
+    gpu_->LayerNormBackward(dout.gpu, x.gpu, gamma.gpu, mean.gpu, rstd.gpu, dx.gpu, accumulate, dgamma.gpu, dbeta.gpu);
+    const std::string tag = accumulate ? " (accumulate)" : "";
+    ExpectClose(dx, kBf16Bound, "LayerNormBackward dx" + tag);
+    ExpectClose(dgamma, 1e-5, "LayerNormBackward dgamma" + tag);
+    ExpectClose(dbeta, 1e-5, "LayerNormBackward dbeta" + tag);
+  }
+
+  // The fused residual add: the GPU normalises the bf16-rounded sum it stores.
+  Pair sum = Make({rows, hidden}, DType::kBF16);
+  cpu_->AddLayerNormForward(x.cpu, b.cpu, gamma.cpu, beta.cpu, 1e-5f, sum.cpu, out.cpu, mean.cpu, rstd.cpu);
+  gpu_->AddLayerNormForward(x.gpu, b.gpu, gamma.gpu, beta.gpu, 1e-5f, sum.gpu, out.gpu, mean.gpu, rstd.gpu);
+  ExpectClose(sum, kBf16Bound, "AddLayerNormForward sum");
+  ExpectClose(out, kBf16Bound, "AddLayerNormForward out");
+  ExpectClose(mean, kBf16Bound, "AddLayerNormForward mean");
+  ExpectClose(rstd, kBf16Bound, "AddLayerNormForward rstd");
+}
+
+// One forward and backward of a dense layer of the given shape on both backends.
+void CheckLinear(CudaParityTest& t, int64_t m, int64_t k, int64_t n, Activation act, bool bias, bool accumulate) {
+  const std::string tag = std::string(act == Activation::kGelu ? " gelu" : " none") + (bias ? " bias" : "") +
+                          (accumulate ? " acc" : "") + " m" + std::to_string(m) + " k" + std::to_string(k) + " n" +
+                          std::to_string(n);
+  Pair x = t.Random({m, k}, DType::kBF16), w = t.Random({n, k}, DType::kBF16, 0.2f);
+  Pair b = bias ? t.Random({n}, DType::kBF16) : Pair{};
+  Pair pre = t.Make({m, n}, DType::kBF16), out = t.Make({m, n}, DType::kBF16);
+  t.cpu_->LinearForward(x.cpu, w.cpu, b.cpu, act, pre.cpu, out.cpu);
+  t.gpu_->LinearForward(x.gpu, w.gpu, b.gpu, act, pre.gpu, out.gpu);
+  t.ExpectClose(out, kBf16Bound, "LinearForward out" + tag);
+  if (act == Activation::kGelu) {
+    t.ExpectClose(pre, kBf16Bound, "LinearForward pre_act" + tag);
+    t.Set(pre, t.Cpu(pre));  // backward from identical saved pre-activations
+  }
+  Pair dout = t.Random({m, n}, DType::kBF16), dx = t.Random({m, k}, DType::kBF16);
+  Pair dw = t.Random({n, k}, DType::kF32), db = bias ? t.Random({n}, DType::kF32) : Pair{};
+  t.cpu_->LinearBackward(dout.cpu, x.cpu, w.cpu, act, pre.cpu, dx.cpu, accumulate, dw.cpu, db.cpu);
+  t.gpu_->LinearBackward(dout.gpu, x.gpu, w.gpu, act, pre.gpu, dx.gpu, accumulate, dw.gpu, db.gpu);
+  t.ExpectClose(dx, kBf16Bound, "LinearBackward dx" + tag);
+  // Without GELU, dW and db see identical bf16 inputs and accumulate in fp32 on both sides.
+  const double param_bound = act == Activation::kGelu ? kBf16Bound : 1e-5;
+  t.ExpectClose(dw, param_bound, "LinearBackward dw" + tag);
+  if (bias) t.ExpectClose(db, param_bound, "LinearBackward db" + tag);
+  if (act == Activation::kGelu) t.ExpectClose(dout, kBf16Bound, "LinearBackward dpre (in dout)" + tag);
+}
+
+TEST_F(CudaOpsTest, LinearAlignedShapesMatchReference) {
+  for (Activation act : {Activation::kNone, Activation::kGelu})
+    for (bool bias : {true, false})
+      CheckLinear(*this, 8 * Int(1, 40), 8 * Int(1, 40), 8 * Int(1, 40), act, bias, Int(0, 1) == 1);
+}
+
+TEST_F(CudaOpsTest, LinearOddShapesMatchReference) {
+  for (Activation act : {Activation::kNone, Activation::kGelu})
+    for (bool bias : {true, false}) CheckLinear(*this, Int(1, 200), Int(1, 200), Int(1, 200), act, bias, Int(0, 1) == 1);
+}
+
+// Attention on a [B*T, 3H] projection with padded sequences (one fully padded when B > 1).
+void CheckAttention(CudaParityTest& t, int64_t batch, int64_t heads, int64_t head_dim, int64_t seq, float p) {
+  const int64_t hidden = heads * head_dim, rows = batch * seq;
+  const std::string tag = " B" + std::to_string(batch) + " heads" + std::to_string(heads) + " D" +
+                          std::to_string(head_dim) + " T" + std::to_string(seq) + " p" + std::to_string(p);
+  std::vector<int32_t> mask(rows, 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t len = b == 1 ? 0 : t.Int(1, seq);
+    for (int64_t j = 0; j < len; ++j) mask[b * seq + j] = 1;
+  }
+  const RngContext rng{static_cast<uint64_t>(t.Int(0, 1 << 30)), MakeStream(7, 2, 1), 0};
+  Pair key_mask = t.Ints({batch, seq}, mask), qkv = t.Random({rows, 3 * hidden}, DType::kBF16, 2.0f);
+  const int64_t saved_elems = t.gpu_->AttentionSavedElems(batch, heads, seq);
+  ASSERT_EQ(saved_elems, t.cpu_->AttentionSavedElems(batch, heads, seq));
+  Pair saved = t.Make({saved_elems}, DType::kBF16), out = t.Make({rows, hidden}, DType::kBF16);
+  t.cpu_->AttentionForward(qkv.cpu, key_mask.cpu, heads, p, rng, saved.cpu, out.cpu);
+  t.gpu_->AttentionForward(qkv.gpu, key_mask.gpu, heads, p, rng, saved.gpu, out.gpu);
+  t.ExpectClose(saved, kBf16Bound, "AttentionForward probabilities" + tag);
+  t.ExpectClose(out, kBf16Bound, "AttentionForward out" + tag);
+  const std::vector<float> probs = t.Gpu(saved);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < heads * seq * seq; ++i)
+      if (mask[b * seq + i % seq] == 0) {
+        ASSERT_EQ(probs[b * heads * seq * seq + i], 0.0f) << "masked key" << tag;
+      }
+  Pair dout = t.Random({rows, hidden}, DType::kBF16), dqkv = t.Make({rows, 3 * hidden}, DType::kBF16);
+  t.cpu_->AttentionBackward(dout.cpu, qkv.cpu, key_mask.cpu, saved.cpu, heads, p, rng, dqkv.cpu);
+  t.gpu_->AttentionBackward(dout.gpu, qkv.gpu, key_mask.gpu, saved.gpu, heads, p, rng, dqkv.gpu);
+  // Stricter view per part: q, k and v gradients each against their own norm.
+  const std::vector<float> g = t.Gpu(dqkv), c = t.Cpu(dqkv);
+  for (int part = 0; part < 3; ++part) {
+    std::vector<float> gp, cp;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < hidden; ++j) {
+        gp.push_back(g[r * 3 * hidden + part * hidden + j]);
+        cp.push_back(c[r * 3 * hidden + part * hidden + j]);
+      }
+    const double err = CudaParityTest::RelErr(gp, cp);
+    const std::string what = "AttentionBackward d" + std::string("qkv").substr(part, 1) + tag;
+    std::printf("  %-40s rel err %.3e (bound %.0e)\n", what.c_str(), err, kBf16Bound);
+    EXPECT_LE(err, kBf16Bound) << "AttentionBackward part " << part << tag << " seed " << t.seed_;
+  }
+}
+
+TEST_F(CudaOpsTest, AttentionAlignedHeadsMatchReference) {
+  CheckAttention(*this, Int(2, 5), Int(1, 4), 8 * Int(1, 8), Int(1, 70), 0.0f);
+  CheckAttention(*this, Int(2, 5), Int(1, 4), 8 * Int(1, 8), Int(1, 70), 0.1f);
+}
+
+TEST_F(CudaOpsTest, AttentionOddHeadDimMatchesReference) {
+  CheckAttention(*this, Int(1, 4), Int(1, 3), 2 * Int(1, 10) + 1, Int(1, 40), 0.2f);
+}
+
+TEST_F(CudaOpsTest, GatherAndScatterRows) {
+  const int64_t rows = Int(2, 200), cols = Int(1, 300), n = Int(1, rows);
+  std::vector<int32_t> perm(rows);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng_);
+  perm.resize(n);
+  Pair index = Ints({n}, perm), x = Random({rows, cols}, DType::kBF16), out = Make({n, cols}, DType::kBF16);
+  cpu_->GatherRows(x.cpu, index.cpu, out.cpu);
+  gpu_->GatherRows(x.gpu, index.gpu, out.gpu);
+  EXPECT_EQ(Gpu(out), Cpu(out));  // a copy: exact
+  Pair dout = Random({n, cols}, DType::kBF16), dx = Random({rows, cols}, DType::kBF16);
+  cpu_->ScatterAddRows(dout.cpu, index.cpu, dx.cpu);
+  gpu_->ScatterAddRows(dout.gpu, index.gpu, dx.gpu);
+  ExpectClose(dx, kBf16Bound, "ScatterAddRows");
+}
+
+TEST_F(CudaOpsTest, CrossEntropyMatchesReference) {
+  const int64_t n = Int(1, 64), vocab = Int(2, 3000);
+  std::vector<int32_t> targets(n);
+  for (auto& v : targets) v = Int(0, 4) == 0 ? -1 : static_cast<int32_t>(Int(0, vocab - 1));
+  Pair tgt = Ints({n}, targets), logits = Random({n, vocab}, DType::kBF16, 6.0f);
+  Pair losses = Make({n}, DType::kF32), dlogits = Make({n, vocab}, DType::kBF16);
+  const float grad_scale = 0.37f;
+  cpu_->CrossEntropy(logits.cpu, tgt.cpu, grad_scale, losses.cpu, dlogits.cpu);
+  gpu_->CrossEntropy(logits.gpu, tgt.gpu, grad_scale, losses.gpu, dlogits.gpu);
+  ExpectClose(losses, 1e-5, "CrossEntropy losses");  // fp32 from identical bf16 logits
+  ExpectClose(dlogits, kBf16Bound, "CrossEntropy dlogits");
+  // Losses only, then the gradient written over the logits.
+  Pair losses2 = Make({n}, DType::kF32);
+  gpu_->CrossEntropy(logits.gpu, tgt.gpu, grad_scale, losses2.gpu, TensorView{});
+  EXPECT_EQ(Gpu(losses2), Gpu(losses));
+  cpu_->CrossEntropy(logits.cpu, tgt.cpu, grad_scale, losses2.cpu, logits.cpu);
+  gpu_->CrossEntropy(logits.gpu, tgt.gpu, grad_scale, losses2.gpu, logits.gpu);
+  ExpectClose(losses2, 1e-5, "CrossEntropy losses (in place)");
+  ExpectClose(logits, kBf16Bound, "CrossEntropy dlogits (in place)");
+}
+
+TEST_F(CudaOpsTest, ArgMaxFindsFirstMaximum) {
+  const int64_t n = Int(1, 50), vocab = Int(1, 2500);
+  std::vector<float> v = Uniform(n * vocab, -4.0f, 4.0f);
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t at = Int(0, vocab - 1);
+    v[r * vocab + at] = 10.0f;
+    if (r % 2 == 1) v[r * vocab + Int(at, vocab - 1)] = 10.0f;  // a tie goes to the first
+  }
+  Pair logits = Make({n, vocab}, DType::kBF16), out = Make({n}, DType::kI32);
+  Set(logits, v);
+  cpu_->ArgMax(logits.cpu, out.cpu);
+  gpu_->ArgMax(logits.gpu, out.gpu);
+  EXPECT_EQ(GpuInts(out), CpuInts(out));
+}
+
+TEST_F(CudaOpsTest, SumSquaresAndScale) {
+  const int64_t n = Int(1, 300000);
+  Pair x = Random({n}, DType::kF32, 3.0f);
+  const double g = gpu_->SumSquares(x.gpu), c = cpu_->SumSquares(x.cpu);
+  EXPECT_NEAR(g, c, 1e-9 * c);
+  EXPECT_EQ(gpu_->SumSquares(x.gpu), g);  // the same order every time
+  cpu_->Scale(x.cpu, 0.3f);
+  gpu_->Scale(x.gpu, 0.3f);
+  EXPECT_EQ(Gpu(x), Cpu(x));
+}
+
+// Segments of random sizes with gaps between them (left untouched), mixed decay.
+std::vector<ParamSegment> RandomSegments(CudaParityTest& t, int64_t* total) {
+  std::vector<ParamSegment> segs;
+  int64_t at = 0;
+  const int count = static_cast<int>(t.Int(1, 12));
+  for (int i = 0; i < count; ++i) {
+    at += t.Int(0, 70);
+    const int64_t size = i == 0 ? t.Int(3000, 9000) : t.Int(1, 2000);
+    segs.push_back(ParamSegment{at, size, t.Int(0, 1) == 1});
+    at += size;
+  }
+  *total = at + t.Int(0, 10);
+  return segs;
+}
+
+void CheckOptimizer(CudaParityTest& t, bool lamb) {
+  int64_t n = 0;
+  const std::vector<ParamSegment> segs = RandomSegments(t, &n);
+  Pair p = t.Random({n}, DType::kF32), g = t.Random({n}, DType::kF32, 0.1f), m = t.Random({n}, DType::kF32, 0.01f);
+  Pair v = t.Make({n}, DType::kF32), compute = t.Make({n}, DType::kBF16), cpu_compute = t.Make({n}, DType::kF32);
+  std::vector<float> v0 = t.Uniform(n, 1e-6f, 1e-3f);
+  t.Set(v, v0);
+  AdamWHyper h;
+  h.lr = 1e-3f;
+  h.weight_decay = 0.01f;
+  h.step = t.Int(1, 1000);
+  h.grad_scale = 0.5f;
+  const std::string name = lamb ? "Lamb" : "AdamW";
+  for (int step = 0; step < 2; ++step, ++h.step) {
+    if (lamb) {
+      t.cpu_->LambStep(p.cpu, g.cpu, m.cpu, v.cpu, cpu_compute.cpu, segs, h);
+      t.gpu_->LambStep(p.gpu, g.gpu, m.gpu, v.gpu, compute.gpu, segs, h);
+    } else {
+      t.cpu_->AdamWStep(p.cpu, g.cpu, m.cpu, v.cpu, cpu_compute.cpu, segs, h);
+      t.gpu_->AdamWStep(p.gpu, g.gpu, m.gpu, v.gpu, compute.gpu, segs, h);
+    }
+  }
+  t.ExpectClose(p, 1e-6, name + " params");
+  t.ExpectClose(m, 1e-6, name + " m");
+  t.ExpectClose(v, 1e-6, name + " v");
+  // The bf16 compute copy is the rounding of the GPU's own master weights (inside segments).
+  const std::vector<float> master = t.Gpu(p), copy = t.Gpu(compute);
+  for (const ParamSegment& s : segs)
+    for (int64_t i = s.offset; i < s.offset + s.size; ++i)
+      ASSERT_EQ(copy[i], CudaParityTest::RoundBf16(master[i])) << name << " compute copy at " << i;
+}
+
+TEST_F(CudaOpsTest, AdamWStepMatchesReference) { CheckOptimizer(*this, false); }
+TEST_F(CudaOpsTest, LambStepMatchesReference) { CheckOptimizer(*this, true); }
+
+}  // namespace
+}  // namespace lamina::testing

@@ -1,0 +1,162 @@
+// Timings of the CUDA backend at BERT-base sizes (seq 128, micro-batch 256): single ops and a whole
+// MLM training step. Opt-in (LAMINA_CUDA_TIMING=1) because it needs a large GPU and measures
+// rather than checks; docs/performance.md records its output. Times are medians of wall-clock
+// spans around synchronised repeats, after a warm-up.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/backend.h"
+#include "model/bert.h"
+#include "model/optimizer.h"
+
+namespace lamina {
+namespace {
+
+class CudaTimingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::getenv("LAMINA_CUDA_TIMING") == nullptr) GTEST_SKIP() << "set LAMINA_CUDA_TIMING=1 to time";
+    absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend();
+    if (!gpu.ok()) GTEST_SKIP() << "CUDA backend unavailable: " << gpu.status().ToString();
+    gpu_ = *std::move(gpu);
+  }
+
+  // Median milliseconds of `reps` runs of f, each synchronised, after two warm-ups.
+  double TimeMs(const std::function<void()>& f, int reps = 10) {
+    f();
+    f();
+    gpu_->Synchronize();
+    std::vector<double> ms;
+    for (int i = 0; i < reps; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      f();
+      gpu_->Synchronize();
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+
+  TensorView Tensor(DType dtype, Shape shape, float scale = 0.5f) {
+    buffers_.push_back(*Buffer::Allocate(Device::kCuda, shape.numel() * DTypeSize(dtype)));
+    TensorView t = buffers_.back().View(dtype, shape);
+    if (dtype == DType::kI32) return t;
+    std::vector<float> v(shape.numel());
+    std::uniform_real_distribution<float> d(-scale, scale);
+    for (float& x : v) x = d(rng_);
+    gpu_->CopyFromHost(v.data(), t);
+    return t;
+  }
+
+  std::unique_ptr<Backend> gpu_;
+  std::vector<Buffer> buffers_;
+  std::mt19937 rng_{1};
+};
+
+TEST_F(CudaTimingTest, BertBaseOps) {
+  const int64_t B = 256, T = 128, H = 768, F = 3072, heads = 12, M = B * T, V = 30522, P = 20 * B;
+  const DType bf = DType::kBF16;
+  TensorView x = Tensor(bf, {M, H}), y = Tensor(bf, {M, H}), wqkv = Tensor(bf, {3 * H, H}, 0.02f);
+  TensorView bqkv = Tensor(bf, {3 * H}), qkv = Tensor(bf, {M, 3 * H}), w1 = Tensor(bf, {F, H}, 0.02f);
+  TensorView b1 = Tensor(bf, {F}), pre = Tensor(bf, {M, F}), h1 = Tensor(bf, {M, F});
+  TensorView dw1 = Tensor(DType::kF32, {F, H}), db1 = Tensor(DType::kF32, {F}), dx = Tensor(bf, {M, H});
+  TensorView saved = Tensor(bf, {gpu_->AttentionSavedElems(B, heads, T)}), ctx = Tensor(bf, {M, H});
+  TensorView dqkv = Tensor(bf, {M, 3 * H}), mask = Tensor(DType::kI32, {B, T});
+  TensorView gamma = Tensor(bf, {H}), beta = Tensor(bf, {H}), mean = Tensor(DType::kF32, {M});
+  TensorView rstd = Tensor(DType::kF32, {M}), dg = Tensor(DType::kF32, {H}), dbeta = Tensor(DType::kF32, {H});
+  TensorView logits = Tensor(bf, {P, V}, 4.0f), targets = Tensor(DType::kI32, {P}), losses = Tensor(DType::kF32, {P});
+  std::vector<int32_t> ones(B * T, 1), tgt(P);
+  for (int64_t i = 0; i < P; ++i) tgt[i] = static_cast<int32_t>((i * 7919) % V);
+  gpu_->CopyFromHostI32(ones.data(), mask);
+  gpu_->CopyFromHostI32(tgt.data(), targets);
+  const RngContext rng{1, 2, 0};
+  struct Row {
+    const char* name;
+    double ms, flops, bytes;
+  };
+  std::vector<Row> rows;
+  auto gemm_flops = [](double m, double n, double k) { return 2 * m * n * k; };
+  rows.push_back({"Linear fwd QKV (bias)", TimeMs([&] { gpu_->LinearForward(x, wqkv, bqkv, Activation::kNone, {}, qkv); }),
+                  gemm_flops(M, 3 * H, H), 2.0 * (M * H + M * 3 * H)});
+  rows.push_back({"Linear fwd FFN-in (bias+GELU)",
+                  TimeMs([&] { gpu_->LinearForward(x, w1, b1, Activation::kGelu, pre, h1); }), gemm_flops(M, F, H),
+                  2.0 * (M * H + 3 * M * F)});
+  rows.push_back({"Linear bwd FFN-in (GELU, dx, dW, db)",
+                  TimeMs([&] { gpu_->LinearBackward(h1, x, w1, Activation::kGelu, pre, dx, false, dw1, db1); }),
+                  2 * gemm_flops(M, F, H), 2.0 * (4 * M * F + 2 * M * H)});
+  rows.push_back({"Attention fwd (p=0.1)",
+                  TimeMs([&] { gpu_->AttentionForward(qkv, mask, heads, 0.1f, rng, saved, ctx); }),
+                  2 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (M * 3 * H + M * H) + 6.0 * B * heads * T * T});
+  rows.push_back({"Attention bwd (p=0.1)",
+                  TimeMs([&] { gpu_->AttentionBackward(ctx, qkv, mask, saved, heads, 0.1f, rng, dqkv); }),
+                  4 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (2 * M * 3 * H + M * H) + 14.0 * B * heads * T * T});
+  rows.push_back({"AddLayerNorm fwd",
+                  TimeMs([&] { gpu_->AddLayerNormForward(x, y, gamma, beta, 1e-12f, x, dx, mean, rstd); }), 0,
+                  2.0 * 4 * M * H});
+  rows.push_back({"LayerNorm bwd",
+                  TimeMs([&] { gpu_->LayerNormBackward(y, x, gamma, mean, rstd, dx, false, dg, dbeta); }), 0,
+                  2.0 * 3 * M * H});
+  rows.push_back({"Dropout [M, H]", TimeMs([&] { gpu_->Dropout(x, 0.1f, rng, y); }), 0, 2.0 * 2 * M * H});
+  rows.push_back({"CrossEntropy + dlogits in place [5120, 30522]",
+                  TimeMs([&] { gpu_->CrossEntropy(logits, targets, 1.0f, losses, logits); }), 0, 2.0 * 3 * P * V});
+  std::printf("\n%-48s %10s %10s %10s\n", "op (B=256, T=128, H=768)", "ms", "TFLOP/s", "GB/s");
+  for (const Row& r : rows)
+    std::printf("%-48s %10.3f %10.1f %10.0f\n", r.name, r.ms, r.flops / r.ms / 1e9, r.bytes / r.ms / 1e6);
+}
+
+TEST_F(CudaTimingTest, BertBaseMlmTrainingStep) {
+  BertConfig c;  // BERT-base
+  c.norm = NormPlacement::kPost;
+  const int64_t B = 256, T = 128, per_row = 20;
+  absl::StatusOr<std::unique_ptr<BertModel>> model = BertModel::Create(c, HeadOptions{}, gpu_.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  (*model)->Initialize(1);
+  OptimizerConfig oc;
+  oc.kind = OptimizerKind::kLamb;
+  absl::StatusOr<Optimizer> opt = Optimizer::Create(oc, model->get());
+  ASSERT_TRUE(opt.ok()) << opt.status();
+  EncoderBatch batch;
+  batch.batch = B;
+  batch.seq = T;
+  std::uniform_int_distribution<int32_t> tok(1000, 29000);
+  for (int64_t r = 0; r < B; ++r) {
+    for (int64_t t = 0; t < T; ++t) {
+      batch.input_ids.push_back(tok(rng_));
+      batch.token_types.push_back(t < T / 2 ? 0 : 1);
+      batch.attention_mask.push_back(1);
+    }
+    for (int64_t k = 0; k < per_row; ++k) {
+      batch.mlm_positions.push_back(static_cast<int32_t>(r * T + 1 + k * 6));
+      batch.mlm_labels.push_back(tok(rng_));
+    }
+  }
+  ForwardOptions o;
+  o.training = true;
+  o.compute_grad = true;
+  o.grad_scale = 1.0f / static_cast<float>(B * per_row);
+  double loss = 0;
+  auto fwd_bwd = [&] {
+    (*model)->ZeroGrads();
+    absl::StatusOr<LossStats> s = (*model)->ForwardMlm(batch, o);
+    LAMINA_CHECK(s.ok(), s.status().ToString());
+    loss = s->loss_sum / static_cast<double>(s->count);
+    (*model)->Backward();
+  };
+  const double fb = TimeMs(fwd_bwd, 5);
+  const double step = TimeMs([&] { opt->Step(1e-4f); }, 5);
+  std::printf("\nBERT-base Post-LN MLM, micro-batch %ld x %ld, %ld predictions per row (loss %.3f):\n", B, T, per_row,
+              loss);
+  std::printf("  forward + backward %.1f ms, LAMB step %.1f ms, activation arena %.2f GiB\n", fb, step,
+              (*model)->activation_bytes() / 1073741824.0);
+  std::printf("  => %.0f sequences/s per GPU (target >= 1.3 x 3170 = 4121)\n", B / ((fb + step) / 1000.0));
+  EXPECT_TRUE(std::isfinite(loss));
+}
+
+}  // namespace
+}  // namespace lamina
