@@ -28,8 +28,8 @@ AttentionDims CheckAttentionArgs(const TensorView& qkv, const TensorView& key_ma
   cpu::F32(saved, "saved");
   cpu::I32(key_mask, "key_mask");
   LAMINA_CHECK(key_mask.rank() == 2, "key_mask must be [B, T], got ", key_mask.ToString());
-  LAMINA_CHECK(heads > 0 && qkv.cols() % (3 * heads) == 0, "qkv ", qkv.ToString(), " does not split into 3 x ",
-               heads, " heads");
+  LAMINA_CHECK(heads > 0 && qkv.cols() % (3 * heads) == 0, "qkv ", qkv.ToString(), " does not split into 3 x ", heads,
+               " heads");
   AttentionDims d;
   d.batch = key_mask.dim(0);
   d.seq = key_mask.dim(1);
@@ -78,8 +78,7 @@ void CpuBackend::AttentionForward(TensorView qkv, TensorView key_mask, int64_t h
       const uint64_t base = static_cast<uint64_t>((b * heads + h) * tt);
       float* probs = probs_all + base;
       // Scores into `probs`, then the masked softmax of each row in place.
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, d.head_dim, score_scale, q, h3, k, h3, 0.0f, probs,
-                  t);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, d.head_dim, score_scale, q, h3, k, h3, 0.0f, probs, t);
       for (int64_t i = 0; i < t; ++i) {
         float* row = probs + i * t;
         float max = -INFINITY;
@@ -148,8 +147,7 @@ void CpuBackend::AttentionBackward(TensorView dout, TensorView qkv, TensorView k
       // dQ = dS K / sqrt(D);  dK = dS^T Q / sqrt(D)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t, d.head_dim, t, score_scale, grad, t, k, h3, 0.0f, dq,
                   h3);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t, d.head_dim, t, score_scale, grad, t, q, h3, 0.0f, dk,
-                  h3);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t, d.head_dim, t, score_scale, grad, t, q, h3, 0.0f, dk, h3);
     }
   }
 }

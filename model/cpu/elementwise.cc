@@ -68,8 +68,6 @@ void CpuBackend::Dropout(TensorView x, float p, RngContext rng, TensorView out) 
   for (int64_t i = 0; i < n; ++i) o[i] = mask.Keep(static_cast<uint64_t>(i)) ? xs[i] * scale : 0.0f;
 }
 
-void CpuBackend::DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) {
-  Dropout(dout, p, rng, dx);
-}
+void CpuBackend::DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) { Dropout(dout, p, rng, dx); }
 
 }  // namespace lamina

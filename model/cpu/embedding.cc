@@ -23,15 +23,15 @@ int64_t CheckEmbeddingArgs(const TensorView& ids, const TensorView& type_ids, in
 
 }  // namespace
 
-void CpuBackend::EmbeddingForward(TensorView ids, TensorView type_ids, TensorView word, TensorView pos,
-                                  TensorView type, float scale, TensorView out) {
+void CpuBackend::EmbeddingForward(TensorView ids, TensorView type_ids, TensorView word, TensorView pos, TensorView type,
+                                  float scale, TensorView out) {
   const float* w = cpu::F32(word, "word");
   const float* p = cpu::F32(pos, "pos");
   const float* ty = cpu::F32(type, "type");
   float* o = cpu::F32(out, "out");
   const int64_t hidden = word.cols();
-  LAMINA_CHECK(pos.cols() == hidden && type.cols() == hidden, "embedding widths ", word.ToString(), " ",
-               pos.ToString(), " ", type.ToString());
+  LAMINA_CHECK(pos.cols() == hidden && type.cols() == hidden, "embedding widths ", word.ToString(), " ", pos.ToString(),
+               " ", type.ToString());
   const int64_t seq = CheckEmbeddingArgs(ids, type_ids, word.rows(), pos.rows(), type.rows());
   const int64_t n_rows = ids.numel();
   cpu::CheckMatrix(out, n_rows, hidden, "out");
@@ -47,8 +47,8 @@ void CpuBackend::EmbeddingForward(TensorView ids, TensorView type_ids, TensorVie
 }
 
 // Rows are visited in order, so repeated ids add up in the same order on every run.
-void CpuBackend::EmbeddingBackward(TensorView ids, TensorView type_ids, TensorView dout, float scale,
-                                   TensorView dword, TensorView dpos, TensorView dtype) {
+void CpuBackend::EmbeddingBackward(TensorView ids, TensorView type_ids, TensorView dout, float scale, TensorView dword,
+                                   TensorView dpos, TensorView dtype) {
   const float* g = cpu::F32(dout, "dout");
   float* dw = cpu::F32(dword, "dword");
   float* dp = cpu::F32(dpos, "dpos");

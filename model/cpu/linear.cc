@@ -67,8 +67,8 @@ void CpuBackend::LinearBackward(TensorView dout, TensorView x, TensorView w, Act
       if (!accumulate)
         for (int64_t i = 0; i < m * k; ++i) dxs[i] = 0.0f;
     } else if (m > 0 && k > 0) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f, g, n, ws, k, accumulate ? 1.0f : 0.0f,
-                  dxs, k);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f, g, n, ws, k, accumulate ? 1.0f : 0.0f, dxs,
+                  k);
     }
   }
   if (m > 0 && n > 0 && k > 0) {

@@ -101,8 +101,7 @@ void CpuBackend::LambStep(TensorView params, TensorView grads, TensorView m, Ten
       p_norm2 += static_cast<double>(b.p[i]) * b.p[i];
       r_norm2 += static_cast<double>(r) * r;
     }
-    const float trust =
-        p_norm2 > 0 && r_norm2 > 0 ? static_cast<float>(std::sqrt(p_norm2) / std::sqrt(r_norm2)) : 1.0f;
+    const float trust = p_norm2 > 0 && r_norm2 > 0 ? static_cast<float>(std::sqrt(p_norm2) / std::sqrt(r_norm2)) : 1.0f;
     for (int64_t i = s.offset; i < s.offset + s.size; ++i) {
       const float r = adam.Direction(b.m[i], b.v[i]) + wd * b.p[i];
       b.p[i] -= hyper.lr * trust * r;

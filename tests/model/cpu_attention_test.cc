@@ -84,7 +84,7 @@ class CpuAttentionTest : public ::testing::TestWithParam<float> {
   std::mt19937 gen_{777};
   RngContext rng_{0xa77e47104ull, MakeStream(12, 3, 1), 1000};
   std::vector<int32_t> mask_ = KeyMask();
-  std::vector<float> qkv_ = RandomVector(gen_, kBatch * kSeq * 3 * kHidden, 1.5f);
+  std::vector<float> qkv_ = RandomVector(gen_, kBatch* kSeq * 3 * kHidden, 1.5f);
   std::vector<float> saved_ = std::vector<float>(backend_->AttentionSavedElems(kBatch, kHeads, kSeq));
   std::vector<float> out_ = std::vector<float>(kBatch * kSeq * kHidden);
 };
@@ -137,7 +137,8 @@ TEST_P(CpuAttentionTest, BackwardMatchesDifferences) {
   EXPECT_TRUE(CheckGradient(qkv_, loss, dqkv, opt));
   // Padded keys and values do not influence anything.
   for (int64_t t = 3; t < kSeq; ++t) {
-    for (int64_t c = kHidden; c < 3 * kHidden; ++c) EXPECT_EQ(dqkv[(kSeq + t) * 3 * kHidden + c], 0.0f) << t << "," << c;
+    for (int64_t c = kHidden; c < 3 * kHidden; ++c)
+      EXPECT_EQ(dqkv[(kSeq + t) * 3 * kHidden + c], 0.0f) << t << "," << c;
   }
 }
 

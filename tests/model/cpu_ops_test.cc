@@ -90,8 +90,8 @@ TEST_F(CpuOpsTest, EmbeddingGradients) {
   std::vector<float> word = RandomVector(gen_, vocab * h), pos = RandomVector(gen_, positions * h),
                      type = RandomVector(gen_, types * h), weights = RandomVector(gen_, b * t * h), out(b * t * h);
   auto loss = [&] {
-    backend_->EmbeddingForward(I32(ids, {b, t}), I32(type_ids, {b, t}), F32(word, {vocab, h}),
-                               F32(pos, {positions, h}), F32(type, {types, h}), scale, F32(out, {b * t, h}));
+    backend_->EmbeddingForward(I32(ids, {b, t}), I32(type_ids, {b, t}), F32(word, {vocab, h}), F32(pos, {positions, h}),
+                               F32(type, {types, h}), scale, F32(out, {b * t, h}));
     return WeightedSum(out, weights);
   };
   std::vector<float> dword(vocab * h, 0.0f), dpos(positions * h, 0.0f), dtype(types * h, 0.0f);
@@ -108,8 +108,8 @@ TEST_F(CpuOpsTest, LayerNormHandExample) {
   // x = [1, 2, 3, 4]: mean 2.5, biased variance 1.25; eps 0.75 makes rstd exactly 1/sqrt(2), so
   // xhat = [-1.5, -0.5, 0.5, 1.5] / sqrt(2) = [-1.06066017, -0.35355339, 0.35355339, 1.06066017].
   std::vector<float> x = {1, 2, 3, 4}, gamma = {1, 2, 1, 0.5f}, beta = {0, 0, 1, -1}, out(4), mean(1), rstd(1);
-  backend_->LayerNormForward(F32(x, {1, 4}), F32(gamma, {4}), F32(beta, {4}), 0.75f, F32(out, {1, 4}),
-                             F32(mean, {1}), F32(rstd, {1}));
+  backend_->LayerNormForward(F32(x, {1, 4}), F32(gamma, {4}), F32(beta, {4}), 0.75f, F32(out, {1, 4}), F32(mean, {1}),
+                             F32(rstd, {1}));
   EXPECT_FLOAT_EQ(mean[0], 2.5f);
   EXPECT_NEAR(rstd[0], 0.70710678f, 1e-7);
   const float expect[4] = {-1.06066017f, -0.70710678f, 1.35355339f, -0.46966991f};
@@ -118,12 +118,12 @@ TEST_F(CpuOpsTest, LayerNormHandExample) {
 
 TEST_F(CpuOpsTest, LayerNormRowsHaveZeroMeanUnitVariance) {
   const int64_t rows = 5, cols = 64;
-  std::vector<float> x = RandomVector(gen_, rows * cols, 5.0f), gamma(cols, 1.0f), beta(cols, 0.0f),
-                     out(rows * cols), mean(rows), rstd(rows);
+  std::vector<float> x = RandomVector(gen_, rows * cols, 5.0f), gamma(cols, 1.0f), beta(cols, 0.0f), out(rows * cols),
+                     mean(rows), rstd(rows);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) x[r * cols + c] += 3.0f * r;
-  backend_->LayerNormForward(F32(x, {rows, cols}), F32(gamma, {cols}), F32(beta, {cols}), 1e-5f,
-                             F32(out, {rows, cols}), F32(mean, {rows}), F32(rstd, {rows}));
+  backend_->LayerNormForward(F32(x, {rows, cols}), F32(gamma, {cols}), F32(beta, {cols}), 1e-5f, F32(out, {rows, cols}),
+                             F32(mean, {rows}), F32(rstd, {rows}));
   for (int64_t r = 0; r < rows; ++r) {
     double sum = 0, sq = 0;
     for (int64_t c = 0; c < cols; ++c) sum += out[r * cols + c];
@@ -141,16 +141,15 @@ TEST_F(CpuOpsTest, LayerNormGradients) {
                      mean(rows), rstd(rows);
   for (float& g : gamma) g += 1.0f;
   auto loss = [&] {
-    backend_->LayerNormForward(F32(x, {rows, cols}), F32(gamma, {cols}), F32(beta, {cols}), eps,
-                               F32(out, {rows, cols}), F32(mean, {rows}), F32(rstd, {rows}));
+    backend_->LayerNormForward(F32(x, {rows, cols}), F32(gamma, {cols}), F32(beta, {cols}), eps, F32(out, {rows, cols}),
+                               F32(mean, {rows}), F32(rstd, {rows}));
     return WeightedSum(out, weights);
   };
   loss();
   // dx is overwritten: start it with garbage.
   std::vector<float> dx(rows * cols, 7.0f), dgamma(cols, 0.0f), dbeta(cols, 0.0f);
-  backend_->LayerNormBackward(F32(weights, {rows, cols}), F32(x, {rows, cols}), F32(gamma, {cols}),
-                              F32(mean, {rows}), F32(rstd, {rows}), F32(dx, {rows, cols}), false,
-                              F32(dgamma, {cols}), F32(dbeta, {cols}));
+  backend_->LayerNormBackward(F32(weights, {rows, cols}), F32(x, {rows, cols}), F32(gamma, {cols}), F32(mean, {rows}),
+                              F32(rstd, {rows}), F32(dx, {rows, cols}), false, F32(dgamma, {cols}), F32(dbeta, {cols}));
   testing::GradCheckOptions opt;
   opt.eps = 3e-3;
   EXPECT_TRUE(CheckGradient(x, loss, dx, opt));
@@ -182,9 +181,9 @@ TEST_F(CpuOpsTest, AddLayerNormIsLayerNormOfTheSum) {
   EXPECT_EQ(rstd, plain_rstd);
   // The gradient of the sum is the gradient of both addends.
   std::vector<float> dsum(rows * cols), dgamma(cols, 0.0f), dbeta(cols, 0.0f);
-  backend_->LayerNormBackward(F32(weights, {rows, cols}), F32(sum, {rows, cols}), F32(gamma, {cols}),
-                              F32(mean, {rows}), F32(rstd, {rows}), F32(dsum, {rows, cols}), false,
-                              F32(dgamma, {cols}), F32(dbeta, {cols}));
+  backend_->LayerNormBackward(F32(weights, {rows, cols}), F32(sum, {rows, cols}), F32(gamma, {cols}), F32(mean, {rows}),
+                              F32(rstd, {rows}), F32(dsum, {rows, cols}), false, F32(dgamma, {cols}),
+                              F32(dbeta, {cols}));
   testing::GradCheckOptions opt;
   opt.eps = 3e-3;
   EXPECT_TRUE(CheckGradient(a, loss, dsum, opt));
@@ -294,9 +293,9 @@ TEST_F(CpuOpsTest, ParameterGradientsAccumulateOverTwoBackwards) {
                                F32(out, {rows, cols}), F32(mean, {rows}), F32(rstd, {rows}));
     std::vector<float> dx(rows * cols), dgamma(cols, 0.0f), dbeta(cols, 0.0f);
     auto backward = [&](bool accumulate) {
-      backend_->LayerNormBackward(F32(dout, {rows, cols}), F32(x, {rows, cols}), F32(gamma, {cols}),
-                                  F32(mean, {rows}), F32(rstd, {rows}), F32(dx, {rows, cols}), accumulate,
-                                  F32(dgamma, {cols}), F32(dbeta, {cols}));
+      backend_->LayerNormBackward(F32(dout, {rows, cols}), F32(x, {rows, cols}), F32(gamma, {cols}), F32(mean, {rows}),
+                                  F32(rstd, {rows}), F32(dx, {rows, cols}), accumulate, F32(dgamma, {cols}),
+                                  F32(dbeta, {cols}));
     };
     backward(false);
     const std::vector<float> dx1 = dx, g1 = dgamma, b1 = dbeta;

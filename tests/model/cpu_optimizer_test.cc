@@ -76,8 +76,8 @@ TEST(CpuOptimizer, AdamWTwoSteps) {
 // Segment [4, 5): p = 0, so trust = 1 and p = -0.01 * 0.999995.
 TEST(CpuOptimizer, LambOneStep) {
   auto backend = MakeCpuBackend();
-  std::vector<float> params = {3.0f, 4.0f, -2.0f, 0.0f, 0.0f}, grads = {0.3f, -0.4f, 0.5f, 0.25f, 0.2f},
-                     m(5, 0.0f), v(5, 0.0f);
+  std::vector<float> params = {3.0f, 4.0f, -2.0f, 0.0f, 0.0f}, grads = {0.3f, -0.4f, 0.5f, 0.25f, 0.2f}, m(5, 0.0f),
+                     v(5, 0.0f);
   const ParamSegment segments[] = {{0, 2, true}, {2, 2, false}, {4, 1, true}};
   AdamWHyper hyper;
   hyper.lr = 0.01f;

@@ -54,8 +54,7 @@ struct GradCheckOptions {
 inline ::testing::AssertionResult CheckGradient(std::span<float> inputs, const std::function<double()>& loss,
                                                 std::span<const float> analytic, const GradCheckOptions& opt = {}) {
   if (inputs.size() != analytic.size()) {
-    return ::testing::AssertionFailure() << "gradient has " << analytic.size() << " elements, inputs "
-                                         << inputs.size();
+    return ::testing::AssertionFailure() << "gradient has " << analytic.size() << " elements, inputs " << inputs.size();
   }
   std::string failures;
   int failed = 0;
@@ -92,7 +91,8 @@ inline ::testing::AssertionResult CheckGradient(std::span<float> inputs, const s
 inline ::testing::AssertionResult CheckGradient(const std::function<double(std::span<const float>)>& loss,
                                                 std::vector<float> inputs, std::span<const float> analytic,
                                                 const GradCheckOptions& opt = {}) {
-  return CheckGradient(std::span<float>(inputs), [&] { return loss(inputs); }, analytic, opt);
+  return CheckGradient(
+      std::span<float>(inputs), [&] { return loss(inputs); }, analytic, opt);
 }
 
 }  // namespace lamina::testing
