@@ -1,7 +1,5 @@
 #include "dist/mpi_communicator.h"
 
-#include <sched.h>
-
 #include <algorithm>
 #include <chrono>
 #include <climits>
@@ -305,13 +303,10 @@ absl::Status MpiCommunicator::WaitFor(std::vector<MPI_Request>& requests, const 
     if (!status.ok()) break;
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
     if (waited > timeout_seconds_) AbortAfterTimeout(label, waited);
-    // MPI progresses only inside MPI calls, so poll hard while the transfer is likely under
-    // way; a wait this long means a peer is still computing, so stop burning a core on it.
-    if (waited < 0.1) {
-      sched_yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
+    // MPI progresses only inside MPI calls, so poll without pause while the transfer is likely
+    // under way (Open MPI yields the core itself when oversubscribed); a longer wait means a
+    // peer is still computing, so stop burning a core on it.
+    if (waited > 0.2) std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   if (waiting_ != kFinishing) waiting_ = 0;
   return status.ok() ? status : Annotate(status, label.ToString());

@@ -13,3 +13,5 @@ ABSL_FLAG(int64_t, seq_len, 128,
           "Sequence length in tokens, [CLS] and [SEP] included (prepare: rows are [CLS] up to seq_len-2 tokens of one "
           "document [SEP], padded with [PAD]; info: the length FLOPs are counted at)");
 ABSL_FLAG(int, threads, 0, "Worker threads (0 = one per hardware thread); results never depend on it");
+ABSL_FLAG(int, iters, 20, "bench: timed iterations per measurement");
+ABSL_FLAG(int, warmup, 5, "bench: untimed warm-up iterations before the timed ones");

@@ -16,3 +16,6 @@ ABSL_DECLARE_FLAG(std::string, out);
 ABSL_DECLARE_FLAG(int64_t, seq_len);
 // Worker threads; 0 = one per hardware thread (prepare, bench tokenize, ...).
 ABSL_DECLARE_FLAG(int, threads);
+// Timed iterations and untimed warm-up iterations of a benchmark (bench allreduce, bench step, ...).
+ABSL_DECLARE_FLAG(int, iters);
+ABSL_DECLARE_FLAG(int, warmup);
