@@ -1,6 +1,7 @@
 #include "launch/common_flags.h"
 
 #include "absl/flags/flag.h"
+#include "absl/flags/marshalling.h"
 
 ABSL_FLAG(std::string, vocab, "",
           "BERT WordPiece vocab.txt (one token a line; id = line number), e.g. "
@@ -13,5 +14,11 @@ ABSL_FLAG(int64_t, seq_len, 128,
           "Sequence length in tokens, [CLS] and [SEP] included (prepare: rows are [CLS] up to seq_len-2 tokens of one "
           "document [SEP], padded with [PAD]; info: the length FLOPs are counted at)");
 ABSL_FLAG(int, threads, 0, "Worker threads (0 = one per hardware thread); results never depend on it");
+ABSL_FLAG(std::vector<std::string>, set, {},
+          "Override a config key, repeatable: --set optimizer.weight_decay=0 --set model.norm=pre (the value is read as "
+          "JSON when it parses, else as a string)");
+ABSL_FLAG(std::string, device, "",
+          "Compute device: cpu, cuda, or auto (a GPU when there is one); empty = the config's run.device");
+ABSL_FLAG(std::string, checkpoint, "", "Checkpoint directory (RUN_DIR/checkpoints/step_N) or a run directory (its newest)");
 ABSL_FLAG(int, iters, 20, "bench: timed iterations per measurement");
 ABSL_FLAG(int, warmup, 5, "bench: untimed warm-up iterations before the timed ones");

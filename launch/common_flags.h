@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/flags/declare.h"
 
@@ -16,6 +17,12 @@ ABSL_DECLARE_FLAG(std::string, out);
 ABSL_DECLARE_FLAG(int64_t, seq_len);
 // Worker threads; 0 = one per hardware thread (prepare, bench tokenize, ...).
 ABSL_DECLARE_FLAG(int, threads);
+// Config overrides "key=value", repeatable (pretrain, bench train, ...).
+ABSL_DECLARE_FLAG(std::vector<std::string>, set);
+// Compute device: cpu, cuda or auto (pretrain, evaluate, fill-mask, finetune, bench).
+ABSL_DECLARE_FLAG(std::string, device);
+// A checkpoint directory (evaluate, fill-mask, finetune, ...).
+ABSL_DECLARE_FLAG(std::string, checkpoint);
 // Timed iterations and untimed warm-up iterations of a benchmark (bench allreduce, bench step, ...).
 ABSL_DECLARE_FLAG(int, iters);
 ABSL_DECLARE_FLAG(int, warmup);

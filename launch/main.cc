@@ -9,6 +9,8 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
+#include "absl/flags/flag.h"
+#include "launch/common_flags.h"
 #include "launch/subcommand.h"
 
 namespace lamina {
@@ -16,7 +18,7 @@ namespace {
 
 std::string Overview() {
   std::string s =
-      "lamina: BERT-style masked-LM pretraining and GLUE finetuning (Post-LN, Pre-LN, T-Fixup).\n\n"
+      "BERT-style masked-LM pretraining and GLUE finetuning (Post-LN, Pre-LN, T-Fixup).\n\n"
       "usage: lamina SUBCOMMAND [--flag=value ...] [args ...]\n\nsubcommands:\n";
   for (const Subcommand& c : Subcommands()) absl::StrAppend(&s, "  ", c.name, std::string(18 - std::min<size_t>(17, c.name.size()), ' '), c.summary, "\n");
   absl::StrAppend(&s, "\n`lamina SUBCOMMAND --help` lists every flag with its default.");
@@ -52,9 +54,22 @@ int main(int argc, char** argv) {
     return 2;
   }
   // Parse flags with the subcommand name removed; what remains are positional arguments.
+  // `--set key=value` may repeat (and values may hold commas), so its occurrences are collected
+  // here rather than by Abseil, which keeps only the last.
   std::vector<char*> args = {argv[0]};
-  for (int i = 1 + consumed; i < argc; ++i) args.push_back(argv[i]);
+  std::vector<std::string> overrides;
+  for (int i = 1 + consumed; i < argc; ++i) {
+    const std::string a = argv[i];
+    if ((a == "--set" || a == "-set") && i + 1 < argc) {
+      overrides.push_back(argv[++i]);
+    } else if (a.rfind("--set=", 0) == 0 || a.rfind("-set=", 0) == 0) {
+      overrides.push_back(a.substr(a.find('=') + 1));
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
   std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  absl::SetFlag(&FLAGS_set, overrides);
   std::vector<std::string> positional(rest.begin() + 1, rest.end());
   return cmd->run(positional);
 }
