@@ -485,5 +485,25 @@ TEST_F(CpuOpsTest, ArgMaxTakesTheFirstMaximum) {
   EXPECT_EQ(out[1], 0);
 }
 
+// ---- argument checks ----
+
+TEST_F(CpuOpsTest, MisuseAbortsWithAMessage) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  std::vector<int32_t> ids = {0, 5}, type_ids = {0, 0};
+  std::vector<float> table(5 * 2), pos(2 * 2), type(2 * 2), out(2 * 2);
+  EXPECT_DEATH(backend_->EmbeddingForward(I32(ids, {1, 2}), I32(type_ids, {1, 2}), F32(table, {5, 2}), F32(pos, {2, 2}),
+                                          F32(type, {2, 2}), 1.0f, F32(out, {2, 2})),
+               "token id 5");
+  std::vector<float> x(2 * 5), w(3 * 4), y(2 * 3);
+  EXPECT_DEATH(backend_->LinearForward(F32(x, {2, 5}), F32(w, {3, 4}), TensorView{}, Activation::kNone, TensorView{},
+                                       F32(y, {2, 3})),
+               "w must be \\[3, 5\\]");
+  std::vector<float> logits(3), losses(1);
+  std::vector<int32_t> targets = {-2};
+  EXPECT_DEATH(backend_->CrossEntropy(F32(logits, {1, 3}), I32(targets, {1}), 1.0f, F32(losses, {1}), TensorView{}),
+               "target -2");
+  EXPECT_DEATH(backend_->Add(F32(x, {10}), I32(ids, {2}), F32(x, {10})), "b must be f32");
+}
+
 }  // namespace
 }  // namespace lamina
