@@ -374,8 +374,12 @@ void MpiCommunicator::AbortAfterTimeout(const CollectiveLabel& label, double wai
       waiting.push_back(absl::StrCat(r, " (in #", answer[r], ")"));
     }
   }
-  std::string message = absl::StrFormat("rank %d: %s timed out after %.0f s waiting for the other ranks", rank_,
-                                        label.ToString(), waited_seconds);
+  std::string message =
+      std::strcmp(label.kind, "finish") == 0
+          ? absl::StrFormat("rank %d: finished, but the other ranks did not call Finish() within %.0f s", rank_,
+                            waited_seconds)
+          : absl::StrFormat("rank %d: %s timed out after %.0f s waiting for the other ranks", rank_,
+                            label.ToString(), waited_seconds);
   if (!silent.empty()) {
     absl::StrAppend(&message, "; no answer from rank", silent.size() > 1 ? "s " : " ", absl::StrJoin(silent, ", "),
                     " (dead, exited early, or stuck outside the collectives)");
