@@ -59,7 +59,8 @@ class Progress {
     const std::string line = absl::StrFormat("prepare [%s] %5.1f%%  %.1f MB text  %.1f MB/s  %s %d:%02d", bar, 100 * frac,
                                              static_cast<double>(text_bytes) / 1e6, mbps, final ? "took" : "ETA",
                                              static_cast<int>(final ? now : eta) / 60, static_cast<int>(final ? now : eta) % 60);
-    std::fprintf(stderr, tty_ ? "\r%s%s" : "%s%s", line.c_str(), tty_ && !final ? "" : "\n");
+    // On a terminal: back to column 0, then clear the rest of the previous bar (ESC [K).
+    std::fprintf(stderr, tty_ ? "\r%s\033[K%s" : "%s%s", line.c_str(), tty_ && !final ? "" : "\n");
     std::fflush(stderr);
   }
 
@@ -67,7 +68,7 @@ class Progress {
   bool enabled_, tty_;
   uint64_t total_;
   Timer timer_;
-  double last_ = -1e9;
+  double last_ = 0;  // the first line comes after one interval, when the rate means something
 };
 
 // Cuts documents into rows and writes them; decides the validation hold-out.

@@ -13,18 +13,18 @@
 #include "launch/subcommand.h"
 
 ABSL_FLAG(std::vector<std::string>, input, {},
-          "Comma-separated text files to prepare (plain, .xz or .gz, recognised by content; WikiExtractor <doc> "
+          "prepare: comma-separated text files (plain, .xz or .gz, recognised by content; WikiExtractor <doc> "
           "markup or blank-line-separated documents). Positional arguments are added after these, so "
           "`lamina prepare --vocab V --out D wiki_*.xz` works too.");
 ABSL_FLAG(int64_t, val_docs, 500,
-          "Documents held out for validation: a fixed pseudo-random sample (by a hash of the document number) "
+          "prepare: documents held out for validation: a fixed pseudo-random sample (by a hash of the document number) "
           "spread over all inputs. 0 = no validation split.");
-ABSL_FLAG(int64_t, max_docs, 0, "Stop after this many documents (0 = no limit); for quick runs.");
+ABSL_FLAG(int64_t, max_docs, 0, "prepare: stop after this many documents (0 = no limit); for quick runs.");
 ABSL_FLAG(int64_t, max_bytes, 0,
-          "Stop after the document during which this many bytes of decompressed text have been read, summed over "
+          "prepare: stop after the document during which this many bytes of decompressed text have been read, summed over "
           "inputs (0 = no limit); e.g. 2000000 for a quick 2 MB slice.");
-ABSL_FLAG(int64_t, shard_sequences, 65536, "Sequences per shard file.");
-ABSL_FLAG(bool, progress, true, "Show progress on stderr (a bar on a terminal, a line every 10 s otherwise).");
+ABSL_FLAG(int64_t, shard_sequences, 65536, "prepare: sequences (rows) per shard file.");
+ABSL_FLAG(bool, progress, true, "prepare: show progress on stderr (a bar on a terminal, a line every 10 s otherwise).");
 
 namespace lamina {
 namespace {
