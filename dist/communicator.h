@@ -1,7 +1,7 @@
 // Collective communication between the ranks of a data-parallel job.
 //
-// One Communicator per process; every rank calls the same collectives in the same order with
-// matching sizes (MPI's rule, and NCCL's). Each collective has an asynchronous form, Start*(),
+// One Communicator per process, used from one thread; every rank calls the same collectives in
+// the same order with matching sizes (MPI's rule, and NCCL's). Each collective has an asynchronous form, Start*(),
 // returning a Work handle to Wait() on, so callers can overlap communication with compute, and a
 // blocking form that starts and waits.
 //
