@@ -189,6 +189,8 @@ TEST(Glue, LongestFirstTruncationRemovesFromTheLongerThenFromB) {
   EXPECT_EQ(cut(5, 5, 3), std::make_pair(int64_t{3}, int64_t{2}));   // a shrinks to 3, then the tie cuts b
   EXPECT_EQ(cut(4, 2, 10), std::make_pair(int64_t{2}, int64_t{2}));  // only the longer one shrinks
   EXPECT_EQ(cut(3, 4, 4), std::make_pair(int64_t{2}, int64_t{1}));   // ties take from b first
+  EXPECT_EQ(cut(5, 3, 7), std::make_pair(int64_t{3}, int64_t{2}));   // b 7->3, then the tie cuts b again
+  EXPECT_EQ(cut(5, 4, 4), std::make_pair(int64_t{3}, int64_t{2}));
   EXPECT_EQ(cut(0, 4, 4), std::make_pair(int64_t{0}, int64_t{0}));
 }
 
