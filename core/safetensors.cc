@@ -218,7 +218,9 @@ absl::Status SafetensorsFile::Parse() {
   if (!duplicate.empty()) return fail("header has the key \"", duplicate, "\" more than once");
   if (!header.is_object()) return fail("header is not a JSON object");
 
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();  // not a structured binding: lambdas below capture it
+    const nlohmann::json& entry = item.value();
     if (name == kMetadataKey) {
       if (!entry.is_object()) return fail("__metadata__ is not an object of strings");
       for (const auto& [k, v] : entry.items()) {
