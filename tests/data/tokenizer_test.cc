@@ -308,6 +308,11 @@ TEST(WordPiece, MatchesHuggingFaceTokenizersOnReferenceFixture) {
       }
       text = *cell;
       where = absl::StrCat(rel, ":", record.at("line").get<int>(), " column ", record.at("col").get<int>());
+    } else if (src == "bytes") {
+      const std::string hex = record.at("hex");
+      ASSERT_EQ(hex.size() % 2, 0u);
+      for (size_t i = 0; i < hex.size(); i += 2) text.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+      where = absl::StrCat("bytes ", hex);
     } else {
       ASSERT_EQ(src, "codepoints");
       text = CodepointText(record.at("first"), record.at("last"));
@@ -336,6 +341,7 @@ TEST(WordPiece, MatchesHuggingFaceTokenizersOnReferenceFixture) {
   }
   EXPECT_GE(checked["text"], 3000);
   EXPECT_GE(checked["codepoints"], 700);
+  EXPECT_GE(checked["bytes"], 300);
   if (glue_missing > 0) {
     std::printf("note: %d GLUE records not checked: GLUE files absent under %s\n", glue_missing, SharedData().c_str());
   } else {
