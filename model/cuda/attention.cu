@@ -13,8 +13,7 @@ constexpr int kRowsPerBlock = 8;
 // unmasked key stays 0); dropped = keep ? probs / (1 - p) : 0 with element index row * seq + j.
 template <typename TP>
 __global__ void SoftmaxForwardKernel(const float* scores, const int32_t* key_mask, float scale, int64_t rows,
-                                     int64_t heads, int64_t seq, float p, RngContext rng, TP* probs,
-                                     bf16_t* dropped) {
+                                     int64_t heads, int64_t seq, float p, RngContext rng, TP* probs, bf16_t* dropped) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
@@ -86,9 +85,8 @@ void LaunchAttentionSoftmaxBackward(const float* ddropped, Ref probs, float scal
   const int64_t rows = batch * heads * seq;
   if (rows == 0) return;
   LAMINA_DISPATCH_FLOAT(probs.dtype, TP, {
-    SoftmaxBackwardKernel<TP><<<static_cast<unsigned>(CeilDiv(rows, kRowsPerBlock)), kRowsPerBlock * 32, 0,
-                                stream>>>(ddropped, static_cast<const TP*>(probs.data), scale, rows, seq, p, rng,
-                                          dropped, dscores);
+    SoftmaxBackwardKernel<TP><<<static_cast<unsigned>(CeilDiv(rows, kRowsPerBlock)), kRowsPerBlock * 32, 0, stream>>>(
+        ddropped, static_cast<const TP*>(probs.data), scale, rows, seq, p, rng, dropped, dscores);
   });
   LAMINA_CUDA_CHECK_LAUNCH();
 }

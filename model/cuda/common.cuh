@@ -28,33 +28,62 @@ __device__ __forceinline__ bf16_t FromF<bf16_t>(float x) {
   return FloatToBf16Bits(x);
 }
 
-
 }  // namespace lamina::cuda
 
 // For the launchers' own preconditions (programming errors).
-#define LAMINA_KERNEL_CHECK(cond) \
-  do {                            \
+#define LAMINA_KERNEL_CHECK(cond)                                                \
+  do {                                                                           \
     if (!(cond)) ::lamina::cuda::LauncherCheckFailed(#cond, __FILE__, __LINE__); \
   } while (0)
 
 namespace lamina::cuda {
 
 // Runs the body with T bound to the element type of `dtype` (f32 or bf16).
-#define LAMINA_DISPATCH_FLOAT(dtype, T, ...)                                  \
-  switch (dtype) {                                                            \
-    case ::lamina::DType::kF32: {                                             \
-      using T = float;                                                        \
-      __VA_ARGS__;                                                            \
-      break;                                                                  \
-    }                                                                         \
-    case ::lamina::DType::kBF16: {                                            \
-      using T = ::lamina::cuda::bf16_t;                                       \
-      __VA_ARGS__;                                                            \
-      break;                                                                  \
-    }                                                                         \
-    default:                                                                  \
-      ::lamina::cuda::UnsupportedDType(dtype, __func__);                      \
+#define LAMINA_DISPATCH_FLOAT(dtype, T, ...)             \
+  switch (dtype) {                                       \
+    case ::lamina::DType::kF32: {                        \
+      using T = float;                                   \
+      __VA_ARGS__;                                       \
+      break;                                             \
+    }                                                    \
+    case ::lamina::DType::kBF16: {                       \
+      using T = ::lamina::cuda::bf16_t;                  \
+      __VA_ARGS__;                                       \
+      break;                                             \
+    }                                                    \
+    default:                                             \
+      ::lamina::cuda::UnsupportedDType(dtype, __func__); \
   }
+
+// Eight consecutive elements as fp32, moved with 16-byte accesses (one for bf16, two for f32).
+__device__ __forceinline__ void Load8(const float* p, float v[8]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void Load8(const bf16_t* p, float v[8]) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {  // little-endian: the lower half is the earlier element
+    v[2 * k] = __uint_as_float(w[k] << 16);
+    v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ void Store8(float* p, const float v[8]) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void Store8(bf16_t* p, const float v[8]) {
+  uint32_t w[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    w[k] = static_cast<uint32_t>(FloatToBf16Bits(v[2 * k])) | static_cast<uint32_t>(FloatToBf16Bits(v[2 * k + 1]))
+                                                                  << 16;
+  *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Whether the 8-wide path may be used: 16-byte aligned pointers (null ones ignored).
+inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

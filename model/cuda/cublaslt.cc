@@ -11,9 +11,12 @@ namespace {
 
 cudaDataType_t CudaType(DType t) {
   switch (t) {
-    case DType::kF32: return CUDA_R_32F;
-    case DType::kBF16: return CUDA_R_16BF;
-    default: LAMINA_CHECK(false, "cuBLASLt output dtype ", DTypeName(t), " is not supported");
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    default:
+      LAMINA_CHECK(false, "cuBLASLt output dtype ", DTypeName(t), " is not supported");
   }
   return CUDA_R_32F;
 }
@@ -48,14 +51,14 @@ struct Preference {
 
 void MakeLayout(Layout& layout, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld, int batch,
                 int64_t stride) {
-  LAMINA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout.l, type, static_cast<uint64_t>(rows),
-                                                 static_cast<uint64_t>(cols), ld));
+  LAMINA_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&layout.l, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld));
   if (batch > 1) {
     const int32_t count = batch;
-    LAMINA_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout.l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
-                                                         sizeof(count)));
-    LAMINA_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout.l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                                         &stride, sizeof(stride)));
+    LAMINA_CUBLAS_CHECK(
+        cublasLtMatrixLayoutSetAttribute(layout.l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+    LAMINA_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout.l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                         sizeof(stride)));
   }
 }
 
@@ -89,8 +92,7 @@ void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
   LAMINA_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_first = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_second = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  LAMINA_CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
+  LAMINA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
   LAMINA_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
   const cublasLtEpilogue_t epilogue = s.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
@@ -108,16 +110,31 @@ void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
   MakeLayout(out, c_type, s.n, s.m, s.ldc, s.batch, s.stride_c);
 
   const int64_t align_a = Alignment(s.a), align_b = Alignment(s.b), align_c = Alignment(s.c);
-  const Key key{s.trans_a, s.trans_b, s.m,    s.n,     s.k,       s.lda,     s.ldb,     s.ldc,     static_cast<int64_t>(s.c_dtype),
-                s.bias != nullptr, s.batch, s.stride_a, s.stride_b, s.stride_c, align_a, align_b, align_c,
+  const Key key{s.trans_a,
+                s.trans_b,
+                s.m,
+                s.n,
+                s.k,
+                s.lda,
+                s.ldb,
+                s.ldc,
+                static_cast<int64_t>(s.c_dtype),
+                s.bias != nullptr,
+                s.batch,
+                s.stride_a,
+                s.stride_b,
+                s.stride_c,
+                align_a,
+                align_b,
+                align_c,
                 s.beta != 0.0f};
   auto it = algos_.find(key);
   if (it == algos_.end()) {
     Preference pref;
     LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.p));
     const uint64_t ws = kWorkspaceBytes;
-    LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                             sizeof(ws)));
+    LAMINA_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     // Tell the heuristics the real alignment of each pointer, so that a misaligned view (a head's
     // columns inside a fused row, an odd-sized tensor) gets a kernel that can read it.
     const uint32_t al_first = static_cast<uint32_t>(align_b), al_second = static_cast<uint32_t>(align_a),
@@ -126,21 +143,21 @@ void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
                                                              &al_first, sizeof(al_first)));
     LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                                                              &al_second, sizeof(al_second)));
-    LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                             &al_c, sizeof(al_c)));
-    LAMINA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                             &al_c, sizeof(al_c)));
+    LAMINA_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof(al_c)));
+    LAMINA_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof(al_c)));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    LAMINA_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, desc.d, first.l, second.l, out.l, out.l, pref.p, 1,
-                                                       &result, &found));
+    LAMINA_CUBLAS_CHECK(
+        cublasLtMatmulAlgoGetHeuristic(handle_, desc.d, first.l, second.l, out.l, out.l, pref.p, 1, &result, &found));
     LAMINA_CHECK(found > 0, "cuBLASLt has no algorithm for C[", s.m, ", ", s.n, "] = op(A) op(B) with k = ", s.k,
-                 ", trans ", s.trans_a, "/", s.trans_b, ", ld ", s.lda, "/", s.ldb, "/", s.ldc, ", alignment ",
-                 align_a, "/", align_b, "/", align_c, " bytes, batch ", s.batch, ", output ", DTypeName(s.c_dtype));
+                 ", trans ", s.trans_a, "/", s.trans_b, ", ld ", s.lda, "/", s.ldb, "/", s.ldc, ", alignment ", align_a,
+                 "/", align_b, "/", align_c, " bytes, batch ", s.batch, ", output ", DTypeName(s.c_dtype));
     it = algos_.emplace(key, result.algo).first;
   }
-  LAMINA_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.d, &s.alpha, s.b, first.l, s.a, second.l, &s.beta, s.c, out.l,
-                                     s.c, out.l, &it->second, workspace_, kWorkspaceBytes, stream));
+  LAMINA_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.d, &s.alpha, s.b, first.l, s.a, second.l, &s.beta, s.c, out.l, s.c,
+                                     out.l, &it->second, workspace_, kWorkspaceBytes, stream));
 }
 
 }  // namespace lamina::cuda

@@ -3,12 +3,12 @@
 // accumulates parameter gradients across micro-steps), optional bias epilogue, strided batches.
 #pragma once
 
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
 #include <array>
 #include <cstdint>
 #include <map>
-
-#include <cublasLt.h>
-#include <cuda_runtime.h>
 
 #include "core/dtype.h"
 

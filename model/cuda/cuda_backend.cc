@@ -162,8 +162,8 @@ class CudaBackend final : public Backend {
     CheckNorm(a, gamma, beta, out, mean, rstd);
     CheckMatrix(b, a.rows(), a.cols(), "b");
     CheckMatrix(sum, a.rows(), a.cols(), "sum");
-    LAMINA_CHECK(a.dtype == b.dtype && a.dtype == sum.dtype, "AddLayerNorm dtypes ", a.ToString(), " ",
-                 b.ToString(), " ", sum.ToString());
+    LAMINA_CHECK(a.dtype == b.dtype && a.dtype == sum.dtype, "AddLayerNorm dtypes ", a.ToString(), " ", b.ToString(),
+                 " ", sum.ToString());
     cuda::LaunchLayerNormForward(R(a, "a"), R(b, "b"), R(gamma, "gamma"), R(beta, "beta"), eps, R(sum, "sum"),
                                  R(out, "out"), F32(mean, "mean"), F32(rstd, "rstd"), a.rows(), a.cols(), stream_);
   }
@@ -179,9 +179,9 @@ class CudaBackend final : public Backend {
     CheckNumel(mean, rows, "mean");
     CheckNumel(rstd, rows, "rstd");
     void* scratch = Scratch(cuda::LayerNormBackwardScratchBytes(rows, cols));
-    cuda::LaunchLayerNormBackward(R(dout, "dout"), R(x, "x"), R(gamma, "gamma"), F32(mean, "mean"),
-                                  F32(rstd, "rstd"), R(dx, "dx"), accumulate, F32(dgamma, "dgamma"),
-                                  F32(dbeta, "dbeta"), rows, cols, scratch, stream_);
+    cuda::LaunchLayerNormBackward(R(dout, "dout"), R(x, "x"), R(gamma, "gamma"), F32(mean, "mean"), F32(rstd, "rstd"),
+                                  R(dx, "dx"), accumulate, F32(dgamma, "dgamma"), F32(dbeta, "dbeta"), rows, cols,
+                                  scratch, stream_);
   }
 
   // ---- dense layers ----
@@ -225,8 +225,8 @@ class CudaBackend final : public Backend {
     }
     if (!db.empty()) {
       CheckNumel(db, n, "db");
-      cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, F32(db, "db"),
-                                      Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
+      cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, F32(db, "db"), Scratch(cuda::ColumnSumScratchBytes(m, n)),
+                                      stream_);
     }
     if (!dx.empty()) {
       CheckMatrix(dx, m, k, "dx");
@@ -374,9 +374,8 @@ class CudaBackend final : public Backend {
       s.c_dtype = DType::kF32;
       gemm_.Gemm(s, stream_);
     }
-    cuda::LaunchAttentionSoftmaxBackward(ddropped, R(saved, "saved"),
-                                         1.0f / std::sqrt(static_cast<float>(d.head_dim)), d.batch, heads, d.seq,
-                                         dropout_p, rng, dropped, dscores, stream_);
+    cuda::LaunchAttentionSoftmaxBackward(ddropped, R(saved, "saved"), 1.0f / std::sqrt(static_cast<float>(d.head_dim)),
+                                         d.batch, heads, d.seq, dropout_p, rng, dropped, dscores, stream_);
     uint16_t* dx = static_cast<uint16_t*>(dqkv.data);
     for (int64_t h = 0; h < heads; ++h) {
       const int64_t col = h * d.head_dim;
@@ -517,8 +516,8 @@ class CudaBackend final : public Backend {
     I32(key_mask, "key_mask");
     R(saved, "saved");
     LAMINA_CHECK(key_mask.rank() == 2, "key_mask must be [B, T], got ", key_mask.ToString());
-    LAMINA_CHECK(heads > 0 && qkv.cols() % (3 * heads) == 0, "qkv ", qkv.ToString(), " does not split into 3 x ",
-                 heads, " heads");
+    LAMINA_CHECK(heads > 0 && qkv.cols() % (3 * heads) == 0, "qkv ", qkv.ToString(), " does not split into 3 x ", heads,
+                 " heads");
     Dims d{key_mask.dim(0), key_mask.dim(1), qkv.cols() / 3, qkv.cols() / 3 / heads};
     CheckMatrix(qkv, d.batch * d.seq, 3 * d.hidden, "qkv");
     CheckNumel(saved, AttentionSavedElems(d.batch, heads, d.seq), "saved");

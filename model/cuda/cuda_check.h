@@ -13,18 +13,18 @@ namespace lamina::cuda {
 
 }  // namespace lamina::cuda
 
-#define LAMINA_CUDA_CHECK(expr)                                                                       \
-  do {                                                                                                \
-    const cudaError_t _lamina_err = (expr);                                                           \
-    if (_lamina_err != cudaSuccess)                                                                   \
-      ::lamina::cuda::CudaFailed(#expr, cudaGetErrorString(_lamina_err), __FILE__, __LINE__);          \
+#define LAMINA_CUDA_CHECK(expr)                                                               \
+  do {                                                                                        \
+    const cudaError_t _lamina_err = (expr);                                                   \
+    if (_lamina_err != cudaSuccess)                                                           \
+      ::lamina::cuda::CudaFailed(#expr, cudaGetErrorString(_lamina_err), __FILE__, __LINE__); \
   } while (0)
 
-#define LAMINA_CUBLAS_CHECK(expr)                                                                     \
-  do {                                                                                                \
-    const cublasStatus_t _lamina_st = (expr);                                                         \
-    if (_lamina_st != CUBLAS_STATUS_SUCCESS)                                                          \
-      ::lamina::cuda::CudaFailed(#expr, cublasLtGetStatusString(_lamina_st), __FILE__, __LINE__);     \
+#define LAMINA_CUBLAS_CHECK(expr)                                                                 \
+  do {                                                                                            \
+    const cublasStatus_t _lamina_st = (expr);                                                     \
+    if (_lamina_st != CUBLAS_STATUS_SUCCESS)                                                      \
+      ::lamina::cuda::CudaFailed(#expr, cublasLtGetStatusString(_lamina_st), __FILE__, __LINE__); \
   } while (0)
 
 // After every kernel launch: catches bad launch configurations at the launch site.

@@ -61,8 +61,8 @@ __global__ void PositionSumKernel(const TG* dout, float scale, float* dpos, int6
 
 // partial[chunk][type][c] = sum of the chunk's rows of that type; one thread per (chunk, c).
 template <typename TG>
-__global__ void TypePartialKernel(const int32_t* type_ids, const TG* dout, float* partial, int64_t rows,
-                                  int64_t hidden, int64_t type_vocab) {
+__global__ void TypePartialKernel(const int32_t* type_ids, const TG* dout, float* partial, int64_t rows, int64_t hidden,
+                                  int64_t type_vocab) {
   const int64_t chunk = blockIdx.y;
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= hidden) return;
@@ -85,10 +85,9 @@ size_t RoundUp256(size_t n) { return (n + 255) / 256 * 256; }
 
 size_t SortTempBytes(int64_t rows) {
   size_t bytes = 0;
-  LAMINA_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const int32_t*>(nullptr),
-                                                    static_cast<int32_t*>(nullptr),
-                                                    static_cast<const int32_t*>(nullptr),
-                                                    static_cast<int32_t*>(nullptr), static_cast<int>(rows)));
+  LAMINA_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
+      nullptr, bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), static_cast<int>(rows)));
   return bytes;
 }
 
@@ -99,10 +98,10 @@ void LaunchEmbeddingForward(const int32_t* ids, const int32_t* type_ids, Ref wor
   if (rows == 0 || hidden == 0) return;
   LAMINA_KERNEL_CHECK(word.dtype == pos.dtype && word.dtype == type.dtype);
   LAMINA_DISPATCH_FLOAT(word.dtype, TW, LAMINA_DISPATCH_FLOAT(out.dtype, TO, {
-    EmbeddingForwardKernel<TW, TO><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-        ids, type_ids, static_cast<const TW*>(word.data), static_cast<const TW*>(pos.data),
-        static_cast<const TW*>(type.data), scale, static_cast<TO*>(out.data), seq, hidden);
-  }));
+                          EmbeddingForwardKernel<TW, TO><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+                              ids, type_ids, static_cast<const TW*>(word.data), static_cast<const TW*>(pos.data),
+                              static_cast<const TW*>(type.data), scale, static_cast<TO*>(out.data), seq, hidden);
+                        }));
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
@@ -137,18 +136,17 @@ void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref do
   const int64_t batch = rows / seq;
   LAMINA_DISPATCH_FLOAT(dout.dtype, TG, {
     const TG* g = static_cast<const TG*>(dout.data);
-    WordSegmentSumKernel<TG><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(sorted_ids, order_out, g, scale,
-                                                                                   dword, rows, hidden);
+    WordSegmentSumKernel<TG>
+        <<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(sorted_ids, order_out, g, scale, dword, rows, hidden);
     LAMINA_CUDA_CHECK_LAUNCH();
-    PositionSumKernel<TG><<<GridFor(seq * hidden, kThreads), kThreads, 0, stream>>>(g, scale, dpos, batch, seq,
-                                                                                     hidden);
+    PositionSumKernel<TG><<<GridFor(seq * hidden, kThreads), kThreads, 0, stream>>>(g, scale, dpos, batch, seq, hidden);
     LAMINA_CUDA_CHECK_LAUNCH();
     const dim3 grid(static_cast<unsigned>(CeilDiv(hidden, kThreads)), static_cast<unsigned>(chunks));
     TypePartialKernel<TG><<<grid, kThreads, 0, stream>>>(type_ids, g, type_partial, rows, hidden, type_vocab);
     LAMINA_CUDA_CHECK_LAUNCH();
   });
   TypeFinalizeKernel<<<GridFor(type_vocab * hidden, kThreads), kThreads, 0, stream>>>(type_partial, scale, dtype,
-                                                                                     chunks, type_vocab * hidden);
+                                                                                      chunks, type_vocab * hidden);
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 

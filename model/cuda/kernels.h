@@ -3,10 +3,10 @@
 // synchronises. Element types are passed at run time and dispatched inside (f32 or bf16).
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstddef>
 #include <cstdint>
-
-#include <cuda_runtime.h>
 
 #include "core/dtype.h"
 #include "core/philox.h"

@@ -122,9 +122,10 @@ void LaunchCrossEntropy(Ref logits, const int32_t* targets, float grad_scale, fl
   if (n == 0) return;
   LAMINA_KERNEL_CHECK(vocab > 0);
   LAMINA_DISPATCH_FLOAT(logits.dtype, TL, LAMINA_DISPATCH_FLOAT(dlogits.dtype, TD, {
-    CrossEntropyKernel<TL, TD><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
-        static_cast<const TL*>(logits.data), targets, grad_scale, losses, static_cast<TD*>(dlogits.data), vocab);
-  }));
+                          CrossEntropyKernel<TL, TD><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
+                              static_cast<const TL*>(logits.data), targets, grad_scale, losses,
+                              static_cast<TD*>(dlogits.data), vocab);
+                        }));
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
@@ -132,8 +133,8 @@ void LaunchArgMax(Ref logits, int32_t* out, int64_t n, int64_t vocab, cudaStream
   if (n == 0) return;
   LAMINA_KERNEL_CHECK(vocab > 0);
   LAMINA_DISPATCH_FLOAT(logits.dtype, TL, {
-    ArgMaxKernel<TL><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(static_cast<const TL*>(logits.data), out,
-                                                                       vocab);
+    ArgMaxKernel<TL>
+        <<<static_cast<unsigned>(n), kThreads, 0, stream>>>(static_cast<const TL*>(logits.data), out, vocab);
   });
   LAMINA_CUDA_CHECK_LAUNCH();
 }

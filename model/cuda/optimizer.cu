@@ -43,6 +43,13 @@ __global__ void SumPartialsKernel(const double* partial, int n, double* result) 
   if (threadIdx.x == 0) *result = total;
 }
 
+// Blocks that work on a segment of `size` elements: the rest of grid.x exits at once, so small
+// segments (biases, LayerNorm) do not pay for the largest one.
+__host__ __device__ __forceinline__ int64_t SegmentBlocks(int64_t size) {
+  const int64_t blocks = (size + kThreads * 4 - 1) / (kThreads * 4);
+  return blocks < 1 ? 1 : (blocks > kMaxSegmentBlocks ? kMaxSegmentBlocks : blocks);
+}
+
 struct Adam {
   OptimizerHyper h;
   // Updates m and v in place and returns the bias-corrected direction, as the reference does.
@@ -61,10 +68,12 @@ template <typename TC>
 __global__ void AdamWKernel(float* params, const float* grads, float* m, float* v, TC* compute,
                             const DeviceSegment* segments, OptimizerHyper h) {
   const DeviceSegment seg = segments[blockIdx.y];
+  const int64_t blocks = SegmentBlocks(seg.size);
+  if (blockIdx.x >= blocks) return;
   const float wd = seg.decay ? h.weight_decay : 0.0f;
   const Adam adam{h};
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < seg.size;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+       i += blocks * blockDim.x) {
     const int64_t k = seg.offset + i;
     float mk = m[k], vk = v[k];
     const float dir = adam.Step(grads[k], mk, vk);
@@ -76,16 +85,19 @@ __global__ void AdamWKernel(float* params, const float* grads, float* m, float* 
   }
 }
 
-// partial[(segment * gridDim.x + block) * 2 + {0, 1}] = this block's sums of p^2 and r^2.
+// partial[(segment * gridDim.x + block) * 2 + {0, 1}] = this block's sums of p^2 and r^2, for the
+// segment's SegmentBlocks() blocks.
 __global__ void LambNormsKernel(const float* params, const float* grads, float* m, float* v,
                                 const DeviceSegment* segments, OptimizerHyper h, double* partial) {
   __shared__ double shared[kThreads];
   const DeviceSegment seg = segments[blockIdx.y];
+  const int64_t blocks = SegmentBlocks(seg.size);
+  if (blockIdx.x >= blocks) return;
   const float wd = seg.decay ? h.weight_decay : 0.0f;
   const Adam adam{h};
   double p2 = 0.0, r2 = 0.0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < seg.size;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+       i += blocks * blockDim.x) {
     const int64_t k = seg.offset + i;
     float mk = m[k], vk = v[k];
     const float p = params[k];
@@ -108,21 +120,27 @@ __global__ void LambUpdateKernel(float* params, const float* m, const float* v, 
                                  const DeviceSegment* segments, OptimizerHyper h, const double* partial) {
   __shared__ float trust_shared;
   const DeviceSegment seg = segments[blockIdx.y];
-  if (threadIdx.x == 0) {
+  const int64_t blocks = SegmentBlocks(seg.size);
+  if (blockIdx.x >= blocks) return;
+  if (threadIdx.x < 32) {  // one warp sums the segment's partials in a fixed order
     double p2 = 0.0, r2 = 0.0;
     const double* part = partial + static_cast<int64_t>(blockIdx.y) * gridDim.x * 2;
-    for (unsigned b = 0; b < gridDim.x; ++b) {
+    for (int64_t b = threadIdx.x; b < blocks; b += 32) {
       p2 += part[2 * b];
       r2 += part[2 * b + 1];
     }
-    trust_shared = p2 > 0.0 && r2 > 0.0 ? static_cast<float>(sqrt(p2) / sqrt(r2)) : 1.0f;
+    for (int o = 16; o > 0; o >>= 1) {
+      p2 += __shfl_xor_sync(0xffffffffu, p2, o);
+      r2 += __shfl_xor_sync(0xffffffffu, r2, o);
+    }
+    if (threadIdx.x == 0) trust_shared = p2 > 0.0 && r2 > 0.0 ? static_cast<float>(sqrt(p2) / sqrt(r2)) : 1.0f;
   }
   __syncthreads();
   const float trust = trust_shared;
   const float wd = seg.decay ? h.weight_decay : 0.0f;
   const Adam adam{h};
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < seg.size;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+       i += blocks * blockDim.x) {
     const int64_t k = seg.offset + i;
     const float r = adam.Direction(m[k], v[k]) + wd * params[k];
     const float p = params[k] - h.lr * trust * r;
@@ -132,10 +150,7 @@ __global__ void LambUpdateKernel(float* params, const float* m, const float* v, 
 }
 
 dim3 SegmentGrid(int num_segments, int64_t max_segment) {
-  int64_t blocks = CeilDiv(max_segment, kThreads * 4);
-  if (blocks < 1) blocks = 1;
-  if (blocks > kMaxSegmentBlocks) blocks = kMaxSegmentBlocks;
-  return dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(num_segments));
+  return dim3(static_cast<unsigned>(SegmentBlocks(max_segment)), static_cast<unsigned>(num_segments));
 }
 
 }  // namespace
@@ -176,8 +191,8 @@ void LaunchLamb(float* params, const float* grads, float* m, float* v, Ref compu
   LambNormsKernel<<<grid, kThreads, 0, stream>>>(params, grads, m, v, segments, h, partial);
   LAMINA_CUDA_CHECK_LAUNCH();
   LAMINA_DISPATCH_FLOAT(compute.dtype, TC, {
-    LambUpdateKernel<TC><<<grid, kThreads, 0, stream>>>(params, m, v, static_cast<TC*>(compute.data), segments, h,
-                                                        partial);
+    LambUpdateKernel<TC>
+        <<<grid, kThreads, 0, stream>>>(params, m, v, static_cast<TC*>(compute.data), segments, h, partial);
   });
   LAMINA_CUDA_CHECK_LAUNCH();
 }

@@ -26,18 +26,18 @@ __global__ void ScatterAddRowsKernel(const TG* dout, const int32_t* index, TD* d
 void LaunchGatherRows(Ref x, const int32_t* index, Ref out, int64_t n, int64_t cols, cudaStream_t stream) {
   if (n == 0 || cols == 0) return;
   LAMINA_DISPATCH_FLOAT(x.dtype, TX, LAMINA_DISPATCH_FLOAT(out.dtype, TO, {
-    GatherRowsKernel<TX, TO><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
-        static_cast<const TX*>(x.data), index, static_cast<TO*>(out.data), cols);
-  }));
+                          GatherRowsKernel<TX, TO><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
+                              static_cast<const TX*>(x.data), index, static_cast<TO*>(out.data), cols);
+                        }));
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
 void LaunchScatterAddRows(Ref dout, const int32_t* index, Ref dx, int64_t n, int64_t cols, cudaStream_t stream) {
   if (n == 0 || cols == 0) return;
   LAMINA_DISPATCH_FLOAT(dout.dtype, TG, LAMINA_DISPATCH_FLOAT(dx.dtype, TD, {
-    ScatterAddRowsKernel<TG, TD><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
-        static_cast<const TG*>(dout.data), index, static_cast<TD*>(dx.data), cols);
-  }));
+                          ScatterAddRowsKernel<TG, TD><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
+                              static_cast<const TG*>(dout.data), index, static_cast<TD*>(dx.data), cols);
+                        }));
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 

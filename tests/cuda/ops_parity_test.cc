@@ -29,52 +29,60 @@ TEST_F(CudaOpsTest, CopyAndConvertRoundTrip) {
   EXPECT_EQ(Gpu(back), rounded);
 }
 
+// Widths that are multiples of 8 take the 16-byte vector kernels, odd ones the scalar kernels.
 TEST_F(CudaOpsTest, GeluTanhAddMatchReference) {
-  const int64_t rows = Int(1, 40), cols = Int(1, 300);
-  Pair x = Random({rows, cols}, DType::kBF16, 3.0f), g = Random({rows, cols}, DType::kBF16);
-  Pair out = Make({rows, cols}, DType::kBF16);
-  cpu_->Gelu(x.cpu, out.cpu);
-  gpu_->Gelu(x.gpu, out.gpu);
-  ExpectClose(out, kBf16Bound, "Gelu");
-  // GeluBackward with dx aliasing dout.
-  Pair d = Random({rows, cols}, DType::kBF16);
-  cpu_->GeluBackward(d.cpu, x.cpu, d.cpu);
-  gpu_->GeluBackward(d.gpu, x.gpu, d.gpu);
-  ExpectClose(d, kBf16Bound, "GeluBackward (in place)");
-  Pair t = Make({rows, cols}, DType::kBF16), dt = Make({rows, cols}, DType::kBF16);
-  cpu_->Tanh(x.cpu, t.cpu);
-  gpu_->Tanh(x.gpu, t.gpu);
-  ExpectClose(t, kBf16Bound, "Tanh");
-  cpu_->TanhBackward(g.cpu, t.cpu, dt.cpu);
-  gpu_->TanhBackward(g.gpu, t.gpu, dt.gpu);
-  ExpectClose(dt, kBf16Bound, "TanhBackward");
-  cpu_->Add(x.cpu, g.cpu, x.cpu);  // out aliasing a
-  gpu_->Add(x.gpu, g.gpu, x.gpu);
-  ExpectClose(x, kBf16Bound, "Add (in place)");
+  for (const int64_t cols : {8 * Int(1, 40), 2 * Int(0, 150) + 1}) {
+    const int64_t rows = Int(1, 40);
+    Pair x = Random({rows, cols}, DType::kBF16, 3.0f), g = Random({rows, cols}, DType::kBF16);
+    Pair out = Make({rows, cols}, DType::kBF16);
+    cpu_->Gelu(x.cpu, out.cpu);
+    gpu_->Gelu(x.gpu, out.gpu);
+    ExpectClose(out, kBf16Bound, "Gelu");
+    // GeluBackward with dx aliasing dout.
+    Pair d = Random({rows, cols}, DType::kBF16);
+    cpu_->GeluBackward(d.cpu, x.cpu, d.cpu);
+    gpu_->GeluBackward(d.gpu, x.gpu, d.gpu);
+    ExpectClose(d, kBf16Bound, "GeluBackward (in place)");
+    Pair t = Make({rows, cols}, DType::kBF16), dt = Make({rows, cols}, DType::kBF16);
+    cpu_->Tanh(x.cpu, t.cpu);
+    gpu_->Tanh(x.gpu, t.gpu);
+    ExpectClose(t, kBf16Bound, "Tanh");
+    cpu_->TanhBackward(g.cpu, t.cpu, dt.cpu);
+    gpu_->TanhBackward(g.gpu, t.gpu, dt.gpu);
+    ExpectClose(dt, kBf16Bound, "TanhBackward");
+    cpu_->Add(x.cpu, g.cpu, x.cpu);  // out aliasing a
+    gpu_->Add(x.gpu, g.gpu, x.gpu);
+    ExpectClose(x, kBf16Bound, "Add (in place)");
+  }
 }
 
+// Sizes that are multiples of 8 take the vector kernel, which reads whole Philox blocks when the
+// stream offset is a multiple of 4; the others draw element by element.
 TEST_F(CudaOpsTest, DropoutMasksAreBitIdentical) {
-  const int64_t n = Int(1, 20000);
-  for (float p : {0.1f, 0.5f, 0.0f}) {
-    const RngContext rng{static_cast<uint64_t>(Int(0, 1 << 30)), MakeStream(Int(0, 100), Int(0, 11), 3),
-                         static_cast<uint64_t>(Int(0, 1000))};
-    Pair x = Random({n}, DType::kBF16), out = Make({n}, DType::kBF16), back = Make({n}, DType::kBF16);
-    cpu_->Dropout(x.cpu, p, rng, out.cpu);
-    gpu_->Dropout(x.gpu, p, rng, out.gpu);
-    const std::vector<float> g = Gpu(out), c = Cpu(out);
-    int64_t dropped = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      ASSERT_EQ(g[i] == 0.0f, c[i] == 0.0f) << "mask differs at " << i << " p " << p << " seed " << seed_;
-      dropped += c[i] == 0.0f;
-    }
-    if (p == 0.0f) {
-      EXPECT_EQ(dropped, 0);
-    }
-    ExpectClose(out, kBf16Bound, "Dropout p=" + std::to_string(p));
-    cpu_->DropoutBackward(out.cpu, p, rng, back.cpu);
-    gpu_->DropoutBackward(out.gpu, p, rng, back.gpu);
-    ExpectClose(back, kBf16Bound, "DropoutBackward p=" + std::to_string(p));
-  }
+  for (const int64_t n : {8 * Int(1, 3000), 2 * Int(0, 10000) + 1})
+    for (const uint64_t offset :
+         {static_cast<uint64_t>(4 * Int(0, 1000)), static_cast<uint64_t>(4 * Int(0, 1000) + Int(1, 3))})
+      for (float p : {0.1f, 0.5f, 0.0f}) {
+        const RngContext rng{static_cast<uint64_t>(Int(0, 1 << 30)), MakeStream(Int(0, 100), Int(0, 11), 3), offset};
+        Pair x = Random({n}, DType::kBF16), out = Make({n}, DType::kBF16), back = Make({n}, DType::kBF16);
+        cpu_->Dropout(x.cpu, p, rng, out.cpu);
+        gpu_->Dropout(x.gpu, p, rng, out.gpu);
+        const std::vector<float> g = Gpu(out), c = Cpu(out);
+        int64_t dropped = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(g[i] == 0.0f, c[i] == 0.0f) << "mask differs at " << i << " p " << p << " seed " << seed_;
+          dropped += c[i] == 0.0f;
+        }
+        if (p == 0.0f) {
+          EXPECT_EQ(dropped, 0);
+        }
+        const std::string tag =
+            " n" + std::to_string(n) + " offset" + std::to_string(offset) + " p" + std::to_string(p);
+        ExpectClose(out, kBf16Bound, "Dropout" + tag);
+        cpu_->DropoutBackward(out.cpu, p, rng, back.cpu);
+        gpu_->DropoutBackward(out.gpu, p, rng, back.gpu);
+        ExpectClose(back, kBf16Bound, "DropoutBackward" + tag);
+      }
 }
 
 TEST_F(CudaOpsTest, EmbeddingForwardAndDeterministicBackward) {
@@ -116,38 +124,45 @@ TEST_F(CudaOpsTest, EmbeddingForwardAndDeterministicBackward) {
   ExpectClose(dtype, 1e-5, "EmbeddingBackward dtype");
 }
 
+// Widths: a multiple of 8 up to 1024 (register-cached vector kernels), an odd one and one above
+// 1024 (scalar kernels).
 TEST_F(CudaOpsTest, LayerNormForwardBackwardMatchReference) {
-  const int64_t rows = Int(1, 300), hidden = Int(2, 777);
-  Pair x = Random({rows, hidden}, DType::kBF16, 2.0f), b = Random({rows, hidden}, DType::kBF16);
-  Pair gamma = Random({hidden}, DType::kBF16), beta = Random({hidden}, DType::kBF16);
-  Pair out = Make({rows, hidden}, DType::kBF16), mean = Make({rows}, DType::kF32), rstd = Make({rows}, DType::kF32);
-  cpu_->LayerNormForward(x.cpu, gamma.cpu, beta.cpu, 1e-5f, out.cpu, mean.cpu, rstd.cpu);
-  gpu_->LayerNormForward(x.gpu, gamma.gpu, beta.gpu, 1e-5f, out.gpu, mean.gpu, rstd.gpu);
-  ExpectClose(out, kBf16Bound, "LayerNormForward out");
-  ExpectClose(mean, 1e-5, "LayerNormForward mean");
-  ExpectClose(rstd, 1e-5, "LayerNormForward rstd");
+  for (const int64_t hidden : {8 * Int(1, 128), 2 * Int(1, 388) + 1, 8 * Int(129, 160)}) {
+    const int64_t rows = Int(1, 300);
+    std::printf(" hidden %ld\n", hidden);
+    Pair x = Random({rows, hidden}, DType::kBF16, 2.0f), b = Random({rows, hidden}, DType::kBF16);
+    Pair gamma = Random({hidden}, DType::kBF16), beta = Random({hidden}, DType::kBF16);
+    Pair out = Make({rows, hidden}, DType::kBF16), mean = Make({rows}, DType::kF32), rstd = Make({rows}, DType::kF32);
+    cpu_->LayerNormForward(x.cpu, gamma.cpu, beta.cpu, 1e-5f, out.cpu, mean.cpu, rstd.cpu);
+    gpu_->LayerNormForward(x.gpu, gamma.gpu, beta.gpu, 1e-5f, out.gpu, mean.gpu, rstd.gpu);
+    ExpectClose(out, kBf16Bound, "LayerNormForward out");
+    ExpectClose(mean, 1e-5, "LayerNormForward mean");
+    ExpectClose(rstd, 1e-5, "LayerNormForward rstd");
 
-  for (bool accumulate : {false, true}) {
-    Pair dout = Random({rows, hidden}, DType::kBF16), dx = Random({rows, hidden}, DType::kBF16);
-    Pair dgamma = Random({hidden}, DType::kF32), dbeta = Random({hidden}, DType::kF32);
-    Set(mean, Cpu(mean));  // both read the reference statistics
-    Set(rstd, Cpu(rstd));
-    cpu_->LayerNormBackward(dout.cpu, x.cpu, gamma.cpu, mean.cpu, rstd.cpu, dx.cpu, accumulate, dgamma.cpu, dbeta.cpu);
-    gpu_->LayerNormBackward(dout.gpu, x.gpu, gamma.gpu, mean.gpu, rstd.gpu, dx.gpu, accumulate, dgamma.gpu, dbeta.gpu);
-    const std::string tag = accumulate ? " (accumulate)" : "";
-    ExpectClose(dx, kBf16Bound, "LayerNormBackward dx" + tag);
-    ExpectClose(dgamma, 1e-5, "LayerNormBackward dgamma" + tag);
-    ExpectClose(dbeta, 1e-5, "LayerNormBackward dbeta" + tag);
+    for (bool accumulate : {false, true}) {
+      Pair dout = Random({rows, hidden}, DType::kBF16), dx = Random({rows, hidden}, DType::kBF16);
+      Pair dgamma = Random({hidden}, DType::kF32), dbeta = Random({hidden}, DType::kF32);
+      Set(mean, Cpu(mean));  // both read the reference statistics
+      Set(rstd, Cpu(rstd));
+      cpu_->LayerNormBackward(dout.cpu, x.cpu, gamma.cpu, mean.cpu, rstd.cpu, dx.cpu, accumulate, dgamma.cpu,
+                              dbeta.cpu);
+      gpu_->LayerNormBackward(dout.gpu, x.gpu, gamma.gpu, mean.gpu, rstd.gpu, dx.gpu, accumulate, dgamma.gpu,
+                              dbeta.gpu);
+      const std::string tag = accumulate ? " (accumulate)" : "";
+      ExpectClose(dx, kBf16Bound, "LayerNormBackward dx" + tag);
+      ExpectClose(dgamma, 1e-5, "LayerNormBackward dgamma" + tag);
+      ExpectClose(dbeta, 1e-5, "LayerNormBackward dbeta" + tag);
+    }
+
+    // The fused residual add: the GPU normalises the bf16-rounded sum it stores.
+    Pair sum = Make({rows, hidden}, DType::kBF16);
+    cpu_->AddLayerNormForward(x.cpu, b.cpu, gamma.cpu, beta.cpu, 1e-5f, sum.cpu, out.cpu, mean.cpu, rstd.cpu);
+    gpu_->AddLayerNormForward(x.gpu, b.gpu, gamma.gpu, beta.gpu, 1e-5f, sum.gpu, out.gpu, mean.gpu, rstd.gpu);
+    ExpectClose(sum, kBf16Bound, "AddLayerNormForward sum");
+    ExpectClose(out, kBf16Bound, "AddLayerNormForward out");
+    ExpectClose(mean, kBf16Bound, "AddLayerNormForward mean");
+    ExpectClose(rstd, kBf16Bound, "AddLayerNormForward rstd");
   }
-
-  // The fused residual add: the GPU normalises the bf16-rounded sum it stores.
-  Pair sum = Make({rows, hidden}, DType::kBF16);
-  cpu_->AddLayerNormForward(x.cpu, b.cpu, gamma.cpu, beta.cpu, 1e-5f, sum.cpu, out.cpu, mean.cpu, rstd.cpu);
-  gpu_->AddLayerNormForward(x.gpu, b.gpu, gamma.gpu, beta.gpu, 1e-5f, sum.gpu, out.gpu, mean.gpu, rstd.gpu);
-  ExpectClose(sum, kBf16Bound, "AddLayerNormForward sum");
-  ExpectClose(out, kBf16Bound, "AddLayerNormForward out");
-  ExpectClose(mean, kBf16Bound, "AddLayerNormForward mean");
-  ExpectClose(rstd, kBf16Bound, "AddLayerNormForward rstd");
 }
 
 // One forward and backward of a dense layer of the given shape on both backends.
@@ -185,7 +200,8 @@ TEST_F(CudaOpsTest, LinearAlignedShapesMatchReference) {
 
 TEST_F(CudaOpsTest, LinearOddShapesMatchReference) {
   for (Activation act : {Activation::kNone, Activation::kGelu})
-    for (bool bias : {true, false}) CheckLinear(*this, Int(1, 200), Int(1, 200), Int(1, 200), act, bias, Int(0, 1) == 1);
+    for (bool bias : {true, false})
+      CheckLinear(*this, Int(1, 200), Int(1, 200), Int(1, 200), act, bias, Int(0, 1) == 1);
 }
 
 // Attention on a [B*T, 3H] projection with padded sequences (one fully padded when B > 1).

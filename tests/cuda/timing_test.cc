@@ -82,8 +82,51 @@ TEST_F(CudaTimingTest, BertBaseOps) {
   };
   std::vector<Row> rows;
   auto gemm_flops = [](double m, double n, double k) { return 2 * m * n * k; };
-  rows.push_back({"Linear fwd QKV (bias)", TimeMs([&] { gpu_->LinearForward(x, wqkv, bqkv, Activation::kNone, {}, qkv); }),
+  rows.push_back({"Linear fwd QKV (bias)",
+                  TimeMs([&] { gpu_->LinearForward(x, wqkv, bqkv, Activation::kNone, {}, qkv); }),
                   gemm_flops(M, 3 * H, H), 2.0 * (M * H + M * 3 * H)});
+  TensorView wo = Tensor(bf, {H, H}, 0.02f), bo = Tensor(bf, {H}), w2 = Tensor(bf, {H, F}, 0.02f);
+  TensorView dwo = Tensor(DType::kF32, {H, H}), dw2 = Tensor(DType::kF32, {H, F}), dbh = Tensor(DType::kF32, {H});
+  TensorView dh1 = Tensor(bf, {M, F}), dwqkv = Tensor(DType::kF32, {3 * H, H}), dbqkv = Tensor(DType::kF32, {3 * H});
+  TensorView word = Tensor(bf, {V, H}, 0.02f), dword = Tensor(DType::kF32, {V, H}), bv = Tensor(bf, {V});
+  TensorView pos = Tensor(bf, {512, H}), type = Tensor(bf, {2, H}), dpos = Tensor(DType::kF32, {512, H});
+  TensorView dtype = Tensor(DType::kF32, {2, H}), ids = Tensor(DType::kI32, {B, T}), tids = Tensor(DType::kI32, {B, T});
+  TensorView xm = Tensor(bf, {P, H}), dxm = Tensor(bf, {P, H}), dbv = Tensor(DType::kF32, {V});
+  std::vector<int32_t> id_host(B * T), tid_host(B * T);
+  for (int64_t i = 0; i < B * T; ++i) {
+    id_host[i] = i % 8 == 0 ? 103 : static_cast<int32_t>((i * 104729) % V);  // 1 in 8 is [MASK], as in MLM
+    tid_host[i] = static_cast<int32_t>((i % T) >= T / 2);
+  }
+  gpu_->CopyFromHostI32(id_host.data(), ids);
+  gpu_->CopyFromHostI32(tid_host.data(), tids);
+  rows.push_back({"Linear fwd attn-out (bias)",
+                  TimeMs([&] { gpu_->LinearForward(x, wo, bo, Activation::kNone, {}, y); }), gemm_flops(M, H, H),
+                  2.0 * 2 * M * H});
+  rows.push_back({"Linear bwd attn-out (dx, dW, db)",
+                  TimeMs([&] { gpu_->LinearBackward(y, x, wo, Activation::kNone, {}, dx, false, dwo, dbh); }),
+                  2 * gemm_flops(M, H, H), 2.0 * 4 * M * H});
+  rows.push_back({"Linear bwd QKV (dx, dW, db)",
+                  TimeMs([&] { gpu_->LinearBackward(qkv, x, wqkv, Activation::kNone, {}, dx, false, dwqkv, dbqkv); }),
+                  2 * gemm_flops(M, 3 * H, H), 2.0 * (2 * M * 3 * H + 2 * M * H)});
+  rows.push_back({"Linear fwd FFN-out (bias)",
+                  TimeMs([&] { gpu_->LinearForward(h1, w2, bo, Activation::kNone, {}, y); }), gemm_flops(M, H, F),
+                  2.0 * (M * F + M * H)});
+  rows.push_back({"Linear bwd FFN-out (dx, dW, db)",
+                  TimeMs([&] { gpu_->LinearBackward(y, h1, w2, Activation::kNone, {}, dh1, false, dw2, dbh); }),
+                  2 * gemm_flops(M, H, F), 2.0 * (2 * M * F + 2 * M * H)});
+  rows.push_back({"Gelu [M, F]", TimeMs([&] { gpu_->Gelu(pre, h1); }), 0, 2.0 * 2 * M * F});
+  rows.push_back({"Linear fwd MLM decoder [5120, 30522] (bias)",
+                  TimeMs([&] { gpu_->LinearForward(xm, word, bv, Activation::kNone, {}, logits); }),
+                  gemm_flops(P, V, H), 2.0 * (P * V + V * H)});
+  rows.push_back({"Linear bwd MLM decoder (dx, dW, db)", TimeMs([&] {
+                    gpu_->LinearBackward(logits, xm, word, Activation::kNone, {}, dxm, false, dword, dbv);
+                  }),
+                  2 * gemm_flops(P, V, H), 2.0 * (P * V + V * H) + 4.0 * V * H});
+  rows.push_back({"Embedding fwd", TimeMs([&] { gpu_->EmbeddingForward(ids, tids, word, pos, type, 1.0f, x); }), 0,
+                  2.0 * 4 * M * H});
+  rows.push_back({"Embedding bwd (sorted, deterministic)",
+                  TimeMs([&] { gpu_->EmbeddingBackward(ids, tids, x, 1.0f, dword, dpos, dtype); }), 0,
+                  2.0 * 2 * M * H + 8.0 * M * H});
   rows.push_back({"Linear fwd FFN-in (bias+GELU)",
                   TimeMs([&] { gpu_->LinearForward(x, w1, b1, Activation::kGelu, pre, h1); }), gemm_flops(M, F, H),
                   2.0 * (M * H + 3 * M * F)});
@@ -93,9 +136,9 @@ TEST_F(CudaTimingTest, BertBaseOps) {
   rows.push_back({"Attention fwd (p=0.1)",
                   TimeMs([&] { gpu_->AttentionForward(qkv, mask, heads, 0.1f, rng, saved, ctx); }),
                   2 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (M * 3 * H + M * H) + 6.0 * B * heads * T * T});
-  rows.push_back({"Attention bwd (p=0.1)",
-                  TimeMs([&] { gpu_->AttentionBackward(ctx, qkv, mask, saved, heads, 0.1f, rng, dqkv); }),
-                  4 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (2 * M * 3 * H + M * H) + 14.0 * B * heads * T * T});
+  rows.push_back(
+      {"Attention bwd (p=0.1)", TimeMs([&] { gpu_->AttentionBackward(ctx, qkv, mask, saved, heads, 0.1f, rng, dqkv); }),
+       4 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (2 * M * 3 * H + M * H) + 14.0 * B * heads * T * T});
   rows.push_back({"AddLayerNorm fwd",
                   TimeMs([&] { gpu_->AddLayerNormForward(x, y, gamma, beta, 1e-12f, x, dx, mean, rstd); }), 0,
                   2.0 * 4 * M * H});
