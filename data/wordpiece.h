@@ -66,13 +66,11 @@ class WordPieceTokenizer {
   // FNV-1a 64 of the vocab file's bytes, recorded in shard manifests.
   uint64_t vocab_hash() const { return vocab_hash_; }
 
-  // Copies share the immutable vocabulary.
-  struct Vocab;
-
  private:
+  struct Vocab;
   explicit WordPieceTokenizer(std::shared_ptr<const Vocab> vocab);
 
-  std::shared_ptr<const Vocab> vocab_;
+  std::shared_ptr<const Vocab> vocab_;  // immutable; copies of the tokenizer share it
   int32_t pad_id_ = -1, unk_id_ = -1, cls_id_ = -1, sep_id_ = -1, mask_id_ = -1;
   uint64_t vocab_hash_ = 0;
 };

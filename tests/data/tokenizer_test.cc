@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
-#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
