@@ -19,7 +19,7 @@
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, F());` declares x from an absl::StatusOr or returns its error.
-#define ASSIGN_OR_RETURN(lhs, expr) ASSIGN_OR_RETURN_IMPL(LAMINA_CONCAT(_lamina_or_, __LINE__), lhs, expr)
+#define ASSIGN_OR_RETURN(lhs, expr) ASSIGN_OR_RETURN_IMPL(LAMINA_CONCAT(_lamina_or_, __COUNTER__), lhs, expr)
 #define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                          \
   if (!tmp.ok()) return tmp.status();         \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fetches the public data lamina's configs and tests use, into DIR (default ./data), in the layout
+# Fetches the public data lamina's configs and tests use, into DIR (default $LAMINA_DATA, else
+# ./datasets: ./data would mix with the source folder of that name), in the layout
 # every command expects:
 #
 #   DIR/vocab/bert-base-uncased-vocab.txt           BERT uncased WordPiece vocab (30,522 tokens)
@@ -17,7 +18,7 @@
 #
 #   launch/get_data.sh [DIR]
 set -euo pipefail
-dir=${1:-data}
+dir=${1:-${LAMINA_DATA:-datasets}}
 mkdir -p "$dir/vocab" "$dir/glue"
 fetch() {  # url dest
   if [ -s "$2" ]; then echo "have $2"; return; fi

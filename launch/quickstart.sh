@@ -7,7 +7,7 @@
 #   ./launch/quickstart.sh [--data DIR] [--out DIR] [--steps N] [--mb MB]
 #
 #   --data DIR   data root (see launch/get_data.sh for its layout); else $LAMINA_DATA, ./data,
-#                ../shared/data, in that order
+#                ./datasets, ../shared/data: the first that holds the vocab
 #   --out DIR    where everything goes (default runs/quickstart)
 #   --steps N    pretraining steps (default: 300 on the CPU, 2000 on a GPU)
 #   --mb MB      megabytes of Wikipedia text to prepare (default 20)
@@ -25,7 +25,7 @@ while (($#)); do
     *) echo "quickstart.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for candidate in "$data" "${LAMINA_DATA:-}" ./data ../shared/data; do
+for candidate in "$data" "${LAMINA_DATA:-}" ./data ./datasets ../shared/data; do
   if [ -n "$candidate" ] && [ -f "$candidate/vocab/bert-base-uncased-vocab.txt" ]; then data=$candidate; break; fi
   data=""
 done
