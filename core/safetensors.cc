@@ -28,6 +28,8 @@ static_assert(std::endian::native == std::endian::little, "safetensors data is l
 namespace {
 
 constexpr char kMetadataKey[] = "__metadata__";
+// The header object is depth 0, an entry 1, its shape 2; one more level still gets a precise error.
+constexpr int kMaxHeaderDepth = 3;
 
 absl::StatusOr<DType> ParseDType(const std::string& s) {
   if (s == "F32") return DType::kF32;
@@ -198,10 +200,17 @@ absl::Status SafetensorsFile::Parse() {
   const uint64_t data_size = size_ - data_start_;
 
   // Duplicate keys are an error at every level (nlohmann would silently keep the last one).
+  // Containers nested deeper than a valid header needs are dropped while parsing and reported:
+  // printing or comparing a deeply nested value recurses and could exhaust the stack.
   std::vector<std::set<std::string>> keys;
   std::string duplicate;
-  auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+  bool too_deep = false;
+  auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
+    if ((event == E::object_start || event == E::array_start) && depth > kMaxHeaderDepth) {
+      too_deep = true;
+      return false;
+    }
     if (event == E::object_start) keys.emplace_back();
     else if (event == E::object_end && !keys.empty()) keys.pop_back();
     else if (event == E::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second && duplicate.empty())
@@ -215,6 +224,7 @@ absl::Status SafetensorsFile::Parse() {
   } catch (const nlohmann::json::exception& e) {
     return fail("header is not valid JSON: ", e.what());
   }
+  if (too_deep) return fail("header nests deeper than ", kMaxHeaderDepth, " levels");
   if (!duplicate.empty()) return fail("header has the key \"", duplicate, "\" more than once");
   if (!header.is_object()) return fail("header is not a JSON object");
 

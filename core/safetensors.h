@@ -7,8 +7,8 @@
 // The reader checks the whole header before any tensor byte is touched, and rejects (with an
 // error naming the file and, where there is one, the tensor):
 //   - a header length past the end of the file or above 100 MB (the reference implementation's cap),
-//   - a header that is not a JSON object starting with '{', has duplicate keys at any level,
-//     invalid UTF-8, or trailing non-space bytes,
+//   - a header that is not a JSON object starting with '{', has duplicate keys at any level, nests
+//     deeper than a header can (3 levels), has invalid UTF-8 or trailing non-space bytes,
 //   - an entry that is not {dtype, shape, data_offsets} exactly (unknown keys are rejected), an
 //     unsupported dtype (F32, F16, BF16 and I32 are supported), a dimension that is not a
 //     non-negative integer below 2^63, an element or byte count that overflows 64 bits,

@@ -175,6 +175,11 @@ TEST_F(SafetensorsTest, RejectsBadJson) {
   ExpectRejected(WriteRaw("not_object", R"([1, 2])", ""), "header does not start with '{'");
   ExpectRejected(WriteRaw("bad_utf8", "{\"\xff\": 1}", ""), "header is not valid JSON");
   ExpectRejected(WriteRaw("empty_header", "", ""), "header does not start with '{'");
+  // Deep nesting must not exhaust the stack (printing a nested value recurses).
+  const std::string deep = "{\"x\":" + std::string(1000000, '[') + std::string(1000000, ']') + "}";
+  ExpectRejected(WriteRaw("deep", deep, ""), "header nests deeper than 3 levels");
+  ExpectRejected(WriteRaw("nested_shape", R"({"x":{"dtype":"F32","shape":[[1]],"data_offsets":[0,4]}})", std::string(4, 'a')),
+                 "tensor \"x\": shape [[1]] has a dimension that is not an integer");
 }
 
 TEST_F(SafetensorsTest, RejectsHeaderLengthsPastTheFileOrTheCap) {
