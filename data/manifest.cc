@@ -137,7 +137,7 @@ absl::StatusOr<Manifest> Manifest::Parse(const std::string& text, const std::str
   ASSIGN_OR_RETURN(m.vocab_hash, r.Hex(j, "vocab_hash"));
   ASSIGN_OR_RETURN(const int64_t vocab_size, r.Int(j, "vocab_size"));
   ASSIGN_OR_RETURN(const int64_t seq_len, r.Int(j, "seq_len"));
-  if (vocab_size <= 0 || vocab_size > (int64_t{1} << 31) - 1 || seq_len < 3 || seq_len > (1 << 20)) {
+  if (vocab_size <= 0 || vocab_size > (int64_t{1} << 31) - 1 || seq_len < 3 || seq_len > kMaxSeqLen) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": implausible vocab_size ", vocab_size, " or seq_len ", seq_len));
   }
   m.vocab_size = static_cast<int32_t>(vocab_size);

@@ -30,6 +30,8 @@ namespace lamina {
 
 inline constexpr int kManifestFormatVersion = 1;
 inline constexpr char kManifestFile[] = "manifest.json";
+// The longest rows a dataset may have; anything longer in a manifest is taken for corruption.
+inline constexpr int kMaxSeqLen = 1 << 20;
 
 struct SpecialIds {
   int32_t pad = 0, unk = 0, cls = 0, sep = 0, mask = 0;

@@ -237,7 +237,10 @@ void RemoveStaleShards(const std::string& dir, const Manifest& m) {
 absl::Status CheckOptions(const PrepareOptions& o) {
   if (o.inputs.empty()) return absl::InvalidArgumentError("no input files");
   if (o.out_dir.empty()) return absl::InvalidArgumentError("no output directory");
-  if (o.seq_len < 3) return absl::InvalidArgumentError(absl::StrCat("seq-len ", o.seq_len, " leaves no room for tokens between [CLS] and [SEP]"));
+  if (o.seq_len < 3 || o.seq_len > kMaxSeqLen) {
+    return absl::InvalidArgumentError(absl::StrCat("seq-len ", o.seq_len, " is outside [3, ", kMaxSeqLen,
+                                                   "] (at least [CLS], one token and [SEP])"));
+  }
   if (o.val_docs < 0 || o.max_docs < 0 || o.max_bytes < 0) return absl::InvalidArgumentError("val-docs, max-docs and max-bytes must be >= 0");
   if (o.threads < 0) return absl::InvalidArgumentError("threads must be >= 0");
   if (o.sequences_per_shard <= 0) return absl::InvalidArgumentError("sequences per shard must be > 0");

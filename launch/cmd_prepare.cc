@@ -34,7 +34,11 @@ int RunPrepare(const std::vector<std::string>& positional) {
   options.inputs = absl::GetFlag(FLAGS_input);
   options.inputs.insert(options.inputs.end(), positional.begin(), positional.end());
   options.out_dir = absl::GetFlag(FLAGS_out);
-  options.seq_len = static_cast<int>(absl::GetFlag(FLAGS_seq_len));
+  const int64_t seq_len = absl::GetFlag(FLAGS_seq_len);
+  if (seq_len < 3 || seq_len > kMaxSeqLen) {
+    return ReportError("prepare", absl::StrCat("--seq_len ", seq_len, " is outside [3, ", kMaxSeqLen, "]"));
+  }
+  options.seq_len = static_cast<int>(seq_len);
   options.val_docs = absl::GetFlag(FLAGS_val_docs);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.max_docs = absl::GetFlag(FLAGS_max_docs);
