@@ -8,6 +8,12 @@
 #include "model/cuda/common_host.h"
 #include "model/cuda/cuda_check.h"
 
+// For the launchers' own preconditions (programming errors).
+#define LAMINA_KERNEL_CHECK(cond)                                                \
+  do {                                                                           \
+    if (!(cond)) ::lamina::cuda::LauncherCheckFailed(#cond, __FILE__, __LINE__); \
+  } while (0)
+
 namespace lamina::cuda {
 
 // bf16 is carried as its raw bits (uint16_t) and converted with core/bf16.h, so that rounding is
@@ -27,16 +33,6 @@ template <>
 __device__ __forceinline__ bf16_t FromF<bf16_t>(float x) {
   return FloatToBf16Bits(x);
 }
-
-}  // namespace lamina::cuda
-
-// For the launchers' own preconditions (programming errors).
-#define LAMINA_KERNEL_CHECK(cond)                                                \
-  do {                                                                           \
-    if (!(cond)) ::lamina::cuda::LauncherCheckFailed(#cond, __FILE__, __LINE__); \
-  } while (0)
-
-namespace lamina::cuda {
 
 // Runs the body with T bound to the element type of `dtype` (f32 or bf16).
 #define LAMINA_DISPATCH_FLOAT(dtype, T, ...)             \

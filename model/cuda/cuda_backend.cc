@@ -32,7 +32,7 @@ float* F32(const TensorView& t, const char* what) {
   return t.as<float>();
 }
 
-const int32_t* I32(const TensorView& t, const char* what) {
+int32_t* I32(const TensorView& t, const char* what) {
   LAMINA_CHECK(t.device == Device::kCuda && t.dtype == DType::kI32, what, " must be a CUDA i32 tensor, got ",
                t.ToString());
   return t.as<int32_t>();
@@ -435,7 +435,7 @@ class CudaBackend final : public Backend {
   }
   void ArgMax(TensorView logits, TensorView out) override {
     CheckNumel(out, logits.rows(), "out");
-    cuda::LaunchArgMax(R(logits, "logits"), const_cast<int32_t*>(I32(out, "out")), logits.rows(), logits.cols(),
+    cuda::LaunchArgMax(R(logits, "logits"), I32(out, "out"), logits.rows(), logits.cols(),
                        stream_);
   }
 
