@@ -22,3 +22,6 @@ ABSL_FLAG(std::string, device, "",
 ABSL_FLAG(std::string, checkpoint, "", "Checkpoint directory (RUN_DIR/checkpoints/step_N) or a run directory (its newest)");
 ABSL_FLAG(int, iters, 20, "bench: timed iterations per measurement");
 ABSL_FLAG(int, warmup, 5, "bench: untimed warm-up iterations before the timed ones");
+ABSL_FLAG(std::string, data, "",
+          "Input data: evaluate: a dataset directory from `lamina prepare` (its validation split is read); finetune: "
+          "a GLUE directory holding MRPC/ and RTE/ (train.tsv, dev.tsv, test.tsv), e.g. ../shared/data/glue");

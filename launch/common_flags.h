@@ -26,3 +26,5 @@ ABSL_DECLARE_FLAG(std::string, checkpoint);
 // Timed iterations and untimed warm-up iterations of a benchmark (bench allreduce, bench step, ...).
 ABSL_DECLARE_FLAG(int, iters);
 ABSL_DECLARE_FLAG(int, warmup);
+// Input data directory: a prepared dataset (evaluate) or a GLUE directory (finetune).
+ABSL_DECLARE_FLAG(std::string, data);

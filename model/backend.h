@@ -156,4 +156,8 @@ std::unique_ptr<Backend> MakeCpuBackend();
 // The CUDA backend on the current device, or an error when this build or machine has no GPU.
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend();
 
+// The backend `device` names: "cpu", "cuda", or "auto" (the GPU when this build has CUDA and
+// one is present, else the CPU).
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device);
+
 }  // namespace lamina
