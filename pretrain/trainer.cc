@@ -166,7 +166,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
     im.metrics.emplace(std::move(metrics));
     std::fprintf(stderr,
                  "pretrain: %s, %lld params, %lld layers x %lld hidden, norm %s; %d rank(s) x micro-batch %lld x %d "
-                 "accumulation = global batch %lld of %lld tokens; %lld train sequences\n",
+                 "accumulation = global batch of %lld sequences of %lld tokens; %lld train sequences\n",
                  t->backend_->name().c_str(), static_cast<long long>(TotalParams(t->model_->layout())),
                  static_cast<long long>(config.model.layers), static_cast<long long>(config.model.hidden),
                  NormName(config.model.norm).c_str(), t->world_, static_cast<long long>(config.batch.micro_batch),

@@ -1,0 +1,92 @@
+// Data parallelism changes nothing but speed: `mpirun -np N lamina pretrain` with micro-batch B
+// ends with the parameters of one process with micro-batch N*B (dropout on), for N = 2 and 4.
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/safetensors.h"
+#include "data/prepare.h"
+#include "gtest/gtest.h"
+#include "pretrain/checkpoint.h"
+#include "tests/data/mlm_test_util.h"
+
+namespace lamina {
+namespace {
+
+using datatest::TempDir;
+
+std::string Lamina() {
+  const char* b = std::getenv("LAMINA_BINARY");
+  return b != nullptr ? b : "";
+}
+
+// Runs `lamina pretrain` on `ranks` MPI ranks (a plain process for 0); returns the exit code.
+int Pretrain(const TempDir& dir, int ranks, int micro, const std::string& out) {
+  const std::string args = absl::StrCat(
+      " pretrain --config ", dir.path("run.json"), " --out ", out, " --resume none --set batch.micro_batch=", micro,
+      " > ", out, ".log 2>&1");
+  const std::string launcher =
+      ranks == 0 ? "" : absl::StrCat("mpirun --oversubscribe --allow-run-as-root -np ", ranks, " ");
+  return std::system((launcher + Lamina() + args).c_str());
+}
+
+std::vector<float> FinalParams(const std::string& run_dir) {
+  auto ckpt = LatestCheckpoint(run_dir);
+  EXPECT_TRUE(ckpt.ok()) << ckpt.status();
+  if (!ckpt.ok()) return {};
+  auto st = SafetensorsFile::Open(*ckpt + "/model.safetensors");
+  EXPECT_TRUE(st.ok()) << st.status();
+  std::vector<float> all;
+  for (const SafetensorsTensorInfo& t : st->tensors()) {
+    auto v = st->ReadFloats(t.name);
+    EXPECT_TRUE(v.ok());
+    all.insert(all.end(), v->begin(), v->end());
+  }
+  return all;
+}
+
+double RelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    n += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(d / n);
+}
+
+TEST(DataParallelPretrain, RanksMatchOneProcessWithTheWholeBatch) {
+  if (Lamina().empty()) GTEST_SKIP() << "LAMINA_BINARY is not set (run through ctest)";
+  if (std::system("mpirun --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun";
+  TempDir dir;
+  datatest::WritePlain(dir.path("vocab.txt"), datatest::TinyVocabText());
+  datatest::WritePlain(dir.path("corpus.txt"), datatest::PlainCorpus(datatest::SyntheticDocs(300, 3)));
+  PrepareOptions po;
+  po.inputs = {dir.path("corpus.txt")};
+  po.out_dir = dir.path("ds");
+  po.seq_len = 16;
+  po.val_docs = 10;
+  po.progress = false;
+  ASSERT_TRUE(PrepareCorpus(datatest::TinyTokenizer(), po).ok());
+  datatest::WritePlain(dir.path("run.json"), absl::StrCat(R"({
+    "model": {"vocab_size": 85, "hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "max_positions": 16, "norm": "pre"},
+    "schedule": {"name": "linear", "lr": 1e-3},
+    "data": {"train": ")", dir.path("ds"), R"(", "vocab": ")", dir.path("vocab.txt"), R"("},
+    "batch": {"global_batch": 16, "micro_batch": 16},
+    "eval": {"max_batches": 1},
+    "run": {"steps": 20, "seed": 5, "device": "cpu", "log_every": 100}
+  })"));
+  ASSERT_EQ(Pretrain(dir, 0, 16, dir.path("one")), 0) << *ReadFile(dir.path("one.log"));
+  const std::vector<float> one = FinalParams(dir.path("one"));
+  ASSERT_FALSE(one.empty());
+  for (int ranks : {2, 4}) {
+    const std::string out = dir.path(absl::StrCat("np", ranks));
+    ASSERT_EQ(Pretrain(dir, ranks, 16 / ranks, out), 0) << *ReadFile(out + ".log");
+    const std::vector<float> many = FinalParams(out);
+    ASSERT_EQ(many.size(), one.size());
+    EXPECT_LT(RelativeDifference(many, one), 1e-5) << ranks << " ranks";
+  }
+}
+
+}  // namespace
+}  // namespace lamina
