@@ -138,6 +138,30 @@ TEST_F(TrainerTest, BatchThatDoesNotDivideIsRefused) {
   EXPECT_TRUE(absl::StrContains(t.status().message(), "global_batch")) << t.status();
 }
 
+// SIGTERM (Slurm preemption) finishes the step, writes a checkpoint, exits 0; --resume auto
+// continues from it.
+TEST_F(TrainerTest, SigtermCheckpointsAndExitsCleanly) {
+  const char* lamina = std::getenv("LAMINA_BINARY");
+  if (lamina == nullptr) GTEST_SKIP() << "LAMINA_BINARY is not set (run through ctest)";
+  RunConfig c = Config();
+  c.run.steps = c.schedule.total_steps = 1000000;
+  ASSERT_TRUE(WriteFileAtomic(dir_->path("long.json"), c.ToJson().dump()).ok());
+  const std::string run = dir_->path("preempted");
+  // Start the run, wait for its first progress records, then send SIGTERM and collect the exit code.
+  const std::string script = absl::StrCat(
+      lamina, " pretrain --config ", dir_->path("long.json"), " --out ", run, " > ", run, ".log 2>&1 & pid=$!; ",
+      "for i in $(seq 600); do [ $(cat ", run, "/metrics.jsonl 2>/dev/null | wc -l) -ge 3 ] && break; sleep 0.1; done; ",
+      "kill -TERM $pid; wait $pid");
+  const int status = std::system(("bash -c '" + script + "'").c_str());
+  EXPECT_EQ(status, 0) << *ReadFile(run + ".log");
+  auto ckpt = LatestCheckpoint(run);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status() << "\n" << *ReadFile(run + ".log");
+  auto state = ReadCheckpointState(*ckpt);
+  ASSERT_TRUE(state.ok());
+  EXPECT_GE((*state)["step"].get<int64_t>(), 3);
+  EXPECT_TRUE(absl::StrContains(*ReadFile(run + ".log"), "stop requested"));
+}
+
 // A tiny Pre-LN model on ~1.5 MB of real Wikipedia text, without warmup: validation MLM loss must
 // fall clearly within a CI-sized budget.
 TEST(TrainerOnWikipedia, TinyPreLnModelLowersValidationLoss) {
