@@ -1,4 +1,5 @@
-// Flags shared by `lamina finetune` and `lamina finetune-sweep` (defined in finetune_flags.cc).
+// Flags shared by `lamina finetune` and `lamina finetune-sweep` (defined in finetune_flags.cc; --data,
+// --checkpoint, --out, --device and --vocab are the common ones of launch/common_flags.h).
 #pragma once
 
 #include <cstdint>
@@ -9,7 +10,6 @@
 #include "finetune/job.h"
 
 ABSL_DECLARE_FLAG(std::string, task);
-ABSL_DECLARE_FLAG(std::string, data);
 ABSL_DECLARE_FLAG(std::string, lr);
 ABSL_DECLARE_FLAG(int64_t, epochs);
 ABSL_DECLARE_FLAG(int64_t, batch);
