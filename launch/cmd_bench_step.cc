@@ -1,0 +1,181 @@
+// `lamina bench train` and `lamina bench step`: the time of a training step on synthetic batches
+// (random token ids, 15% of positions predicted), split by phase: forward (with the loss),
+// backward, gradient synchronisation over the ranks, optimizer. `bench train` reports throughput
+// (seq/s, tokens/s, MFU) and memory of one process; `bench step`, run under mpirun, adds one row
+// per rank so a slow rank or a slow all-reduce shows.
+#include <algorithm>
+#include <cstdio>
+#include <random>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "core/timer.h"
+#include "dist/bootstrap.h"
+#include "dist/grad_sync.h"
+#include "launch/common_flags.h"
+#include "launch/subcommand.h"
+#include "model/flops.h"
+#include "pretrain/run_config.h"
+
+ABSL_FLAG(int64_t, micro_batch, 0, "bench train/step: sequences per forward/backward (0 = the config's batch.micro_batch)");
+ABSL_FLAG(int, steps, 20, "bench train/step: timed steps (after --warmup untimed ones)");
+ABSL_FLAG(double, peak_tflops, 0, "bench train/step: peak TFLOP/s for MFU (0 = known GPUs: H100/H200 989, A100 312)");
+
+namespace lamina {
+namespace {
+
+// bf16 dense peak of the GPUs we know, by the CUDA backend's name.
+double PeakTflops(const std::string& backend_name) {
+  for (const auto& [gpu, tflops] : {std::pair{"H100", 989.0}, {"H200", 989.0}, {"A100", 312.0}})
+    if (backend_name.find(gpu) != std::string::npos) return tflops;
+  return 0;
+}
+
+EncoderBatch SyntheticBatch(const BertConfig& c, int64_t batch, int64_t seq, std::mt19937& gen) {
+  std::uniform_int_distribution<int32_t> token(5, static_cast<int32_t>(c.vocab_size) - 1);
+  std::bernoulli_distribution predict(0.15);
+  EncoderBatch b;
+  b.batch = batch;
+  b.seq = seq;
+  b.input_ids.resize(batch * seq);
+  for (int32_t& id : b.input_ids) id = token(gen);
+  b.token_types.assign(batch * seq, 0);
+  b.attention_mask.assign(batch * seq, 1);
+  for (int64_t i = 0; i < batch * seq; ++i) {
+    if (i % seq != 0 && predict(gen)) {
+      b.mlm_positions.push_back(static_cast<int32_t>(i));
+      b.mlm_labels.push_back(b.input_ids[i]);
+    }
+  }
+  return b;
+}
+
+struct PhaseTimes {
+  double forward = 0, backward = 0, sync = 0, optimizer = 0;
+  double total() const { return forward + backward + sync + optimizer; }
+};
+
+int RunBench(const std::string& cmd, bool per_rank) {
+  if (absl::GetFlag(FLAGS_config).empty()) return ReportError(cmd, "--config FILE is required (a model or run config)");
+  std::vector<std::string> overrides = absl::GetFlag(FLAGS_set);
+  if (!absl::GetFlag(FLAGS_device).empty()) overrides.push_back("run.device=\"" + absl::GetFlag(FLAGS_device) + "\"");
+  auto config = LoadRunConfig(absl::GetFlag(FLAGS_config), overrides);
+  if (!config.ok()) return ReportError(cmd, std::string(config.status().message()));
+  const int64_t seq = absl::GetFlag(FLAGS_seq_len);
+  const int64_t micro = absl::GetFlag(FLAGS_micro_batch) > 0 ? absl::GetFlag(FLAGS_micro_batch) : config->batch.micro_batch;
+  const int steps = absl::GetFlag(FLAGS_steps), warmup = absl::GetFlag(FLAGS_warmup);
+  if (seq <= 0 || seq > config->model.max_positions)
+    return ReportError(cmd, absl::StrCat("--seq_len must be in [1, model.max_positions = ", config->model.max_positions, "]"));
+  if (steps <= 0 || warmup < 0) return ReportError(cmd, "--steps must be positive and --warmup >= 0");
+
+  auto dist = Bootstrap();
+  if (!dist.ok()) return ReportError(cmd, std::string(dist.status().message()));
+  Communicator& comm = *dist->comm;
+  const int world = comm.world_size(), rank = comm.rank();
+  auto fail = [&](const absl::Status& s) {
+    if (world > 1) comm.Fail(s);
+    return ReportError(cmd, std::string(s.message()));
+  };
+  auto backend = MakeBackend(config->run.device);
+  if (!backend.ok()) return fail(backend.status());
+  auto model = BertModel::Create(config->model, HeadOptions{}, backend->get());
+  if (!model.ok()) return fail(model.status());
+  (*model)->Initialize(config->run.seed);
+  auto opt = Optimizer::Create(config->optimizer, model->get());
+  if (!opt.ok()) return fail(opt.status());
+  std::unique_ptr<GradientSync> sync;
+  if (world > 1) {
+    Backend* be = backend->get();
+    GradSyncOptions so;
+    so.bucket_mb = config->run.grad_bucket_mb;
+    so.bf16 = config->run.grad_bf16;
+    auto s = GradientSync::Create(&comm, (*model)->grads(), so, [be](TensorView src, TensorView dst) {
+      be->Convert(src, dst);
+      be->Synchronize();
+    });
+    if (!s.ok()) return fail(s.status());
+    sync = std::move(*s);
+  }
+
+  std::mt19937 gen(1234 + rank);
+  const EncoderBatch batch = SyntheticBatch(config->model, micro, seq, gen);
+  Backend& be = **backend;
+  PhaseTimes sum;
+  for (int i = 0; i < warmup + steps; ++i) {
+    PhaseTimes t;
+    Timer timer;
+    (*model)->ZeroGrads();
+    ForwardOptions fo{.training = true, .seed = 1, .step = i, .compute_grad = true};
+    fo.grad_scale = 1.0f / std::max<size_t>(1, batch.mlm_positions.size());
+    auto f = (*model)->ForwardMlm(batch, fo);
+    if (!f.ok()) return fail(f.status());
+    be.Synchronize();
+    t.forward = timer.Seconds();
+    timer.Reset();
+    (*model)->Backward();
+    be.Synchronize();
+    t.backward = timer.Seconds();
+    timer.Reset();
+    if (sync) {
+      absl::Status s = sync->Run();
+      if (!s.ok()) return fail(s);
+    }
+    t.sync = timer.Seconds();
+    timer.Reset();
+    opt->Step(1e-4f);
+    be.Synchronize();
+    t.optimizer = timer.Seconds();
+    if (i >= warmup) {
+      sum.forward += t.forward;
+      sum.backward += t.backward;
+      sum.sync += t.sync;
+      sum.optimizer += t.optimizer;
+    }
+  }
+  const double ms = 1e3 / steps;
+  float mine[4] = {static_cast<float>(sum.forward * ms), static_cast<float>(sum.backward * ms),
+                   static_cast<float>(sum.sync * ms), static_cast<float>(sum.optimizer * ms)};
+  std::vector<float> all(4 * world);
+  absl::Status s = comm.AllGather(CommBuffer{mine, 4, DType::kF32, Device::kCpu},
+                                  CommBuffer{all.data(), 4 * world, DType::kF32, Device::kCpu});
+  if (!s.ok()) return fail(s);
+  if (rank == 0) {
+    const double step_s = sum.total() / steps;
+    const double seqs = static_cast<double>(micro) * world / step_s;
+    const double flops = TrainFlopsPerToken(config->model, seq, 0.15);
+    const double peak = absl::GetFlag(FLAGS_peak_tflops) > 0 ? absl::GetFlag(FLAGS_peak_tflops) : PeakTflops(be.name());
+    std::printf("%s: %s, %d rank(s), micro-batch %lld x seq %lld, %d steps after %d warm-up\n", cmd.c_str(),
+                be.name().c_str(), world, static_cast<long long>(micro), static_cast<long long>(seq), steps, warmup);
+    std::printf("%-6s %10s %10s %10s %10s %10s\n", "rank", "fwd ms", "bwd ms", "sync ms", "optim ms", "step ms");
+    for (int r = 0; r < (per_rank ? world : 1); ++r) {
+      const float* p = &all[4 * r];
+      std::printf("%-6d %10.2f %10.2f %10.2f %10.2f %10.2f\n", r, p[0], p[1], p[2], p[3], p[0] + p[1] + p[2] + p[3]);
+    }
+    std::printf("throughput: %.1f seq/s, %.0f tokens/s (all ranks)", seqs, seqs * seq);
+    if (peak > 0) std::printf(", MFU %.1f%% of %.0f TFLOP/s per device", 100.0 * flops * seqs * seq / (peak * 1e12 * world), peak);
+    // f32 parameters, gradients and two moments, plus the bf16 compute copy on the GPU.
+    std::printf("\nmemory per rank: parameters+gradients+optimizer %.1f MiB, activations %.1f MiB\n",
+                (*model)->layout().total() * 4.0 * (be.act_dtype() == DType::kF32 ? 4 : 4.5) / (1 << 20),
+                (*model)->activation_bytes() / double(1 << 20));
+  }
+  s = comm.Finish();
+  if (!s.ok()) return ReportError(cmd, std::string(s.message()));
+  return 0;
+}
+
+int RunBenchTrain(const std::vector<std::string>& args) {
+  if (!args.empty()) return ReportError("bench train", absl::StrCat("unexpected argument '", args[0], "'"));
+  return RunBench("bench train", /*per_rank=*/false);
+}
+int RunBenchStep(const std::vector<std::string>& args) {
+  if (!args.empty()) return ReportError("bench step", absl::StrCat("unexpected argument '", args[0], "'"));
+  return RunBench("bench step", /*per_rank=*/true);
+}
+
+}  // namespace
+}  // namespace lamina
+
+LAMINA_SUBCOMMAND("bench train", "training-step throughput (seq/s, tokens/s, MFU, memory) on synthetic batches",
+                  lamina::RunBenchTrain);
+LAMINA_SUBCOMMAND("bench step", "training-step time per phase (forward, backward, gradient sync, optimizer) per rank",
+                  lamina::RunBenchStep);
