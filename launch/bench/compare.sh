@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# lamina against the PyTorch baseline on the same GPU, config, micro-batch and sequence length.
+#   launch/bench/compare.sh [CONFIG] [MICRO_BATCH] [SEQ_LEN]
+# (defaults: launch/configs/model/bert-base.json 256 128). Needs a CUDA build and torch+transformers.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+config=${1:-$root/launch/configs/model/bert-base.json}
+micro=${2:-256}
+seq=${3:-128}
+lamina=${LAMINA_EXE:-$root/build/lamina}
+ours=$("$lamina" bench train --config "$config" --micro_batch "$micro" --seq_len "$seq" --device cuda --steps 20 --warmup 5)
+echo "$ours"
+eager=$(python3 "$root/launch/bench/torch_baseline.py" --config "$config" --micro-batch "$micro" --seq-len "$seq")
+echo "$eager"
+compiled=$(python3 "$root/launch/bench/torch_baseline.py" --config "$config" --micro-batch "$micro" --seq-len "$seq" --compile)
+echo "$compiled"
+seqs() { grep -oE '[0-9.]+ seq/s' | head -n 1 | cut -d' ' -f1; }
+l=$(echo "$ours" | seqs); e=$(echo "$eager" | seqs); c=$(echo "$compiled" | seqs)
+python3 -c "print(f'lamina / torch eager: {$l / $e:.2f}x   lamina / torch.compile: {$l / $c:.2f}x')"
