@@ -10,6 +10,8 @@ std::string Shape::ToString() const {
   return s + "]";
 }
 
+std::string ShapeString(const std::vector<int64_t>& dims) { return absl::StrCat("[", absl::StrJoin(dims, ", "), "]"); }
+
 TensorView TensorView::Reshaped(Shape s) const {
   LAMINA_CHECK(s.numel() == numel(), "reshape ", shape.ToString(), " -> ", s.ToString());
   TensorView v = *this;

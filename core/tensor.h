@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/status.h"
@@ -35,6 +36,7 @@ class Shape {
     return true;
   }
   std::string ToString() const;
+  std::vector<int64_t> dims() const { return std::vector<int64_t>(dims_.begin(), dims_.begin() + rank_); }
 
  private:
   std::array<int64_t, kMaxDims> dims_{};
@@ -68,6 +70,9 @@ struct TensorView {
   TensorView RowSlice(int64_t begin, int64_t end) const;
   std::string ToString() const;
 };
+
+// "[2, 3]" for dimensions of any count (file formats allow more than kMaxDims).
+std::string ShapeString(const std::vector<int64_t>& dims);
 
 inline TensorView MakeView(void* data, DType dtype, Device device, Shape shape) {
   return TensorView{data, dtype, device, shape};

@@ -13,6 +13,7 @@
 #include "core/file_util.h"
 #include "core/safetensors.h"
 #include "core/status.h"
+#include "core/timer.h"
 #include "data/wordpiece.h"
 #include "model/init.h"
 #include "model/param_layout.h"
@@ -38,23 +39,6 @@ double ShortFloat(float f) {
     if (static_cast<float>(d) == f) return d;
   }
   return static_cast<double>(f);
-}
-
-std::vector<int64_t> Dims(const Shape& s) {
-  std::vector<int64_t> d;
-  for (int i = 0; i < s.rank(); ++i) d.push_back(s[i]);
-  return d;
-}
-
-std::string DimsString(const std::vector<int64_t>& d) { return absl::StrCat("[", absl::StrJoin(d, ", "), "]"); }
-
-std::string UtcTimestamp() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm;
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 absl::Status CheckModelDir(const std::string& dir) {
@@ -216,8 +200,8 @@ absl::StatusOr<HfImportResult> ImportHf(const std::string& model_dir, const std:
   auto read = [&](const std::string& name, const std::vector<int64_t>& want) -> absl::StatusOr<std::vector<float>> {
     ASSIGN_OR_RETURN(const SafetensorsTensorInfo* t, st.Find(name));
     if (t->shape != want)
-      return absl::InvalidArgumentError(absl::StrCat(st_path, ": ", name, " has shape ", DimsString(t->shape),
-                                                     ", config.json implies ", DimsString(want)));
+      return absl::InvalidArgumentError(absl::StrCat(st_path, ": ", name, " has shape ", ShapeString(t->shape),
+                                                     ", config.json implies ", ShapeString(want)));
     used.insert(name);
     return st.ReadFloats(name);
   };
@@ -228,7 +212,7 @@ absl::StatusOr<HfImportResult> ImportHf(const std::string& model_dir, const std:
     if (!st.Find(name).ok())
       return absl::NotFoundError(absl::StrCat(st_path, ": no tensor \"", name, "\", which a ", Architecture(flavor),
                                               " of this config has"));
-    std::vector<int64_t> want = Dims(p.shape);
+    std::vector<int64_t> want = p.shape.dims();
     if (p.offset == layout.pos_emb) want[0] += pos_offset;
     ASSIGN_OR_RETURN(std::vector<float> values, read(name, want));
     const size_t skip = p.offset == layout.pos_emb ? static_cast<size_t>(pos_offset * config.hidden) : 0;
@@ -296,7 +280,7 @@ absl::StatusOr<HfImportResult> ImportHf(const std::string& model_dir, const std:
   RETURN_IF_ERROR(CopyVocab(vocab_src, vocab_dst, config.vocab_size).status());
 
   std::vector<SafetensorsEntry> entries;
-  for (const ParamInfo& p : layout.params()) entries.push_back({p.name, DType::kF32, Dims(p.shape), host.data() + p.offset});
+  for (const ParamInfo& p : layout.params()) entries.push_back({p.name, DType::kF32, p.shape.dims(), host.data() + p.offset});
   for (size_t i = 0; i < pooler_values.size(); ++i)
     entries.push_back({pooler[i].first, DType::kF32, pooler[i].second, pooler_values[i].data()});
   RETURN_IF_ERROR(WriteSafetensors((fs::path(out_dir) / "model.safetensors").string(), entries, {{"format", "pt"}}));
@@ -365,11 +349,11 @@ absl::StatusOr<HfExportResult> ExportHf(const std::string& checkpoint, const std
     auto t = st.Find(p.name);
     if (!t.ok())
       return absl::NotFoundError(absl::StrCat(st_path, ": no tensor \"", p.name, "\" (export needs the encoder and the MLM head)"));
-    if ((*t)->shape != Dims(p.shape))
-      return absl::InvalidArgumentError(absl::StrCat(st_path, ": ", p.name, " has shape ", DimsString((*t)->shape),
+    if ((*t)->shape != p.shape.dims())
+      return absl::InvalidArgumentError(absl::StrCat(st_path, ": ", p.name, " has shape ", ShapeString((*t)->shape),
                                                      ", the model config implies ", p.shape.ToString()));
     ASSIGN_OR_RETURN(std::vector<float> v, st.ReadFloats(p.name));
-    std::vector<int64_t> shape = Dims(p.shape);
+    std::vector<int64_t> shape = p.shape.dims();
     if (p.offset == layout.pos_emb && pos_offset > 0) {
       v.insert(v.begin(), static_cast<size_t>(pos_offset * config.hidden), 0.0f);
       shape[0] += pos_offset;

@@ -103,7 +103,7 @@ def run_label(run_dir):
     warmup = lookup(config, ["schedule.warmup_steps"])
     if warmup is not None:
         parts.append(f"warmup={warmup}")
-    batch = lookup(config, ["train.batch_size", "train.global_batch", "data.batch_size", "batch_size", "batch"])
+    batch = lookup(config, ["batch.global_batch"])
     if batch is not None:
         parts.append(f"batch={batch}")
     return f"{name} ({', '.join(parts)})" if parts else name

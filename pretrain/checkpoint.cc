@@ -22,6 +22,7 @@
 #include "core/file_util.h"
 #include "core/safetensors.h"
 #include "core/status.h"
+#include "core/timer.h"
 
 namespace lamina {
 namespace {
@@ -104,23 +105,6 @@ absl::Status Publish(const fs::path& tmp, const fs::path& final_dir) {
   return RemoveTree(away);
 }
 
-std::vector<int64_t> Dims(const Shape& s) {
-  std::vector<int64_t> d;
-  for (int i = 0; i < s.rank(); ++i) d.push_back(s[i]);
-  return d;
-}
-
-std::string DimsString(const std::vector<int64_t>& d) { return absl::StrCat("[", absl::StrJoin(d, ", "), "]"); }
-
-std::string UtcTimestamp() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm;
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 nlohmann::json HeadsJson(const HeadOptions& h) { return {{"mlm", h.mlm}, {"num_labels", h.num_labels}}; }
 
 // "model.hidden: checkpoint has 512, config has 768" for each key where the two objects differ.
@@ -148,9 +132,9 @@ absl::Status ReadFlat(const SafetensorsFile& file, const ParamLayout& layout,
       expected.insert(name);
       auto t = file.Find(name);
       if (!t.ok()) return absl::NotFoundError(absl::StrCat(file.path(), ": no tensor \"", name, "\", which the model has"));
-      if ((*t)->shape != Dims(p.shape))
+      if ((*t)->shape != p.shape.dims())
         return absl::InvalidArgumentError(absl::StrCat(file.path(), ": tensor \"", name, "\" has shape ",
-                                                       DimsString((*t)->shape), ", the model has ", p.shape.ToString()));
+                                                       ShapeString((*t)->shape), ", the model has ", p.shape.ToString()));
       RETURN_IF_ERROR(file.ReadFloatsInto(**t, std::span<float>(flat->data() + p.offset, p.numel())));
     }
   }
@@ -164,7 +148,7 @@ absl::Status ReadFlat(const SafetensorsFile& file, const ParamLayout& layout,
 std::vector<SafetensorsEntry> Entries(const ParamLayout& layout, const std::string& prefix, const std::vector<float>& flat) {
   std::vector<SafetensorsEntry> entries;
   for (const ParamInfo& p : layout.params())
-    entries.push_back({prefix + p.name, DType::kF32, Dims(p.shape), flat.data() + p.offset});
+    entries.push_back({prefix + p.name, DType::kF32, p.shape.dims(), flat.data() + p.offset});
   return entries;
 }
 

@@ -8,6 +8,7 @@
 #include "core/safetensors.h"
 #include "data/prepare.h"
 #include "gtest/gtest.h"
+#include "tests/testing/compare.h"
 #include "pretrain/checkpoint.h"
 #include "tests/data/mlm_test_util.h"
 
@@ -46,14 +47,7 @@ std::vector<float> FinalParams(const std::string& run_dir) {
   return all;
 }
 
-double RelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
-  double d = 0, n = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    d += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    n += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(d / n);
-}
+using testing::RelativeDifference;
 
 TEST(DataParallelPretrain, RanksMatchOneProcessWithTheWholeBatch) {
   if (Lamina().empty()) GTEST_SKIP() << "LAMINA_BINARY is not set (run through ctest)";

@@ -10,6 +10,7 @@
 #include "core/file_util.h"
 #include "data/prepare.h"
 #include "gtest/gtest.h"
+#include "tests/testing/compare.h"
 #include "pretrain/checkpoint.h"
 #include "tests/data/mlm_test_util.h"
 
@@ -75,14 +76,7 @@ class TrainerTest : public ::testing::Test {
 };
 TempDir* TrainerTest::dir_ = nullptr;
 
-double RelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
-  double d = 0, n = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    d += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    n += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(d / n);
-}
+using testing::RelativeDifference;
 
 TEST_F(TrainerTest, AccumulationEqualsOneLargeMicroBatch) {
   RunConfig c = Config();
