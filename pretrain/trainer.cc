@@ -84,7 +84,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
   // Data.
   if (config.data.vocab.empty()) return absl::InvalidArgumentError("data.vocab: the vocab.txt the data was prepared with");
   if (config.data.train.empty()) return absl::InvalidArgumentError("data.train: a dataset directory from `lamina prepare`");
-  ASSIGN_OR_RETURN(WordPieceTokenizer tokenizer, WordPieceTokenizer::Load(config.data.vocab));
+  auto loaded_vocab = WordPieceTokenizer::Load(config.data.vocab);
+  if (!loaded_vocab.ok()) return Annotate(loaded_vocab.status(), absl::StrCat("rank ", t->rank_, ": data.vocab"));
+  const WordPieceTokenizer& tokenizer = *loaded_vocab;
   if (tokenizer.vocab_size() > config.model.vocab_size)
     return absl::InvalidArgumentError(absl::StrCat("model.vocab_size (", config.model.vocab_size, ") is smaller than ",
                                                    config.data.vocab, " (", tokenizer.vocab_size(), " tokens)"));
