@@ -9,6 +9,7 @@
 #include "dist/bootstrap.h"
 #include "dist/grad_sync.h"
 #include "gtest/gtest.h"
+#include "tests/dist/mpi_test_main.h"
 
 namespace lamina {
 namespace {
@@ -117,19 +118,4 @@ TEST_F(DeviceStagingTest, GradientSyncOfDeviceGradients) {
 }  // namespace
 }  // namespace lamina
 
-int main(int argc, char** argv) {
-  testing::InitGoogleTest(&argc, argv);
-  absl::StatusOr<lamina::Distributed> d = lamina::Bootstrap();
-  if (!d.ok()) {
-    std::fprintf(stderr, "bootstrap failed: %s\n", std::string(d.status().message()).c_str());
-    return 1;
-  }
-  lamina::g_comm = d->comm.get();
-  std::fprintf(stderr, "%s\n", d->world.ToString().c_str());
-  int32_t failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
-  absl::Status s = d->comm->AllReduce(lamina::CommBuffer{&failed, 1, lamina::DType::kI32, lamina::Device::kCpu},
-                                      lamina::ReduceOp::kSum);
-  if (!s.ok()) d->comm->Fail(s);
-  s = d->comm->Finish();
-  return failed != 0 || !s.ok() ? 1 : 0;
-}
+int main(int argc, char** argv) { return lamina::RunMpiTests(argc, argv, &lamina::g_comm); }
