@@ -63,6 +63,9 @@ class Backend {
   // dst = src converted to dst.dtype (f32 master weights -> compute copy, same shape).
   virtual void Convert(TensorView src, TensorView dst) = 0;
   virtual void Synchronize() = 0;
+  // The stream the ops run on (a cudaStream_t for the CUDA backend; null on the CPU), so that a
+  // communicator can order its collectives after the ops with events instead of a host wait.
+  virtual void* native_stream() const { return nullptr; }
 
   // ---- embeddings ----
   // out[n] = (word[ids[n]] + pos[n % T] + type[type_ids[n]]) * scale, for n over B*T rows.

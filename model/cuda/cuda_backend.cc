@@ -75,6 +75,7 @@ class CudaBackend final : public Backend {
   }
 
   std::string name() const override { return "cuda"; }
+  void* native_stream() const override { return stream_; }
   Device device() const override { return Device::kCuda; }
   DType act_dtype() const override { return DType::kBF16; }
 
