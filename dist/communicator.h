@@ -14,9 +14,9 @@
 // hangs. See docs/distributed.md.
 //
 // Implementations: MpiCommunicator (dist/mpi_communicator.h) over host memory, staging device
-// buffers through pinned host memory when built with CUDA. An NCCL communicator working on
-// device buffers directly implements this same interface (bootstrapped by broadcasting an
-// ncclUniqueId over MPI); it is not part of this build yet.
+// buffers through pinned host memory when built with CUDA; the NCCL communicator
+// (dist/nccl_communicator.h), reducing device buffers on the GPUs and handing host buffers to
+// the MpiCommunicator it was bootstrapped from. SelectCommunicator() (dist/bootstrap.h) picks.
 #pragma once
 
 #include <cstdint>
@@ -51,7 +51,8 @@ class Work {
  public:
   virtual ~Work() = default;
   // Blocks until the collective is complete and its result is in the caller's buffer (for
-  // device buffers: copied back to the device). Aborts the job on timeout (see above).
+  // device buffers: on the device; with NCCL, later work on the compute stream is also ordered
+  // after it). Aborts the job on timeout (see above).
   virtual absl::Status Wait() = 0;
   // Makes progress without blocking; true once the transfer is complete (Wait() still has to be
   // called to finish it). Host MPI makes progress only inside MPI calls, so a caller overlapping
@@ -73,7 +74,8 @@ class Communicator {
   // In-place all-reduce. Sums f32, bf16 and i32; averages f32 and bf16 (sum, then divide by
   // world_size()). bf16 is summed element by element as: convert both to f32, add, round back
   // to bf16 (round to nearest even), so every addition rounds once; the result depends on the
-  // order the transport adds in, but is the same on every rank.
+  // order the transport adds in, but is the same on every rank. (NCCL rounds in its own way and
+  // may scale by 1/world_size() before summing for an average; also the same on every rank.)
   virtual absl::StatusOr<std::unique_ptr<Work>> StartAllReduce(CommBuffer buffer, ReduceOp op) = 0;
   // Copies root's buffer into every rank's buffer (any dtype).
   virtual absl::StatusOr<std::unique_ptr<Work>> StartBroadcast(CommBuffer buffer, int root) = 0;
@@ -81,7 +83,8 @@ class Communicator {
   // order. send may be the rank's own slot of recv (in place); otherwise they must not overlap.
   virtual absl::StatusOr<std::unique_ptr<Work>> StartAllGather(CommBuffer send, CommBuffer recv) = 0;
   // send holds world_size() * recv.count elements; rank r receives block r of the reduction.
-  // Same dtypes and ops as all-reduce; send and recv must not overlap.
+  // Same dtypes and ops as all-reduce. recv may be the rank's own block of send (in place:
+  // recv.data == send.data + rank() * recv.count elements); otherwise they must not overlap.
   virtual absl::StatusOr<std::unique_ptr<Work>> StartReduceScatter(CommBuffer send, CommBuffer recv,
                                                                    ReduceOp op) = 0;
   virtual absl::StatusOr<std::unique_ptr<Work>> StartBarrier() = 0;
@@ -110,6 +113,12 @@ class Communicator {
   // How long one collective may wait for the other ranks before the job is aborted.
   virtual void set_timeout_seconds(double seconds) = 0;
   virtual double timeout_seconds() const = 0;
+
+  // True when a collective on device buffers is ordered after the work already enqueued on the
+  // compute stream (NCCL, with events), so the caller may start it without waiting for the
+  // device; false when the transport reads device memory through the host (MPI staging), so
+  // the caller must first finish the work that wrote the buffers.
+  virtual bool orders_after_device_work() const { return false; }
 };
 
 // The default collective timeout: $LAMINA_COLLECTIVE_TIMEOUT_S seconds when set (a positive

@@ -162,7 +162,7 @@ absl::StatusOr<RunResult> FinetuneRun(const FinetuneConfig& config, double lr, u
   if (config.max_seq > model.config().max_positions)
     return absl::InvalidArgumentError(absl::StrCat("--max_seq ", config.max_seq, " exceeds the model's ",
                                                    model.config().max_positions, " positions"));
-  ASSIGN_OR_RETURN(Optimizer optimizer, Optimizer::Create(config.optimizer, &model));
+  ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> optimizer, Optimizer::Create(config.optimizer, &model));
 
   const int64_t n = static_cast<int64_t>(data.train.size());
   const int64_t steps_per_epoch = (n + config.batch - 1) / config.batch;
@@ -194,7 +194,7 @@ absl::StatusOr<RunResult> FinetuneRun(const FinetuneConfig& config, double lr, u
       if (!std::isfinite(stats.loss_sum))
         return absl::InternalError(absl::StrCat("lr ", FormatLr(lr), " seed ", seed, ": loss is not finite at step ", step));
       model.Backward();
-      optimizer.Step(static_cast<float>(WarmupLinearDecay(lr, step, total, warmup)));
+      RETURN_IF_ERROR(optimizer->Step(static_cast<float>(WarmupLinearDecay(lr, step, total, warmup))).status());
       loss_sum += stats.loss_sum;
     }
     ASSIGN_OR_RETURN(EvalResult dev, Predict(model, tokenizer, data.dev, config));

@@ -2,16 +2,20 @@
 // (random token ids, 15% of positions predicted), split by phase: forward (with the loss),
 // backward, gradient synchronisation over the ranks, optimizer. `bench train` reports throughput
 // (seq/s, tokens/s, MFU) and memory of one process; `bench step`, run under mpirun, adds one row
-// per rank so a slow rank or a slow all-reduce shows.
+// per rank so a slow rank or a slow all-reduce shows, and runs the gradient sync both after the
+// backward pass and overlapped with it, to show how much of the communication the overlap hides.
 #include <algorithm>
 #include <cstdio>
 #include <random>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/status.h"
 #include "core/timer.h"
 #include "dist/bootstrap.h"
 #include "dist/grad_sync.h"
+#include "dist/sharded_optimizer.h"
 #include "launch/common_flags.h"
 #include "launch/subcommand.h"
 #include "model/flops.h"
@@ -53,6 +57,12 @@ EncoderBatch SyntheticBatch(const BertConfig& c, int64_t batch, int64_t seq, std
 struct PhaseTimes {
   double forward = 0, backward = 0, sync = 0, optimizer = 0;
   double total() const { return forward + backward + sync + optimizer; }
+  void Add(const PhaseTimes& t) {
+    forward += t.forward;
+    backward += t.backward;
+    sync += t.sync;
+    optimizer += t.optimizer;
+  }
 };
 
 int RunBench(const std::string& cmd, bool per_rank) {
@@ -76,86 +86,124 @@ int RunBench(const std::string& cmd, bool per_rank) {
     if (world > 1) comm.Fail(s);
     return ReportError(cmd, std::string(s.message()));
   };
+  const bool zero = config->run.zero_stage == 1;
   auto backend = MakeBackend(config->run.device);
   if (!backend.ok()) return fail(backend.status());
   auto model = BertModel::Create(config->model, HeadOptions{}, backend->get());
   if (!model.ok()) return fail(model.status());
   (*model)->Initialize(config->run.seed);
-  auto opt = Optimizer::Create(config->optimizer, model->get());
-  if (!opt.ok()) return fail(opt.status());
   std::unique_ptr<GradientSync> sync;
-  if (world > 1) {
-    Backend* be = backend->get();
+  if (world > 1 || zero) {
     GradSyncOptions so;
     so.bucket_mb = config->run.grad_bucket_mb;
     so.bf16 = config->run.grad_bf16;
-    auto s = GradientSync::Create(&comm, (*model)->grads(), so, [be](TensorView src, TensorView dst) {
-      be->Convert(src, dst);
-      be->Synchronize();
-    });
+    so.shard = zero;
+    auto s = GradientSync::Create(&comm, backend->get(), (*model)->grads(), so);
     if (!s.ok()) return fail(s.status());
     sync = std::move(*s);
   }
+  auto opt = zero ? ShardedOptimizer::Create(config->optimizer, model->get(), &comm, sync.get())
+                  : Optimizer::Create(config->optimizer, model->get());
+  if (!opt.ok()) return fail(opt.status());
 
   std::mt19937 gen(1234 + rank);
   const EncoderBatch batch = SyntheticBatch(config->model, micro, seq, gen);
   Backend& be = **backend;
-  PhaseTimes sum;
-  for (int i = 0; i < warmup + steps; ++i) {
-    PhaseTimes t;
-    Timer timer;
-    (*model)->ZeroGrads();
-    ForwardOptions fo{.training = true, .seed = 1, .step = i, .compute_grad = true};
-    fo.grad_scale = 1.0f / std::max<size_t>(1, batch.mlm_positions.size());
-    auto f = (*model)->ForwardMlm(batch, fo);
-    if (!f.ok()) return fail(f.status());
-    be.Synchronize();
-    t.forward = timer.Seconds();
-    timer.Reset();
-    (*model)->Backward();
-    be.Synchronize();
-    t.backward = timer.Seconds();
-    timer.Reset();
-    if (sync) {
-      absl::Status s = sync->Run();
-      if (!s.ok()) return fail(s);
+  // Mean phase times over `steps` steps after `warmup`. Without overlap the backward pass ends
+  // before the gradient sync starts, so "sync" is the whole communication time; with overlap
+  // the buckets leave during the backward pass and "sync" is only what is left to wait for.
+  auto run_steps = [&](bool overlap) -> absl::StatusOr<PhaseTimes> {
+    PhaseTimes sum;
+    for (int i = 0; i < warmup + steps; ++i) {
+      PhaseTimes t;
+      Timer timer;
+      (*model)->ZeroGrads();
+      ForwardOptions fo{.training = true, .seed = 1, .step = i, .compute_grad = true};
+      fo.grad_scale = 1.0f / std::max<size_t>(1, batch.mlm_positions.size());
+      auto f = (*model)->ForwardMlm(batch, fo);
+      if (!f.ok()) return f.status();
+      be.Synchronize();
+      t.forward = timer.Seconds();
+      timer.Reset();
+      if (overlap) {
+        (*model)->Backward([&](int64_t from) { sync->OnGradientsReady(from); });
+      } else {
+        (*model)->Backward();
+      }
+      be.Synchronize();
+      t.backward = timer.Seconds();
+      timer.Reset();
+      if (sync) {
+        RETURN_IF_ERROR(sync->Wait());
+        be.Synchronize();
+      }
+      t.sync = timer.Seconds();
+      timer.Reset();
+      RETURN_IF_ERROR((*opt)->Step(1e-4f).status());
+      be.Synchronize();
+      t.optimizer = timer.Seconds();
+      if (i >= warmup) sum.Add(t);
     }
-    t.sync = timer.Seconds();
-    timer.Reset();
-    opt->Step(1e-4f);
-    be.Synchronize();
-    t.optimizer = timer.Seconds();
-    if (i >= warmup) {
-      sum.forward += t.forward;
-      sum.backward += t.backward;
-      sum.sync += t.sync;
-      sum.optimizer += t.optimizer;
-    }
+    return sum;
+  };
+  std::vector<std::pair<std::string, PhaseTimes>> modes;
+  for (bool overlap : sync ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+    absl::StatusOr<PhaseTimes> t = run_steps(overlap);
+    if (!t.ok()) return fail(t.status());
+    modes.emplace_back(!sync ? "" : overlap ? "overlapped" : "serial", *t);
   }
   const double ms = 1e3 / steps;
-  float mine[4] = {static_cast<float>(sum.forward * ms), static_cast<float>(sum.backward * ms),
-                   static_cast<float>(sum.sync * ms), static_cast<float>(sum.optimizer * ms)};
-  std::vector<float> all(4 * world);
-  absl::Status s = comm.AllGather(CommBuffer{mine, 4, DType::kF32, Device::kCpu},
-                                  CommBuffer{all.data(), 4 * world, DType::kF32, Device::kCpu});
+  std::vector<float> mine;
+  for (const auto& [name, t] : modes)
+    for (double v : {t.forward, t.backward, t.sync, t.optimizer}) mine.push_back(static_cast<float>(v * ms));
+  const int64_t per_rank_values = static_cast<int64_t>(mine.size());
+  std::vector<float> all(per_rank_values * world);
+  absl::Status s = comm.AllGather(CommBuffer{mine.data(), per_rank_values, DType::kF32, Device::kCpu},
+                                  CommBuffer{all.data(), per_rank_values * world, DType::kF32, Device::kCpu});
   if (!s.ok()) return fail(s);
   if (rank == 0) {
-    const double step_s = sum.total() / steps;
+    const PhaseTimes& best = modes.back().second;  // the overlapped mode when there is one
+    const double step_s = best.total() / steps;
     const double seqs = static_cast<double>(micro) * world / step_s;
     const double flops = TrainFlopsPerToken(config->model, seq, 0.15);
     const double peak = absl::GetFlag(FLAGS_peak_tflops) > 0 ? absl::GetFlag(FLAGS_peak_tflops) : PeakTflops(be.name());
     std::printf("%s: %s, %d rank(s), micro-batch %lld x seq %lld, %d steps after %d warm-up\n", cmd.c_str(),
                 be.name().c_str(), world, static_cast<long long>(micro), static_cast<long long>(seq), steps, warmup);
-    std::printf("%-6s %10s %10s %10s %10s %10s\n", "rank", "fwd ms", "bwd ms", "sync ms", "optim ms", "step ms");
+    if (sync) {
+      std::printf("gradient sync over %s: %s, %.1f MiB per rank per step%s\n", comm.name().c_str(),
+                  sync->layout().ToString().c_str(), sync->bytes_per_step() / 1048576.0,
+                  config->run.grad_bf16 ? " (bf16)" : "");
+    }
+    std::printf("%-6s %-11s %10s %10s %10s %10s %10s\n", "rank", "sync", "fwd ms", "bwd ms", "sync ms", "optim ms",
+                "step ms");
     for (int r = 0; r < (per_rank ? world : 1); ++r) {
-      const float* p = &all[4 * r];
-      std::printf("%-6d %10.2f %10.2f %10.2f %10.2f %10.2f\n", r, p[0], p[1], p[2], p[3], p[0] + p[1] + p[2] + p[3]);
+      for (size_t m = 0; m < modes.size(); ++m) {
+        const float* p = &all[per_rank_values * r + 4 * m];
+        std::printf("%-6d %-11s %10.2f %10.2f %10.2f %10.2f %10.2f\n", r, modes[m].first.c_str(), p[0], p[1], p[2],
+                    p[3], p[0] + p[1] + p[2] + p[3]);
+      }
+    }
+    if (modes.size() == 2) {
+      // Rank 0's view: the serial sync is the whole communication; what overlap saved of it is
+      // the drop in backward + sync time.
+      const PhaseTimes& serial = modes[0].second;
+      const double comm_ms = serial.sync * ms;
+      const double saved_ms = (serial.backward + serial.sync - best.backward - best.sync) * ms;
+      std::printf("gradient communication %.2f ms per step; overlap with the backward pass hides %.2f ms of it "
+                  "(%.0f%%), leaving %.2f ms exposed\n",
+                  comm_ms, saved_ms, comm_ms > 0 ? 100.0 * saved_ms / comm_ms : 0.0, best.sync * ms);
     }
     std::printf("throughput: %.1f seq/s, %.0f tokens/s (all ranks)", seqs, seqs * seq);
     if (peak > 0) std::printf(", MFU %.1f%% of %.0f TFLOP/s per device", 100.0 * flops * seqs * seq / (peak * 1e12 * world), peak);
-    // f32 parameters, gradients and two moments, plus the bf16 compute copy on the GPU.
-    std::printf("\nmemory per rank: parameters+gradients+optimizer %.1f MiB, activations %.1f MiB\n",
-                (*model)->layout().total() * 4.0 * (be.act_dtype() == DType::kF32 ? 4 : 4.5) / (1 << 20),
+    // Model: f32 parameters and gradients, plus the bf16 compute copy on the GPU.
+    const double params = static_cast<double>((*model)->layout().total());
+    const double model_bytes = params * (8 + (be.act_dtype() == DType::kF32 ? 0 : DTypeSize(be.act_dtype())));
+    const double replicated_state = params * 8;  // two f32 moments
+    std::printf("\nmemory per rank: model %.1f MiB, optimizer state %.1f MiB%s, activations %.1f MiB\n",
+                model_bytes / 1048576.0, (*opt)->state_bytes() / 1048576.0,
+                zero ? absl::StrFormat(" (ZeRO-1 over %d ranks; %.1f MiB replicated)", world,
+                                       replicated_state / 1048576.0).c_str()
+                     : "",
                 (*model)->activation_bytes() / double(1 << 20));
   }
   s = comm.Finish();

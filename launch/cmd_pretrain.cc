@@ -38,7 +38,9 @@ int RunPretrain(const std::vector<std::string>& args) {
   InstallStopSignalHandlers();
   absl::Status status;
   {
-    auto trainer = Trainer::Create(*config, options, multi ? comm : nullptr);
+    // One process trains without a communicator unless the sharded optimizer asks for one.
+    const bool use_comm = multi || config->run.zero_stage != 0;
+    auto trainer = Trainer::Create(*config, options, use_comm ? comm : nullptr);
     status = trainer.ok() ? (*trainer)->Run() : trainer.status();
   }
   if (!status.ok()) {

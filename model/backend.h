@@ -33,6 +33,10 @@ struct ParamSegment {
   int64_t offset = 0;
   int64_t size = 0;
   bool decay = true;
+  // The tensor the segment belongs to, an index from 0. LAMB's trust ratio is per tensor, and a
+  // tensor may be cut into several segments (a ZeRO shard holds pieces of tensors), so the norms
+  // are summed per tensor, not per segment.
+  int32_t tensor = 0;
 };
 
 struct AdamWHyper {
@@ -147,11 +151,24 @@ class Backend {
   // not empty (a low-precision copy of params) it is refreshed from the updated params.
   virtual void AdamWStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
                          std::span<const ParamSegment> segments, const AdamWHyper& hyper) = 0;
-  // One LAMB step (You et al. 2019): the Adam direction plus decay, scaled per segment by the
-  // trust ratio ||p|| / ||update|| (1 where either norm is 0).
-  virtual void LambStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
-                        std::span<const ParamSegment> segments, const AdamWHyper& hyper) = 0;
+  // One LAMB step (You et al. 2019) is two ops: the Adam direction r = mhat / (sqrt(vhat) + eps)
+  // + decay, scaled per tensor by the trust ratio ||p|| / ||r|| (1 where either norm is 0).
+  // Between them a sharded optimizer sums `norms` over the ranks, since each rank holds only
+  // pieces of the tensors.
+  //
+  // LambMoments updates m and v and sets norms (f32 [2 * tensors], tensors > every
+  // segment.tensor) to norms[2t] = sum of p^2 and norms[2t+1] = sum of r^2 over the segments of
+  // tensor t; slots with no segment get 0.
+  virtual void LambMoments(TensorView params, TensorView grads, TensorView m, TensorView v,
+                           std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) = 0;
+  // Recomputes r from the updated moments and applies p -= lr * trust(tensor) * r.
+  virtual void LambUpdate(TensorView params, TensorView m, TensorView v, TensorView compute,
+                          std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) = 0;
 };
+
+// The number of tensors the segments name (1 + the largest segment.tensor), checking that
+// `norms` has room for their two sums each (Backend::LambMoments). Aborts on a caller's bug.
+int64_t LambTensorCount(std::span<const ParamSegment> segments, const TensorView& norms);
 
 // The float32 CPU reference backend.
 std::unique_ptr<Backend> MakeCpuBackend();

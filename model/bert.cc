@@ -426,7 +426,14 @@ std::vector<float> BertModel::MlmLogitsToHost() const {
   return host;
 }
 
-void BertModel::Backward() {
+int64_t BertModel::LayersEnd() const {
+  int64_t end = layout_.total();
+  for (int64_t offset : {layout_.final_ln_g, layout_.mlm_dense_w, layout_.pooler_w})
+    if (offset >= 0) end = std::min(end, offset);
+  return end;
+}
+
+void BertModel::Backward(const GradReadyFn& ready) {
   LAMINA_CHECK(last_head_ != Head::kNone, "Backward() needs a forward with compute_grad");
   Backend& be = *backend_;
   Acts& a = *acts_;
@@ -454,11 +461,11 @@ void BertModel::Backward() {
                       G(pl.pooler_w, {H, H}), G(pl.pooler_b, {H}));
     be.ScatterAddRows(a.d_head_b, a.head_index, a.d_hidden);
   }
-  EncoderBackward();
+  EncoderBackward(ready);
   last_head_ = Head::kNone;
 }
 
-void BertModel::EncoderBackward() {
+void BertModel::EncoderBackward(const GradReadyFn& ready) {
   Backend& be = *backend_;
   Acts& a = *acts_;
   const ParamLayout& pl = layout_;
@@ -476,6 +483,7 @@ void BertModel::EncoderBackward() {
                          G(pl.final_ln_g, h1), G(pl.final_ln_b, h1));
     d = a.d_a;  // Pre-LN uses d_a for nothing else
   }
+  if (ready) ready(LayersEnd());  // the heads and the final LN
   for (int64_t l = config_.layers - 1; l >= 0; --l) {
     LayerActs& L = a.layers[l];
     const LayerOffsets& w = pl.layers[l];
@@ -523,6 +531,7 @@ void BertModel::EncoderBackward() {
     }
     // d_sum_a is `d` in every variant and now holds d(x_in) for the layer below.
     LAMINA_CHECK(d_sum_a.data == d.data);
+    if (ready) ready(w.qkv_w);  // the layer's first tensor
   }
   // ---- embeddings ----
   TensorView d_emb = a.d_b;
@@ -534,6 +543,7 @@ void BertModel::EncoderBackward() {
   }
   be.EmbeddingBackward(a.ids, a.types, d_emb, EmbeddingScale(config_), G(pl.word_emb, {config_.vocab_size, H}),
                        G(pl.pos_emb, {config_.max_positions, H}), G(pl.type_emb, {config_.type_vocab, H}));
+  if (ready) ready(0);
 }
 
 }  // namespace lamina

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -29,6 +30,13 @@ struct ForwardOptions {
   float grad_scale = 1.0f;     // d(total loss)/d(sum of this batch's per-token losses)
   bool accuracy = false;       // also count correct predictions (one more pass over the logits)
 };
+
+// Told during BertModel::Backward() that every gradient at offsets >= `from` in grads() is final
+// for this pass: the ops writing them have been enqueued on the backend's stream (not necessarily
+// run). Called with decreasing `from`, the last time with 0. The layout puts the embeddings first
+// and the heads last, so gradients complete from the end of the buffer backwards; the tied word
+// embeddings are written twice and are final only at the end.
+using GradReadyFn = std::function<void(int64_t from)>;
 
 struct LossStats {
   double loss_sum = 0;    // sum of per-token (MLM) or per-example (classification) losses
@@ -71,8 +79,9 @@ class BertModel {
   absl::StatusOr<LossStats> ForwardMlm(const EncoderBatch& batch, const ForwardOptions& options);
   // Classification forward on batch.labels (needs heads().num_labels > 0).
   absl::StatusOr<LossStats> ForwardClassify(const EncoderBatch& batch, const ForwardOptions& options);
-  // Accumulates parameter gradients of the last forward (which had compute_grad) into grads().
-  void Backward();
+  // Accumulates parameter gradients of the last forward (which had compute_grad) into grads(),
+  // reporting progress to `ready` when given (gradient sync overlapped with the backward pass).
+  void Backward(const GradReadyFn& ready = nullptr);
   // MLM logits [positions, vocab] of the last ForwardMlm, on the host (fill-mask, tests).
   std::vector<float> MlmLogitsToHost() const;
 
@@ -88,7 +97,9 @@ class BertModel {
   // Lays out every activation of the step in the arena and copies the batch's ids to the device.
   absl::Status PrepareBatch(const EncoderBatch& batch, Head head, int64_t head_rows, bool grad);
   void EncoderForward(const ForwardOptions& options);
-  void EncoderBackward();
+  void EncoderBackward(const GradReadyFn& ready);
+  // The first offset after the encoder layers' parameters (where the heads begin).
+  int64_t LayersEnd() const;
   TensorView W(int64_t offset, Shape shape) const { return ParamView(compute_, offset, shape); }
   TensorView G(int64_t offset, Shape shape) const { return ParamView(grads_, offset, shape); }
   RngContext Rng(int64_t layer, int site, int64_t elems_per_sample) const;

@@ -55,27 +55,14 @@ absl::StatusOr<OptimizerConfig> OptimizerConfig::FromJson(const nlohmann::json& 
   return c;
 }
 
-absl::StatusOr<Optimizer> Optimizer::Create(const OptimizerConfig& config, BertModel* model) {
-  RETURN_IF_ERROR(config.Validate());
-  Optimizer o;
-  o.config_ = config;
-  o.model_ = model;
-  for (const ParamInfo& p : model->layout().params()) o.segments_.push_back({p.offset, p.numel(), p.decay});
-  const int64_t n = model->layout().total();
-  ASSIGN_OR_RETURN(o.m_buf_, model->backend().Allocate(n * sizeof(float)));
-  ASSIGN_OR_RETURN(o.v_buf_, model->backend().Allocate(n * sizeof(float)));
-  o.m_ = o.m_buf_.View(DType::kF32, {n});
-  o.v_ = o.v_buf_.View(DType::kF32, {n});
-  model->backend().Zero(o.m_);
-  model->backend().Zero(o.v_);
-  return o;
+std::vector<ParamSegment> Optimizer::LayoutSegments(const ParamLayout& layout) {
+  std::vector<ParamSegment> segments;
+  for (const ParamInfo& p : layout.params())
+    segments.push_back({p.offset, p.numel(), p.decay, static_cast<int32_t>(segments.size())});
+  return segments;
 }
 
-StepResult Optimizer::Step(float lr) {
-  Backend& be = model_->backend();
-  StepResult r;
-  r.grad_norm = std::sqrt(be.SumSquares(model_->grads()));
-  if (!std::isfinite(r.grad_norm)) return r;
+AdamWHyper Optimizer::NextHyper(float lr, double grad_norm) const {
   AdamWHyper h;
   h.lr = lr;
   h.beta1 = config_.beta1;
@@ -83,18 +70,92 @@ StepResult Optimizer::Step(float lr) {
   h.eps = config_.eps;
   h.weight_decay = config_.weight_decay;
   h.step = step_ + 1;
-  h.grad_scale = (config_.clip_norm > 0 && r.grad_norm > config_.clip_norm)
-                     ? static_cast<float>(config_.clip_norm / r.grad_norm)
+  h.grad_scale = (config_.clip_norm > 0 && grad_norm > config_.clip_norm)
+                     ? static_cast<float>(config_.clip_norm / grad_norm)
                      : 1.0f;
-  const TensorView compute = model_->compute_params().data == model_->params().data ? TensorView{} : model_->compute_params();
-  if (config_.kind == OptimizerKind::kAdamW) {
-    be.AdamWStep(model_->params(), model_->grads(), m_, v_, compute, segments_, h);
-  } else {
-    be.LambStep(model_->params(), model_->grads(), m_, v_, compute, segments_, h);
+  return h;
+}
+
+namespace {
+
+// Moments for every parameter, on the model's device, updated where the parameters are.
+class ReplicatedOptimizer final : public Optimizer {
+ public:
+  ReplicatedOptimizer(const OptimizerConfig& config, BertModel* model) : Optimizer(config, model) {}
+
+  absl::Status Init() {
+    Backend& be = model_->backend();
+    segments_ = LayoutSegments(model_->layout());
+    const int64_t n = model_->layout().total();
+    ASSIGN_OR_RETURN(m_buf_, be.Allocate(n * sizeof(float)));
+    ASSIGN_OR_RETURN(v_buf_, be.Allocate(n * sizeof(float)));
+    m_ = m_buf_.View(DType::kF32, {n});
+    v_ = v_buf_.View(DType::kF32, {n});
+    be.Zero(m_);
+    be.Zero(v_);
+    if (config_.kind == OptimizerKind::kLamb) {
+      const int64_t slots = 2 * static_cast<int64_t>(segments_.size());
+      ASSIGN_OR_RETURN(norms_buf_, be.Allocate(slots * sizeof(float)));
+      norms_ = norms_buf_.View(DType::kF32, {slots});
+    }
+    return absl::OkStatus();
   }
-  ++step_;
-  r.applied = true;
-  return r;
+
+  absl::StatusOr<StepResult> Step(float lr) override {
+    Backend& be = model_->backend();
+    StepResult r;
+    r.grad_norm = std::sqrt(be.SumSquares(model_->grads()));
+    if (!std::isfinite(r.grad_norm)) return r;
+    const AdamWHyper h = NextHyper(lr, r.grad_norm);
+    const TensorView compute =
+        model_->compute_params().data == model_->params().data ? TensorView{} : model_->compute_params();
+    if (config_.kind == OptimizerKind::kAdamW) {
+      be.AdamWStep(model_->params(), model_->grads(), m_, v_, compute, segments_, h);
+    } else {
+      be.LambMoments(model_->params(), model_->grads(), m_, v_, segments_, h, norms_);
+      be.LambUpdate(model_->params(), m_, v_, compute, segments_, h, norms_);
+    }
+    ++step_;
+    r.applied = true;
+    return r;
+  }
+
+  absl::StatusOr<OptimizerState> StateToHost() const override {
+    OptimizerState s;
+    s.step = step_;
+    s.m.resize(m_.numel());
+    s.v.resize(v_.numel());
+    model_->backend().CopyToHost(m_, s.m.data());
+    model_->backend().CopyToHost(v_, s.v.data());
+    return s;
+  }
+
+  absl::Status LoadState(const OptimizerState& state) override {
+    const size_t n = static_cast<size_t>(m_.numel());
+    if (state.m.size() != n || state.v.size() != n)
+      return absl::InvalidArgumentError(absl::StrCat("optimizer state has ", state.m.size(), "/", state.v.size(),
+                                                     " moments for ", n, " parameters"));
+    model_->backend().CopyFromHost(state.m.data(), m_);
+    model_->backend().CopyFromHost(state.v.data(), v_);
+    step_ = state.step;
+    return absl::OkStatus();
+  }
+
+  size_t state_bytes() const override { return m_buf_.bytes() + v_buf_.bytes() + norms_buf_.bytes(); }
+
+ private:
+  std::vector<ParamSegment> segments_;
+  Buffer m_buf_, v_buf_, norms_buf_;
+  TensorView m_, v_, norms_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const OptimizerConfig& config, BertModel* model) {
+  RETURN_IF_ERROR(config.Validate());
+  auto o = std::make_unique<ReplicatedOptimizer>(config, model);
+  RETURN_IF_ERROR(o->Init());
+  return std::unique_ptr<Optimizer>(std::move(o));
 }
 
 }  // namespace lamina

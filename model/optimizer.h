@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,27 +36,50 @@ struct StepResult {
   bool applied = false;   // false when the gradient was not finite (the update is skipped)
 };
 
+// The optimizer's state in the layout of the parameters, on the host (checkpoints).
+struct OptimizerState {
+  int64_t step = 0;
+  std::vector<float> m, v;  // first and second moments, layout().total() each
+};
+
+// Applies the update to a model's parameters from its gradients. Two implementations: the one
+// Create() returns keeps the whole state on every process; dist/sharded_optimizer.h's keeps
+// 1/world of it per rank (ZeRO stage 1).
 class Optimizer {
  public:
-  static absl::StatusOr<Optimizer> Create(const OptimizerConfig& config, BertModel* model);
+  virtual ~Optimizer() = default;
+
+  // The replicated optimizer: moments for every parameter, updated in place on the model.
+  static absl::StatusOr<std::unique_ptr<Optimizer>> Create(const OptimizerConfig& config, BertModel* model);
 
   // Clips, then applies one update with learning rate `lr` to the model's parameters (and its
   // compute copy). A non-finite gradient norm skips the update and leaves the state untouched.
-  StepResult Step(float lr);
+  // The gradients must be complete (averaged over ranks where there are several).
+  virtual absl::StatusOr<StepResult> Step(float lr) = 0;
+
+  // Makes the full state readable by StateToHost() and the model's f32 parameters() current.
+  // A no-op here; collective for a sharded optimizer (every rank must call it).
+  virtual absl::Status GatherState() { return absl::OkStatus(); }
+  // The full state on the host. A sharded optimizer returns what the last GatherState() gathered
+  // (an error if a step has been applied since).
+  virtual absl::StatusOr<OptimizerState> StateToHost() const = 0;
+  // Replaces the state (e.g. from a checkpoint) after the model's parameters have been loaded.
+  virtual absl::Status LoadState(const OptimizerState& state) = 0;
+  // Bytes of device (or host, on the CPU) memory the optimizer holds on this rank.
+  virtual size_t state_bytes() const = 0;
 
   int64_t step() const { return step_; }
-  void set_step(int64_t s) { step_ = s; }
   const OptimizerConfig& config() const { return config_; }
-  // First and second moments, f32 in the layout of the parameters (for checkpoints).
-  TensorView m() const { return m_; }
-  TensorView v() const { return v_; }
 
- private:
+ protected:
+  Optimizer(const OptimizerConfig& config, BertModel* model) : config_(config), model_(model) {}
+  // The tensors of the model's layout as optimizer segments (tensor = index in the layout).
+  static std::vector<ParamSegment> LayoutSegments(const ParamLayout& layout);
+  // Hyper-parameters of the next step (1-based) with the clipping factor for `grad_norm`.
+  AdamWHyper NextHyper(float lr, double grad_norm) const;
+
   OptimizerConfig config_;
   BertModel* model_ = nullptr;
-  std::vector<ParamSegment> segments_;
-  Buffer m_buf_, v_buf_;
-  TensorView m_, v_;
   int64_t step_ = 0;
 };
 

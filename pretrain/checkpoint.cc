@@ -152,12 +152,6 @@ std::vector<SafetensorsEntry> Entries(const ParamLayout& layout, const std::stri
   return entries;
 }
 
-std::vector<float> ToHost(const BertModel& model, TensorView t) {
-  std::vector<float> host(t.numel());
-  model.backend().CopyToHost(t, host.data());
-  return host;
-}
-
 }  // namespace
 
 std::string CheckpointDir(const std::string& run_dir, int64_t step) {
@@ -178,16 +172,15 @@ absl::StatusOr<std::string> SaveCheckpoint(const std::string& run_dir, const Ber
 
   const ParamLayout& layout = model.layout();
   const std::vector<float> params = model.ParamsToHost();
-  const std::vector<float> m = ToHost(model, opt.m());
-  const std::vector<float> v = ToHost(model, opt.v());
-  std::vector<SafetensorsEntry> moments = Entries(layout, "m.", m);
-  for (SafetensorsEntry& e : Entries(layout, "v.", v)) moments.push_back(std::move(e));
+  ASSIGN_OR_RETURN(const OptimizerState opt_state, opt.StateToHost());
+  std::vector<SafetensorsEntry> moments = Entries(layout, "m.", opt_state.m);
+  for (SafetensorsEntry& e : Entries(layout, "v.", opt_state.v)) moments.push_back(std::move(e));
 
   const nlohmann::json state_json = {
       {"format", kFormat},
       {"format_version", kCheckpointFormatVersion},
       {"step", state.step},
-      {"optimizer_step", opt.step()},
+      {"optimizer_step", opt_state.step},
       {"data_position", state.data_position},
       {"seed", state.seed},
       {"run_config", state.run_config},
@@ -280,19 +273,16 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& ckpt_dir, Bert
     ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open((fs::path(ckpt_dir) / kModelFile).string()));
     RETURN_IF_ERROR(ReadFlat(file, layout, {{"", &params}}));
   }
-  std::vector<float> m, v;
+  OptimizerState opt_state;
   if (opt != nullptr) {
-    m = ToHost(*model, opt->m());
-    v = ToHost(*model, opt->v());
+    opt_state.m.assign(layout.total(), 0.0f);
+    opt_state.v.assign(layout.total(), 0.0f);
+    opt_state.step = j["optimizer_step"].get<int64_t>();
     ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open((fs::path(ckpt_dir) / kOptimizerFile).string()));
-    RETURN_IF_ERROR(ReadFlat(file, layout, {{"m.", &m}, {"v.", &v}}));
+    RETURN_IF_ERROR(ReadFlat(file, layout, {{"m.", &opt_state.m}, {"v.", &opt_state.v}}));
   }
   RETURN_IF_ERROR(model->LoadParams(params));
-  if (opt != nullptr) {
-    model->backend().CopyFromHost(m.data(), opt->m());
-    model->backend().CopyFromHost(v.data(), opt->v());
-    opt->set_step(j["optimizer_step"].get<int64_t>());
-  }
+  if (opt != nullptr) RETURN_IF_ERROR(opt->LoadState(opt_state));
   CheckpointState state;
   state.step = j["step"].get<int64_t>();
   state.data_position = j["data_position"];

@@ -94,7 +94,9 @@ nlohmann::json RunConfig::ToJson() const {
               {"max_bad_steps", run.max_bad_steps},
               {"peak_tflops", run.peak_tflops},
               {"grad_bucket_mb", run.grad_bucket_mb},
-              {"grad_bf16", run.grad_bf16}};
+              {"grad_bf16", run.grad_bf16},
+              {"grad_overlap", run.grad_overlap},
+              {"zero_stage", run.zero_stage}};
   return j;
 }
 
@@ -120,12 +122,18 @@ absl::StatusOr<RunConfig> RunConfig::FromJson(const nlohmann::json& j) {
   RETURN_IF_ERROR(run.Read("peak_tflops", &c.run.peak_tflops));
   RETURN_IF_ERROR(run.Read("grad_bucket_mb", &c.run.grad_bucket_mb));
   RETURN_IF_ERROR(run.Read("grad_bf16", &c.run.grad_bf16));
+  RETURN_IF_ERROR(run.Read("grad_overlap", &c.run.grad_overlap));
+  RETURN_IF_ERROR(run.Read("zero_stage", &c.run.zero_stage));
   RETURN_IF_ERROR(run.Finish());
   RETURN_IF_ERROR(Positive("run.steps", c.run.steps));
   RETURN_IF_ERROR(Positive("run.log_every", c.run.log_every));
   RETURN_IF_ERROR(Positive("run.max_bad_steps", c.run.max_bad_steps));
   RETURN_IF_ERROR(NonNegative("run.peak_tflops", c.run.peak_tflops));
   RETURN_IF_ERROR(Positive("run.grad_bucket_mb", c.run.grad_bucket_mb));
+  if (c.run.zero_stage != 0 && c.run.zero_stage != 1)
+    return absl::InvalidArgumentError(absl::StrCat("run.zero_stage: expected 0 (replicated optimizer) or 1 (sharded ",
+                                                   "optimizer state); stages 2 and 3 are not implemented, got ",
+                                                   c.run.zero_stage));
   if (c.run.device != "cpu" && c.run.device != "cuda" && c.run.device != "auto")
     return absl::InvalidArgumentError(absl::StrCat("run.device: expected \"cpu\", \"cuda\" or \"auto\", got \"", c.run.device, "\""));
 

@@ -52,6 +52,8 @@ struct RunSection {
   double peak_tflops = 0;      // for MFU; 0 = known GPUs only
   double grad_bucket_mb = 25;  // gradient all-reduce bucket size
   bool grad_bf16 = false;      // all-reduce gradients in bf16
+  bool grad_overlap = true;    // launch gradient buckets during the last backward pass
+  int zero_stage = 0;          // 1: shard the optimizer state over the ranks (ZeRO-1)
 };
 
 struct RunConfig {

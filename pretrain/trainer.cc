@@ -18,6 +18,7 @@
 #include "dist/consistency.h"
 #include "dist/fault_injection.h"
 #include "dist/grad_sync.h"
+#include "dist/sharded_optimizer.h"
 #include "model/flops.h"
 #include "pretrain/checkpoint.h"
 #include "pretrain/evaluate.h"
@@ -117,8 +118,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
   ASSIGN_OR_RETURN(t->backend_, MakeBackend(config.run.device));
   ASSIGN_OR_RETURN(t->model_, BertModel::Create(config.model, HeadOptions{}, t->backend_.get()));
   t->model_->Initialize(config.run.seed);
-  ASSIGN_OR_RETURN(Optimizer opt, Optimizer::Create(config.optimizer, t->model_.get()));
-  t->optimizer_ = std::make_unique<Optimizer>(std::move(opt));
   im.flops_per_token = TrainFlopsPerToken(config.model, im.seq_len, config.data.masking.mask_prob);
   im.peak_tflops = config.run.peak_tflops > 0 ? config.run.peak_tflops : KnownPeakTflops(t->backend_->name());
 
@@ -129,11 +128,16 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
     GradSyncOptions so;
     so.bucket_mb = config.run.grad_bucket_mb;
     so.bf16 = config.run.grad_bf16;
-    Backend* be = t->backend_.get();
-    ASSIGN_OR_RETURN(im.sync, GradientSync::Create(comm, t->model_->grads(), so, [be](TensorView src, TensorView dst) {
-                       be->Convert(src, dst);
-                       be->Synchronize();
-                     }));
+    so.shard = config.run.zero_stage == 1;
+    ASSIGN_OR_RETURN(im.sync, GradientSync::Create(comm, t->backend_.get(), t->model_->grads(), so));
+  } else if (config.run.zero_stage != 0) {
+    return absl::InvalidArgumentError("run.zero_stage 1 needs a communicator (run under mpirun/srun)");
+  }
+  // After the broadcast: a sharded optimizer takes its master shard from the parameters.
+  if (config.run.zero_stage == 1) {
+    ASSIGN_OR_RETURN(t->optimizer_, ShardedOptimizer::Create(config.optimizer, t->model_.get(), comm, im.sync.get()));
+  } else {
+    ASSIGN_OR_RETURN(t->optimizer_, Optimizer::Create(config.optimizer, t->model_.get()));
   }
 
   ASSIGN_OR_RETURN(im.fault_plan, FaultPlanFromEnv());
@@ -168,12 +172,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
     im.metrics.emplace(std::move(metrics));
     std::fprintf(stderr,
                  "pretrain: %s, %lld params, %lld layers x %lld hidden, norm %s; %d rank(s) x micro-batch %lld x %d "
-                 "accumulation = global batch of %lld sequences of %lld tokens; %lld train sequences\n",
+                 "accumulation = global batch of %lld sequences of %lld tokens; %lld train sequences; optimizer "
+                 "state %.1f MiB per rank%s\n",
                  t->backend_->name().c_str(), static_cast<long long>(TotalParams(t->model_->layout())),
                  static_cast<long long>(config.model.layers), static_cast<long long>(config.model.hidden),
                  NormName(config.model.norm).c_str(), t->world_, static_cast<long long>(config.batch.micro_batch),
                  t->accumulation_, static_cast<long long>(config.batch.global_batch),
-                 static_cast<long long>(im.seq_len), static_cast<long long>(im.dataset->train().num_sequences()));
+                 static_cast<long long>(im.seq_len), static_cast<long long>(im.dataset->train().num_sequences()),
+                 t->optimizer_->state_bytes() / 1048576.0, config.run.zero_stage == 1 ? " (ZeRO-1)" : "");
+    if (im.sync) std::fprintf(stderr, "gradient sync: %s, %.1f MiB per step%s\n", im.sync->layout().ToString().c_str(),
+                              im.sync->bytes_per_step() / 1048576.0,
+                              config.run.grad_overlap ? ", overlapped with the backward pass" : "");
   }
   return t;
 }
@@ -204,14 +213,19 @@ absl::Status Trainer::TrainStep() {
   fo.step = step_;
   fo.compute_grad = true;
   fo.grad_scale = grad_scale;
-  for (const EncoderBatch& mb : sb.micro_batches) {
-    ASSIGN_OR_RETURN(LossStats s, model_->ForwardMlm(mb, fo));
-    model_->Backward();
+  for (size_t i = 0; i < sb.micro_batches.size(); ++i) {
+    ASSIGN_OR_RETURN(LossStats s, model_->ForwardMlm(sb.micro_batches[i], fo));
+    // The last micro-batch's backward launches each gradient bucket as soon as it is final.
+    const bool overlap = im.sync && config_.run.grad_overlap && i + 1 == sb.micro_batches.size();
+    if (overlap) {
+      model_->Backward([&im](int64_t from) { im.sync->OnGradientsReady(from); });
+    } else {
+      model_->Backward();
+    }
     loss_sum += s.loss_sum;
   }
   if (im.sync) {
-    backend_->Synchronize();
-    RETURN_IF_ERROR(im.sync->Run());
+    RETURN_IF_ERROR(im.sync->Wait());
     float l = static_cast<float>(loss_sum);
     RETURN_IF_ERROR(comm_->AllReduce(CommBuffer{&l, 1, DType::kF32, Device::kCpu}, ReduceOp::kSum));
     loss_sum = l;
@@ -219,7 +233,10 @@ absl::Status Trainer::TrainStep() {
   const double loss = sb.global_masked > 0 ? loss_sum / sb.global_masked : 0.0;
   const double lr = config_.schedule.LearningRate(step_);
   StepResult r;
-  if (std::isfinite(loss)) r = optimizer_->Step(static_cast<float>(lr));
+  // Every rank sees the same loss, so all skip together (a sharded step is collective).
+  if (std::isfinite(loss)) {
+    ASSIGN_OR_RETURN(r, optimizer_->Step(static_cast<float>(lr)));
+  }
   backend_->Synchronize();
   const double seconds = timer.Seconds();
   ++step_;
@@ -284,6 +301,7 @@ absl::Status Trainer::EvaluateAndLog() {
 
 absl::Status Trainer::SaveCheckpointNow() {
   Impl& im = *impl_;
+  RETURN_IF_ERROR(optimizer_->GatherState());  // collective when the state is sharded
   if (rank_ == 0) {
     CheckpointState state;
     state.step = step_;

@@ -33,7 +33,8 @@ void InstallStopSignalHandlers();
 
 class Trainer {
  public:
-  // comm may be null (one process, no MPI).
+  // comm may be null (one process, no MPI); when given, gradients are averaged through it even in
+  // a world of one.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const RunConfig& config, const TrainerOptions& options,
                                                          Communicator* comm);
   ~Trainer();

@@ -79,8 +79,10 @@ class CpuBackend final : public Backend {
   void Scale(TensorView x, float s) override;
   void AdamWStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
                  std::span<const ParamSegment> segments, const AdamWHyper& hyper) override;
-  void LambStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
-                std::span<const ParamSegment> segments, const AdamWHyper& hyper) override;
+  void LambMoments(TensorView params, TensorView grads, TensorView m, TensorView v,
+                   std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) override;
+  void LambUpdate(TensorView params, TensorView m, TensorView v, TensorView compute,
+                  std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) override;
 
  private:
   // [T, T] work matrices of one attention head, kept between calls so that the per-head loop

@@ -1,5 +1,6 @@
 // Gradient norms and the AdamW / LAMB updates on the flat f32 parameter buffers.
 #include <cmath>
+#include <vector>
 
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/cpu_checks.h"
@@ -83,14 +84,17 @@ void CpuBackend::AdamWStep(TensorView params, TensorView grads, TensorView m, Te
   if (!compute.empty() && compute.data != params.data) Convert(params, compute);
 }
 
-// r = mhat / (sqrt(vhat) + eps) + wd * p;  p -= lr * trust * r with trust = ||p|| / ||r|| per segment
-// (1 when either norm is 0). As in NVIDIA's LAMB, the trust ratio applies to every segment, biases
+// r = mhat / (sqrt(vhat) + eps) + wd * p;  p -= lr * trust * r with trust = ||p|| / ||r|| per tensor
+// (1 when either norm is 0). As in NVIDIA's LAMB, the trust ratio applies to every tensor, biases
 // and LayerNorm parameters included, while weight decay skips the segments with decay == false.
-// Two passes per segment: the first updates m and v and measures both norms, the second
-// recomputes r from the updated moments and the not-yet-updated parameter and applies it.
-void CpuBackend::LambStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
-                          std::span<const ParamSegment> segments, const AdamWHyper& hyper) {
+// LambMoments updates m and v and measures both norms; LambUpdate recomputes r from the updated
+// moments and the not-yet-updated parameter and applies it.
+void CpuBackend::LambMoments(TensorView params, TensorView grads, TensorView m, TensorView v,
+                             std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) {
   const OptimizerBuffers b = CheckOptimizerArgs(params, grads, m, v, segments, hyper);
+  float* out = cpu::F32(norms, "norms");
+  const int64_t tensors = LambTensorCount(segments, norms);
+  std::vector<double> sums(2 * tensors, 0.0);
   const AdamMoments adam(hyper);
   for (const ParamSegment& s : segments) {
     const float wd = s.decay ? hyper.weight_decay : 0.0f;
@@ -101,7 +105,22 @@ void CpuBackend::LambStep(TensorView params, TensorView grads, TensorView m, Ten
       p_norm2 += static_cast<double>(b.p[i]) * b.p[i];
       r_norm2 += static_cast<double>(r) * r;
     }
-    const float trust = p_norm2 > 0 && r_norm2 > 0 ? static_cast<float>(std::sqrt(p_norm2) / std::sqrt(r_norm2)) : 1.0f;
+    sums[2 * s.tensor] += p_norm2;
+    sums[2 * s.tensor + 1] += r_norm2;
+  }
+  for (int64_t k = 0; k < norms.numel(); ++k) out[k] = k < 2 * tensors ? static_cast<float>(sums[k]) : 0.0f;
+}
+
+void CpuBackend::LambUpdate(TensorView params, TensorView m, TensorView v, TensorView compute,
+                            std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) {
+  const OptimizerBuffers b = CheckOptimizerArgs(params, params, m, v, segments, hyper);
+  const float* sums = cpu::F32(norms, "norms");
+  LambTensorCount(segments, norms);
+  const AdamMoments adam(hyper);
+  for (const ParamSegment& s : segments) {
+    const float wd = s.decay ? hyper.weight_decay : 0.0f;
+    const float p2 = sums[2 * s.tensor], r2 = sums[2 * s.tensor + 1];
+    const float trust = p2 > 0 && r2 > 0 ? std::sqrt(p2) / std::sqrt(r2) : 1.0f;
     for (int64_t i = s.offset; i < s.offset + s.size; ++i) {
       const float r = adam.Direction(b.m[i], b.v[i]) + wd * b.p[i];
       b.p[i] -= hyper.lr * trust * r;

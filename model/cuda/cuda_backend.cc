@@ -459,13 +459,23 @@ class CudaBackend final : public Backend {
                       device_segments_, static_cast<int>(segments.size()), max_segment_, h, stream_);
   }
 
-  void LambStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
-                std::span<const ParamSegment> segments, const AdamWHyper& hyper) override {
-    const cuda::OptimizerHyper h = CheckOptimizer(params, grads, m, v, compute, segments, hyper);
+  void LambMoments(TensorView params, TensorView grads, TensorView m, TensorView v,
+                   std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) override {
+    const cuda::OptimizerHyper h = CheckOptimizer(params, grads, m, v, {}, segments, hyper);
+    const int64_t tensors = LambTensorCount(segments, norms);
+    Zero(norms);  // slots beyond the tensors (and every slot when there are no segments) read 0
     const int count = static_cast<int>(segments.size());
-    cuda::LaunchLamb(F32(params, "params"), F32(grads, "grads"), F32(m, "m"), F32(v, "v"), R(compute, "compute"),
-                     device_segments_, count, max_segment_, h, Scratch(cuda::LambScratchBytes(count, max_segment_)),
-                     stream_);
+    cuda::LaunchLambMoments(F32(params, "params"), F32(grads, "grads"), F32(m, "m"), F32(v, "v"), device_segments_,
+                            count, max_segment_, tensors, h, Scratch(cuda::LambScratchBytes(count, max_segment_)),
+                            F32(norms, "norms"), stream_);
+  }
+
+  void LambUpdate(TensorView params, TensorView m, TensorView v, TensorView compute,
+                  std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) override {
+    const cuda::OptimizerHyper h = CheckOptimizer(params, params, m, v, compute, segments, hyper);
+    LambTensorCount(segments, norms);
+    cuda::LaunchLambUpdate(F32(params, "params"), F32(m, "m"), F32(v, "v"), R(compute, "compute"), device_segments_,
+                           static_cast<int>(segments.size()), max_segment_, h, F32(norms, "norms"), stream_);
   }
 
  private:
@@ -539,7 +549,7 @@ class CudaBackend final : public Backend {
     bool same = segments.size() == host_segments_.size();
     for (size_t i = 0; same && i < segments.size(); ++i) {
       same = segments[i].offset == host_segments_[i].offset && segments[i].size == host_segments_[i].size &&
-             (segments[i].decay ? 1 : 0) == host_segments_[i].decay;
+             (segments[i].decay ? 1 : 0) == host_segments_[i].decay && segments[i].tensor == host_segments_[i].tensor;
     }
     if (!same) {
       host_segments_.clear();
@@ -547,7 +557,7 @@ class CudaBackend final : public Backend {
       for (const ParamSegment& s : segments) {
         LAMINA_CHECK(s.offset >= 0 && s.size >= 0 && s.offset + s.size <= n, "segment [", s.offset, ", +", s.size,
                      ") outside ", n, " parameters");
-        host_segments_.push_back(cuda::DeviceSegment{s.offset, s.size, s.decay ? 1 : 0});
+        host_segments_.push_back(cuda::DeviceSegment{s.offset, s.size, s.decay ? 1 : 0, s.tensor});
         max_segment_ = std::max(max_segment_, s.size);
       }
       const size_t bytes = host_segments_.size() * sizeof(cuda::DeviceSegment);

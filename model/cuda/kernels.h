@@ -83,6 +83,7 @@ struct DeviceSegment {
   int64_t offset;
   int64_t size;
   int32_t decay;
+  int32_t tensor;  // LAMB norms slot (ParamSegment::tensor)
 };
 
 struct OptimizerHyper {
@@ -93,8 +94,13 @@ struct OptimizerHyper {
 // segments: device array of num_segments; compute.data may be null.
 void LaunchAdamW(float* params, const float* grads, float* m, float* v, Ref compute, const DeviceSegment* segments,
                  int num_segments, int64_t max_segment, const OptimizerHyper& h, cudaStream_t stream);
+// LAMB in two launches (Backend::LambMoments / LambUpdate): norms is f32 [2 * num_tensors].
 size_t LambScratchBytes(int num_segments, int64_t max_segment);
-void LaunchLamb(float* params, const float* grads, float* m, float* v, Ref compute, const DeviceSegment* segments,
-                int num_segments, int64_t max_segment, const OptimizerHyper& h, void* scratch, cudaStream_t stream);
+void LaunchLambMoments(const float* params, const float* grads, float* m, float* v, const DeviceSegment* segments,
+                       int num_segments, int64_t max_segment, int64_t num_tensors, const OptimizerHyper& h,
+                       void* scratch, float* norms, cudaStream_t stream);
+void LaunchLambUpdate(float* params, const float* m, const float* v, Ref compute, const DeviceSegment* segments,
+                      int num_segments, int64_t max_segment, const OptimizerHyper& h, const float* norms,
+                      cudaStream_t stream);
 
 }  // namespace lamina::cuda

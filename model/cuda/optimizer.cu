@@ -1,6 +1,7 @@
 // Sum of squares (deterministic two-pass reduction), AdamW and LAMB over the flat f32 buffers.
 // The optimizers walk every segment in one launch (grid.y = segment); LAMB measures ||p|| and
-// ||r|| of every segment in one pass into fixed per-block partials, then applies the update.
+// ||r|| of every segment in one pass into fixed per-block partials, sums them per tensor in a
+// fixed order (a tensor may be several segments), and a second launch applies the update.
 #include "model/cuda/common.cuh"
 #include "model/cuda/kernels.h"
 
@@ -115,28 +116,35 @@ __global__ void LambNormsKernel(const float* params, const float* grads, float* 
   if (threadIdx.x == 0) partial[slot + 1] = r_total;
 }
 
+// norms[2t], norms[2t+1] = the sums of p^2 and r^2 over the segments of tensor t: one thread per
+// tensor adds its segments' block partials in segment order, so the result is deterministic.
+__global__ void LambTensorNormsKernel(const DeviceSegment* segments, int num_segments, int blocks_per_segment,
+                                      const double* partial, int64_t num_tensors, float* norms) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < num_tensors;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    double p2 = 0.0, r2 = 0.0;
+    for (int s = 0; s < num_segments; ++s) {
+      if (segments[s].tensor != t) continue;
+      const double* part = partial + static_cast<int64_t>(s) * blocks_per_segment * 2;
+      const int64_t blocks = SegmentBlocks(segments[s].size);
+      for (int64_t b = 0; b < blocks; ++b) {
+        p2 += part[2 * b];
+        r2 += part[2 * b + 1];
+      }
+    }
+    norms[2 * t] = static_cast<float>(p2);
+    norms[2 * t + 1] = static_cast<float>(r2);
+  }
+}
+
 template <typename TC>
 __global__ void LambUpdateKernel(float* params, const float* m, const float* v, TC* compute,
-                                 const DeviceSegment* segments, OptimizerHyper h, const double* partial) {
-  __shared__ float trust_shared;
+                                 const DeviceSegment* segments, OptimizerHyper h, const float* norms) {
   const DeviceSegment seg = segments[blockIdx.y];
   const int64_t blocks = SegmentBlocks(seg.size);
   if (blockIdx.x >= blocks) return;
-  if (threadIdx.x < 32) {  // one warp sums the segment's partials in a fixed order
-    double p2 = 0.0, r2 = 0.0;
-    const double* part = partial + static_cast<int64_t>(blockIdx.y) * gridDim.x * 2;
-    for (int64_t b = threadIdx.x; b < blocks; b += 32) {
-      p2 += part[2 * b];
-      r2 += part[2 * b + 1];
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-      p2 += __shfl_xor_sync(0xffffffffu, p2, o);
-      r2 += __shfl_xor_sync(0xffffffffu, r2, o);
-    }
-    if (threadIdx.x == 0) trust_shared = p2 > 0.0 && r2 > 0.0 ? static_cast<float>(sqrt(p2) / sqrt(r2)) : 1.0f;
-  }
-  __syncthreads();
-  const float trust = trust_shared;
+  const float p2 = norms[2 * seg.tensor], r2 = norms[2 * seg.tensor + 1];
+  const float trust = p2 > 0.0f && r2 > 0.0f ? sqrtf(p2) / sqrtf(r2) : 1.0f;
   const float wd = seg.decay ? h.weight_decay : 0.0f;
   const Adam adam{h};
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < seg.size;
@@ -182,17 +190,30 @@ size_t LambScratchBytes(int num_segments, int64_t max_segment) {
   return static_cast<size_t>(SegmentGrid(num_segments, max_segment).x) * num_segments * 2 * sizeof(double);
 }
 
-void LaunchLamb(float* params, const float* grads, float* m, float* v, Ref compute, const DeviceSegment* segments,
-                int num_segments, int64_t max_segment, const OptimizerHyper& h, void* scratch, cudaStream_t stream) {
+void LaunchLambMoments(const float* params, const float* grads, float* m, float* v, const DeviceSegment* segments,
+                       int num_segments, int64_t max_segment, int64_t num_tensors, const OptimizerHyper& h,
+                       void* scratch, float* norms, cudaStream_t stream) {
   if (num_segments == 0) return;
   LAMINA_KERNEL_CHECK(num_segments <= 65535);
   const dim3 grid = SegmentGrid(num_segments, max_segment);
   double* partial = static_cast<double*>(scratch);
   LambNormsKernel<<<grid, kThreads, 0, stream>>>(params, grads, m, v, segments, h, partial);
   LAMINA_CUDA_CHECK_LAUNCH();
+  const int tensor_blocks = static_cast<int>((num_tensors + kThreads - 1) / kThreads);
+  LambTensorNormsKernel<<<tensor_blocks, kThreads, 0, stream>>>(segments, num_segments, static_cast<int>(grid.x),
+                                                                partial, num_tensors, norms);
+  LAMINA_CUDA_CHECK_LAUNCH();
+}
+
+void LaunchLambUpdate(float* params, const float* m, const float* v, Ref compute, const DeviceSegment* segments,
+                      int num_segments, int64_t max_segment, const OptimizerHyper& h, const float* norms,
+                      cudaStream_t stream) {
+  if (num_segments == 0) return;
+  LAMINA_KERNEL_CHECK(num_segments <= 65535);
+  const dim3 grid = SegmentGrid(num_segments, max_segment);
   LAMINA_DISPATCH_FLOAT(compute.dtype, TC, {
     LambUpdateKernel<TC>
-        <<<grid, kThreads, 0, stream>>>(params, m, v, static_cast<TC*>(compute.data), segments, h, partial);
+        <<<grid, kThreads, 0, stream>>>(params, m, v, static_cast<TC*>(compute.data), segments, h, norms);
   });
   LAMINA_CUDA_CHECK_LAUNCH();
 }

@@ -320,15 +320,18 @@ TEST_F(CudaOpsTest, SumSquaresAndScale) {
   EXPECT_EQ(Gpu(x), Cpu(x));
 }
 
-// Segments of random sizes with gaps between them (left untouched), mixed decay.
+// Segments of random sizes with gaps between them (left untouched), mixed decay; consecutive
+// segments sometimes belong to one tensor (as the pieces of a ZeRO shard do).
 std::vector<ParamSegment> RandomSegments(CudaParityTest& t, int64_t* total) {
   std::vector<ParamSegment> segs;
   int64_t at = 0;
+  int32_t tensor = 0;
   const int count = static_cast<int>(t.Int(1, 12));
   for (int i = 0; i < count; ++i) {
     at += t.Int(0, 70);
     const int64_t size = i == 0 ? t.Int(3000, 9000) : t.Int(1, 2000);
-    segs.push_back(ParamSegment{at, size, t.Int(0, 1) == 1});
+    if (i > 0 && t.Int(0, 2) != 0) ++tensor;
+    segs.push_back(ParamSegment{at, size, t.Int(0, 1) == 1, tensor});
     at += size;
   }
   *total = at + t.Int(0, 10);
@@ -348,10 +351,14 @@ void CheckOptimizer(CudaParityTest& t, bool lamb) {
   h.step = t.Int(1, 1000);
   h.grad_scale = 0.5f;
   const std::string name = lamb ? "Lamb" : "AdamW";
+  Pair norms = t.Make({2 * (segs.back().tensor + 1) + 2}, DType::kF32);
   for (int step = 0; step < 2; ++step, ++h.step) {
     if (lamb) {
-      t.cpu_->LambStep(p.cpu, g.cpu, m.cpu, v.cpu, cpu_compute.cpu, segs, h);
-      t.gpu_->LambStep(p.gpu, g.gpu, m.gpu, v.gpu, compute.gpu, segs, h);
+      t.cpu_->LambMoments(p.cpu, g.cpu, m.cpu, v.cpu, segs, h, norms.cpu);
+      t.gpu_->LambMoments(p.gpu, g.gpu, m.gpu, v.gpu, segs, h, norms.gpu);
+      t.ExpectClose(norms, 1e-6, name + " norms");
+      t.cpu_->LambUpdate(p.cpu, m.cpu, v.cpu, cpu_compute.cpu, segs, h, norms.cpu);
+      t.gpu_->LambUpdate(p.gpu, m.gpu, v.gpu, compute.gpu, segs, h, norms.gpu);
     } else {
       t.cpu_->AdamWStep(p.cpu, g.cpu, m.cpu, v.cpu, cpu_compute.cpu, segs, h);
       t.gpu_->AdamWStep(p.gpu, g.gpu, m.gpu, v.gpu, compute.gpu, segs, h);

@@ -53,28 +53,39 @@ TEST(BroadcastParametersTest, NeedsF32) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
 }
 
+Backend* Cpu() {
+  static const std::unique_ptr<Backend> backend = MakeCpuBackend();
+  return backend.get();
+}
+
+std::vector<std::pair<int64_t, int64_t>> Ranges(const ShardLayout& layout) {
+  std::vector<std::pair<int64_t, int64_t>> r;
+  for (const GradBucket& b : layout.buckets()) r.emplace_back(b.begin, b.end);
+  return r;
+}
+
 TEST(GradientSyncTest, CutsTheBufferIntoBuckets) {
   std::vector<float> g(1000);
   // 1 KiB buckets: 256 f32 elements, or 512 in bf16.
-  auto s = GradientSync::Create(&Comm(), CpuF32(g.data(), Shape{1000}), {.bucket_mb = 1.0 / 1024});
+  auto s = GradientSync::Create(&Comm(), Cpu(), CpuF32(g.data(), Shape{1000}), {.bucket_mb = 1.0 / 1024});
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_EQ((*s)->buckets(), (std::vector<std::pair<int64_t, int64_t>>{{0, 256}, {256, 512}, {512, 768}, {768, 1000}}));
+  EXPECT_EQ(Ranges((*s)->layout()), (std::vector<std::pair<int64_t, int64_t>>{{0, 256}, {256, 512}, {512, 768}, {768, 1000}}));
   EXPECT_EQ((*s)->bytes_per_step(), 4000u);
-  auto b = GradientSync::Create(&Comm(), CpuF32(g.data(), Shape{10, 100}), {.bucket_mb = 1.0 / 1024, .bf16 = true});
+  auto b = GradientSync::Create(&Comm(), Cpu(), CpuF32(g.data(), Shape{10, 100}), {.bucket_mb = 1.0 / 1024, .bf16 = true});
   ASSERT_TRUE(b.ok()) << b.status();
-  EXPECT_EQ((*b)->buckets(), (std::vector<std::pair<int64_t, int64_t>>{{0, 512}, {512, 1000}}));
+  EXPECT_EQ(Ranges((*b)->layout()), (std::vector<std::pair<int64_t, int64_t>>{{0, 512}, {512, 1000}}));
   EXPECT_EQ((*b)->bytes_per_step(), 2000u);
 }
 
 TEST(GradientSyncTest, RejectsBadArguments) {
   std::vector<float> g(10);
-  EXPECT_FALSE(GradientSync::Create(&Comm(), CpuF32(g.data(), Shape{10}), {.bucket_mb = 0}).ok());
-  EXPECT_FALSE(GradientSync::Create(&Comm(), MakeView(g.data(), DType::kBF16, Device::kCpu, Shape{10}), {}).ok());
+  EXPECT_FALSE(GradientSync::Create(&Comm(), Cpu(), CpuF32(g.data(), Shape{10}), {.bucket_mb = 0}).ok());
+  EXPECT_FALSE(GradientSync::Create(&Comm(), Cpu(), MakeView(g.data(), DType::kBF16, Device::kCpu, Shape{10}), {}).ok());
 }
 
 TEST(GradientSyncTest, Bf16ModeRoundsThroughBf16) {
   std::vector<float> g = {1.0f + 1.0f / 512, 3.0f, -0.1f};
-  auto s = GradientSync::Create(&Comm(), CpuF32(g.data(), Shape{3}), {.bf16 = true});
+  auto s = GradientSync::Create(&Comm(), Cpu(), CpuF32(g.data(), Shape{3}), {.bf16 = true});
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_TRUE((*s)->Run().ok());
   EXPECT_EQ(g[0], 1.0f);  // one rank: the average is the value rounded to bf16

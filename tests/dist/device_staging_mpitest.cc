@@ -109,7 +109,10 @@ TEST_F(DeviceStagingTest, GradientSyncOfDeviceGradients) {
     want[i] = sum / World();
   }
   Buffer d = ToDevice(g);
-  auto sync = GradientSync::Create(g_comm, MakeView(d.data(), DType::kF32, Device::kCuda, Shape{n}), {.bucket_mb = 0.25});
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeCudaBackend();
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto sync = GradientSync::Create(g_comm, backend->get(), MakeView(d.data(), DType::kF32, Device::kCuda, Shape{n}),
+                                   {.bucket_mb = 0.25});
   ASSERT_TRUE(sync.ok()) << sync.status();
   ASSERT_TRUE((*sync)->Run().ok());
   EXPECT_EQ(ToHost<float>(d, n), want);

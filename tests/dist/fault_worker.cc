@@ -22,7 +22,8 @@ int main() {
   absl::StatusOr<std::optional<FaultPlan>> plan = FaultPlanFromEnv();
   if (!plan.ok()) comm.Fail(plan.status());
   std::vector<float> grads(100000, 1.0f);
-  auto sync = GradientSync::Create(&comm, CpuF32(grads.data(), Shape{static_cast<int64_t>(grads.size())}),
+  std::unique_ptr<Backend> backend = MakeCpuBackend();
+  auto sync = GradientSync::Create(&comm, backend.get(), CpuF32(grads.data(), Shape{static_cast<int64_t>(grads.size())}),
                                    {.bucket_mb = 0.1});
   if (!sync.ok()) comm.Fail(sync.status());
   constexpr int kSteps = 20;

@@ -233,7 +233,7 @@ TEST(ExportHf, PreLnCheckpointRoundTripIsBitExact) {
   CheckpointState state;
   state.step = 5;
   state.run_config = {{"model", config.ToJson()}, {"data", {{"vocab", FixtureDir() + "/vocab.txt"}}}};
-  auto ckpt = SaveCheckpoint(run, **model, *opt, state, 0);
+  auto ckpt = SaveCheckpoint(run, **model, **opt, state, 0);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
   const std::string out = Temp("preln_export");
   auto r = ExportHf(run, out, "");  // a run directory resolves to its newest checkpoint
@@ -267,7 +267,7 @@ TEST(ExportHf, TFixupIsRefused) {
   const std::string run = Temp("tfixup_run");
   CheckpointState state;
   state.run_config = {{"model", config.ToJson()}, {"data", {{"vocab", FixtureDir() + "/vocab.txt"}}}};
-  ASSERT_TRUE(SaveCheckpoint(run, **model, *opt, state, 0).ok());
+  ASSERT_TRUE(SaveCheckpoint(run, **model, **opt, state, 0).ok());
   auto r = ExportHf(run, Temp("tfixup_export"), "");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented);

@@ -257,7 +257,7 @@ TEST(BertModel, EveryVariantMemorisesAFixedBatch) {
       auto s = model->ForwardMlm(batch, o);
       ASSERT_TRUE(s.ok()) << s.status();
       model->Backward();
-      ASSERT_TRUE(opt.Step(3e-3f).applied);
+      ASSERT_TRUE(opt->Step(3e-3f)->applied);
       last = s->loss_sum / s->count;
       if (step == 0) first = last;
       if (last < 0.05) break;

@@ -67,6 +67,17 @@ TEST(CpuOptimizer, AdamWTwoSteps) {
   EXPECT_EQ(v[3], 0.0f);
 }
 
+AdamWHyper LambHyper() {
+  AdamWHyper hyper;
+  hyper.lr = 0.01f;
+  hyper.beta1 = 0.9f;
+  hyper.beta2 = 0.999f;
+  hyper.eps = 1e-6f;
+  hyper.weight_decay = 0.1f;
+  hyper.step = 1;
+  return hyper;
+}
+
 // One LAMB step (step 1, so mhat / sqrt(vhat) = g / (|g| + eps)); lr 0.01, weight decay 0.1,
 // eps 1e-6. Segment [0, 2): p = [3, 4], g = [0.3, -0.4], r = [0.9999967 + 0.3, -0.9999975 + 0.4],
 //   trust = 5 / |r| = 3.4921614, p = [3 - 0.01 * 3.4921614 * 1.2999967, 4 + 0.01 * 3.4921614 *
@@ -78,20 +89,40 @@ TEST(CpuOptimizer, LambOneStep) {
   auto backend = MakeCpuBackend();
   std::vector<float> params = {3.0f, 4.0f, -2.0f, 0.0f, 0.0f}, grads = {0.3f, -0.4f, 0.5f, 0.25f, 0.2f}, m(5, 0.0f),
                      v(5, 0.0f);
-  const ParamSegment segments[] = {{0, 2, true}, {2, 2, false}, {4, 1, true}};
-  AdamWHyper hyper;
-  hyper.lr = 0.01f;
-  hyper.beta1 = 0.9f;
-  hyper.beta2 = 0.999f;
-  hyper.eps = 1e-6f;
-  hyper.weight_decay = 0.1f;
-  hyper.step = 1;
-  std::vector<float> compute(5, -1.0f);
-  backend->LambStep(F32(params), F32(grads), F32(m), F32(v), F32(compute), segments, hyper);
+  const ParamSegment segments[] = {{0, 2, true, 0}, {2, 2, false, 1}, {4, 1, true, 2}};
+  std::vector<float> compute(5, -1.0f), norms(8, -1.0f);
+  backend->LambMoments(F32(params), F32(grads), F32(m), F32(v), segments, LambHyper(), F32(norms));
+  // ||p||^2 and ||r||^2 per tensor; the slot of a fourth tensor no segment names reads 0.
+  EXPECT_FLOAT_EQ(norms[0], 25.0f);
+  EXPECT_NEAR(norms[1], 1.2999967 * 1.2999967 + 0.5999975 * 0.5999975, 1e-5);
+  EXPECT_FLOAT_EQ(norms[2], 4.0f);
+  EXPECT_FLOAT_EQ(norms[4], 0.0f);
+  EXPECT_EQ(norms[6], 0.0f);
+  EXPECT_EQ(norms[7], 0.0f);
+  backend->LambUpdate(F32(params), F32(m), F32(v), F32(compute), segments, LambHyper(), F32(norms));
   const float expect[] = {2.954602018f, 4.020952881f, -2.014142150f, -0.014142121f, -0.009999950f};
   for (int i = 0; i < 5; ++i) EXPECT_NEAR(params[i], expect[i], 2e-6) << i;
   // A distinct f32 compute copy is refreshed from the updated parameters.
   EXPECT_EQ(compute, params);
+}
+
+// A tensor cut into segments (as in a ZeRO shard, in any order) gets the trust ratio of the
+// whole tensor, so the step equals the one over the uncut tensor.
+TEST(CpuOptimizer, LambTrustRatioIsPerTensorAcrossSegments) {
+  auto backend = MakeCpuBackend();
+  const std::vector<float> p0 = {3.0f, 4.0f, -2.0f, 0.5f, 1.5f}, grads0 = {0.3f, -0.4f, 0.5f, 0.25f, 0.2f};
+  std::vector<float> whole = p0, grads = grads0, m(5, 0.0f), v(5, 0.0f), norms(2);
+  const ParamSegment one[] = {{0, 5, true, 0}};
+  backend->LambMoments(F32(whole), F32(grads), F32(m), F32(v), one, LambHyper(), F32(norms));
+  backend->LambUpdate(F32(whole), F32(m), F32(v), TensorView{}, one, LambHyper(), F32(norms));
+
+  std::vector<float> cut = p0, m2(5, 0.0f), v2(5, 0.0f), norms2(2);
+  const ParamSegment pieces[] = {{3, 2, true, 0}, {0, 1, true, 0}, {1, 2, true, 0}};
+  backend->LambMoments(F32(cut), F32(grads), F32(m2), F32(v2), pieces, LambHyper(), F32(norms2));
+  backend->LambUpdate(F32(cut), F32(m2), F32(v2), TensorView{}, pieces, LambHyper(), F32(norms2));
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(cut[i], whole[i], 1e-7) << i;
+  EXPECT_NEAR(norms2[0], norms[0], 1e-5);
+  EXPECT_NEAR(norms2[1], norms[1], 1e-5);
 }
 
 TEST(CpuOptimizer, Bf16ComputeCopyIsRefreshed) {
