@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/safetensors.h"
 #include "data/prepare.h"
@@ -23,10 +24,9 @@ std::string Lamina() {
 }
 
 // Runs `lamina pretrain` on `ranks` MPI ranks (a plain process for 0); returns the exit code.
-int Pretrain(const TempDir& dir, int ranks, int micro, const std::string& out) {
-  const std::string args = absl::StrCat(
-      " pretrain --config ", dir.path("run.json"), " --out ", out, " --resume none --set batch.micro_batch=", micro,
-      " > ", out, ".log 2>&1");
+int Pretrain(const TempDir& dir, int ranks, int micro, const std::string& out, const std::string& extra = "--resume none") {
+  const std::string args = absl::StrCat(" pretrain --config ", dir.path("run.json"), " --out ", out, " ", extra,
+                                        " --set batch.micro_batch=", micro, " >> ", out, ".log 2>&1");
   const std::string launcher =
       ranks == 0 ? "" : absl::StrCat("mpirun --oversubscribe --allow-run-as-root -np ", ranks, " ");
   return std::system((launcher + Lamina() + args).c_str());
@@ -49,10 +49,8 @@ std::vector<float> FinalParams(const std::string& run_dir) {
 
 using testing::RelativeDifference;
 
-TEST(DataParallelPretrain, RanksMatchOneProcessWithTheWholeBatch) {
-  if (Lamina().empty()) GTEST_SKIP() << "LAMINA_BINARY is not set (run through ctest)";
-  if (std::system("mpirun --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun";
-  TempDir dir;
+// A tiny prepared corpus and run config; the runs differ only in --set overrides.
+void WriteRun(const TempDir& dir, const std::string& optimizer) {
   datatest::WritePlain(dir.path("vocab.txt"), datatest::TinyVocabText());
   datatest::WritePlain(dir.path("corpus.txt"), datatest::PlainCorpus(datatest::SyntheticDocs(300, 3)));
   PrepareOptions po;
@@ -61,15 +59,25 @@ TEST(DataParallelPretrain, RanksMatchOneProcessWithTheWholeBatch) {
   po.seq_len = 16;
   po.val_docs = 10;
   po.progress = false;
-  ASSERT_TRUE(PrepareCorpus(datatest::TinyTokenizer(), po).ok());
+  LAMINA_CHECK(PrepareCorpus(datatest::TinyTokenizer(), po).ok(), "prepare");
   datatest::WritePlain(dir.path("run.json"), absl::StrCat(R"({
     "model": {"vocab_size": 85, "hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "max_positions": 16, "norm": "pre"},
+    "optimizer": {"name": ")", optimizer, R"("},
     "schedule": {"name": "linear", "lr": 1e-3},
     "data": {"train": ")", dir.path("ds"), R"(", "vocab": ")", dir.path("vocab.txt"), R"("},
     "batch": {"global_batch": 16, "micro_batch": 16},
     "eval": {"max_batches": 1},
+    "checkpoint": {"every": 10},
     "run": {"steps": 20, "seed": 5, "device": "cpu", "log_every": 100}
   })"));
+}
+
+bool CanRun() { return !Lamina().empty() && std::system("mpirun --version > /dev/null 2>&1") == 0; }
+
+TEST(DataParallelPretrain, RanksMatchOneProcessWithTheWholeBatch) {
+  if (!CanRun()) GTEST_SKIP() << "needs LAMINA_BINARY (run through ctest) and mpirun";
+  TempDir dir;
+  WriteRun(dir, "adamw");
   ASSERT_EQ(Pretrain(dir, 0, 16, dir.path("one")), 0) << *ReadFile(dir.path("one.log"));
   const std::vector<float> one = FinalParams(dir.path("one"));
   ASSERT_FALSE(one.empty());
@@ -79,6 +87,41 @@ TEST(DataParallelPretrain, RanksMatchOneProcessWithTheWholeBatch) {
     const std::vector<float> many = FinalParams(out);
     ASSERT_EQ(many.size(), one.size());
     EXPECT_LT(RelativeDifference(many, one), 1e-5) << ranks << " ranks";
+  }
+}
+
+// ZeRO-1 (sharded optimizer state, gradients reduce-scattered during the backward pass) trains
+// the same model as one process, with one, two and three ranks (three leave an uneven tail), for
+// AdamW and LAMB; its checkpoints hold the whole state, so a run can resume on another number
+// of ranks without sharding.
+TEST(DataParallelPretrain, ZeroOneMatchesOneProcessAndResumesOnOtherRanks) {
+  if (!CanRun()) GTEST_SKIP() << "needs LAMINA_BINARY (run through ctest) and mpirun";
+  for (const std::string optimizer : {"adamw", "lamb"}) {
+    TempDir dir;
+    WriteRun(dir, optimizer);
+    ASSERT_EQ(Pretrain(dir, 0, 12, dir.path("one"), "--resume none --set batch.global_batch=12"), 0)
+        << *ReadFile(dir.path("one.log"));
+    const std::vector<float> one = FinalParams(dir.path("one"));
+    ASSERT_FALSE(one.empty());
+    for (int ranks : {1, 3}) {
+      const std::string out = dir.path(absl::StrCat("zero_np", ranks));
+      ASSERT_EQ(Pretrain(dir, ranks, 12 / ranks, out, "--resume none --set run.zero_stage=1 --set batch.global_batch=12"), 0)
+          << *ReadFile(out + ".log");
+      EXPECT_TRUE(absl::StrContains(*ReadFile(out + ".log"), "(ZeRO-1)")) << *ReadFile(out + ".log");
+      const std::vector<float> zero = FinalParams(out);
+      ASSERT_EQ(zero.size(), one.size());
+      EXPECT_LT(RelativeDifference(zero, one), 1e-5) << optimizer << ", " << ranks << " rank(s)";
+    }
+    // Sharded over 2 ranks; then its step-10 checkpoint resumed by one plain process.
+    const std::string sharded = dir.path("zero_np2"), resumed = dir.path("resumed");
+    ASSERT_EQ(Pretrain(dir, 2, 6, sharded, "--resume none --set run.zero_stage=1 --set batch.global_batch=12"), 0)
+        << *ReadFile(sharded + ".log");
+    EXPECT_LT(RelativeDifference(FinalParams(sharded), one), 1e-5) << optimizer << ", 2 ranks";
+    ASSERT_EQ(Pretrain(dir, 0, 12, resumed,
+                       absl::StrCat("--resume ", CheckpointDir(sharded, 10), " --set batch.global_batch=12")),
+              0)
+        << *ReadFile(resumed + ".log");
+    EXPECT_LT(RelativeDifference(FinalParams(resumed), one), 1e-5) << optimizer << " resumed";
   }
 }
 

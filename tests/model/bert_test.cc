@@ -61,6 +61,41 @@ EncoderBatch RandomBatch(const BertConfig& c, int64_t B, int64_t T, int per_row,
   return b;
 }
 
+// Backward reports gradients final from the end of the buffer backwards (heads, layers from the
+// last, embeddings): at each report, everything from `from` on already has its final value, and
+// the tied word embeddings are completed only at the end.
+TEST(BertModel, BackwardReportsFinalGradientsFromTheEnd) {
+  for (NormPlacement norm : {NormPlacement::kPost, NormPlacement::kPre, NormPlacement::kNone}) {
+    for (HeadOptions heads : {HeadOptions{}, HeadOptions{false, 3}}) {
+      const BertConfig c = TinyConfig(norm);
+      auto backend = MakeCpuBackend();
+      auto model = *BertModel::Create(c, heads, backend.get());
+      model->Initialize(4);
+      const EncoderBatch batch = RandomBatch(c, 3, 8, 2, 9);
+      ForwardOptions o{.training = true, .seed = 2, .step = 1, .compute_grad = true};
+      for (int pass = 0; pass < 2; ++pass) {  // the second pass accumulates onto the first
+        ASSERT_TRUE((heads.mlm ? model->ForwardMlm(batch, o) : model->ForwardClassify(batch, o)).ok());
+        std::vector<std::pair<int64_t, std::vector<float>>> reports;
+        model->Backward([&](int64_t from) { reports.emplace_back(from, model->GradsToHost()); });
+        const std::vector<float> final_grads = model->GradsToHost();
+        const std::string what = absl::StrCat(NormName(norm), heads.mlm ? " mlm" : " classify", " pass ", pass);
+        ASSERT_EQ(reports.size(), static_cast<size_t>(c.layers + 2)) << what;
+        EXPECT_EQ(reports.back().first, 0) << what;
+        for (size_t k = 0; k < reports.size(); ++k) {
+          const auto& [from, grads] = reports[k];
+          if (k > 0) EXPECT_LT(from, reports[k - 1].first) << what;
+          for (int64_t i = from; i < static_cast<int64_t>(grads.size()); ++i)
+            ASSERT_EQ(grads[i], final_grads[i]) << what << ": report " << k << " (from " << from << ") at " << i;
+        }
+        // Before the last report the word embeddings' gradient was not complete.
+        const int64_t word = model->layout().word_emb, words = c.vocab_size * c.hidden;
+        const std::vector<float>& early = reports[reports.size() - 2].second;
+        EXPECT_FALSE(std::equal(early.begin() + word, early.begin() + word + words, final_grads.begin() + word)) << what;
+      }
+    }
+  }
+}
+
 TEST(BertModel, BertBaseHasTheParameterCountOfHuggingFace) {
   BertConfig c;  // defaults are bert-base-uncased
   const ParamLayout layout = ParamLayout::Build(c, HeadOptions{});
