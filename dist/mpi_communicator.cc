@@ -222,11 +222,16 @@ class MpiWork final : public Work {
   CommBuffer copy_back_{};        // device destination of staged data
   const void* copy_back_from_ = nullptr;
   MpiCommunicator::StagingPool::Slot* staging_ = nullptr;
+  // An in-place reduce-scatter on host memory receives into `scratch_`, since MPI must not
+  // write into the send buffer it reads; the result is copied to `copy_scratch_to_` at the end.
+  std::vector<char> scratch_;
+  void* copy_scratch_to_ = nullptr;
 
  private:
   absl::Status Finish() {
     if (divide_data_ != nullptr) DivideInPlace(divide_data_, divide_dtype_, divide_count_, comm_->world_size());
     if (copy_back_from_ != nullptr) RETURN_IF_ERROR(CopyToDevice(copy_back_, copy_back_from_));
+    if (copy_scratch_to_ != nullptr) std::memcpy(copy_scratch_to_, scratch_.data(), scratch_.size());
     return absl::OkStatus();
   }
 
@@ -543,7 +548,10 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::StartReduceScatter(CommBu
   if (send.count > INT_MAX) {
     return absl::InvalidArgumentError(absl::StrCat("reduce-scatter of ", send.count, " elements is too large"));
   }
-  if (Overlap(send, recv)) return absl::InvalidArgumentError("reduce-scatter send and recv overlap");
+  const bool in_place = recv.data == static_cast<char*>(send.data) + recv.bytes() * rank_;
+  if (!in_place && Overlap(send, recv)) {
+    return absl::InvalidArgumentError("reduce-scatter recv overlaps send without being this rank's block of it");
+  }
   MPI_Datatype type;
   MPI_Op mpi_op;
   RETURN_IF_ERROR(ReductionTypes(send.dtype, op, bf16_sum_, &type, &mpi_op));
@@ -559,6 +567,10 @@ absl::StatusOr<std::unique_ptr<Work>> MpiCommunicator::StartReduceScatter(CommBu
     host_recv = base + send.bytes();
     work->copy_back_ = recv;
     work->copy_back_from_ = host_recv;
+  } else if (in_place && recv.count > 0) {
+    work->scratch_.resize(recv.bytes());
+    host_recv = work->scratch_.data();
+    work->copy_scratch_to_ = recv.data;
   }
   if (op == ReduceOp::kAverage && world_size_ > 1) {
     work->divide_data_ = host_recv;

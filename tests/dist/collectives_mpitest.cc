@@ -181,6 +181,37 @@ TEST(ReduceScatterTest, F32AndBf16SumAndAverage) {
   }
 }
 
+TEST(ReduceScatterTest, InPlaceIntoTheRanksOwnBlock) {
+  // recv is this rank's block of send; the other blocks are inputs only.
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAverage}) {
+    for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{2049}}) {
+      std::vector<float> data(n * World());
+      std::vector<uint16_t> data16(n * World());
+      for (int64_t i = 0; i < n * World(); ++i) {
+        data[i] = Exact(Rank(), i);
+        data16[i] = FloatToBf16Bits(data[i]);
+      }
+      ASSERT_TRUE(Comm().ReduceScatter(Host(data.data(), n * World()), Host(data.data() + Rank() * n, n), op).ok());
+      ASSERT_TRUE(
+          Comm().ReduceScatter(Host(data16.data(), n * World()), Host(data16.data() + Rank() * n, n), op).ok());
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t global = Rank() * n + i;
+        float sum = 0;
+        for (int r = 0; r < World(); ++r) sum += Exact(r, global);
+        const float want = op == ReduceOp::kSum ? sum : sum / World();
+        ASSERT_EQ(data[global], want) << ReduceOpName(op) << " n " << n << " i " << i;
+        ASSERT_EQ(data16[global], FloatToBf16Bits(want)) << ReduceOpName(op) << " n " << n << " i " << i;
+      }
+    }
+  }
+  // Overlapping send without being the rank's own block is still refused (on every rank, before
+  // any communication).
+  std::vector<float> data(4 * World() + 1);
+  absl::Status s =
+      Comm().ReduceScatter(Host(data.data(), 4 * World()), Host(data.data() + Rank() * 4 + 1, 4), ReduceOp::kSum);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
 TEST(AsyncTest, ManyOutstandingCollectivesOverlapWithWork) {
   // Several all-reduces in flight at once, computation in between, waited in reverse order.
   constexpr int kBuffers = 6;
