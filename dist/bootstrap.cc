@@ -2,12 +2,14 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "dist/mpi_communicator.h"
+#include "dist/nccl_communicator.h"
 
 #if LAMINA_WITH_CUDA
 #include <cuda_runtime.h>
@@ -88,6 +90,14 @@ absl::Status CheckLauncher(const std::function<const char*(const char*)>& getenv
 }
 
 absl::StatusOr<Distributed> Bootstrap(const BootstrapOptions& options) {
+  if (options.comm != "auto" && options.comm != "nccl" && options.comm != "mpi") {
+    return absl::InvalidArgumentError(absl::StrCat("--comm ", options.comm, ": expected auto, nccl or mpi"));
+  }
+  if (options.comm == "nccl") {
+    if (absl::Status s = NcclAvailable(); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("--comm nccl: ", s.message(), "; use --comm mpi or auto"));
+    }
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<MpiCommunicator> comm, MpiCommunicator::Create());
   Distributed d;
   d.world.rank = comm->rank();
@@ -100,7 +110,45 @@ absl::StatusOr<Distributed> Bootstrap(const BootstrapOptions& options) {
   RETURN_IF_ERROR(CheckLauncher([](const char* name) { return std::getenv(name); }, &d.world));
   if (options.bind_gpu) RETURN_IF_ERROR(BindGpu(&d.world));
   d.comm = std::move(comm);
+  d.comm_choice = options.comm;
   return d;
+}
+
+absl::Status SelectCommunicator(Distributed* dist, void* compute_stream) {
+  if (dist->comm_choice == "mpi") return absl::OkStatus();
+  if (dynamic_cast<MpiCommunicator*>(dist->comm.get()) == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("SelectCommunicator: expected Bootstrap()'s MPI communicator, found ", dist->comm->name()));
+  }
+  std::unique_ptr<MpiCommunicator> mpi(static_cast<MpiCommunicator*>(dist->comm.release()));
+  absl::StatusOr<std::unique_ptr<Communicator>> nccl = MakeNcclCommunicator(&mpi, compute_stream);
+  if (nccl.ok()) {
+    dist->comm = std::move(nccl).value();
+    return absl::OkStatus();
+  }
+  dist->comm = std::move(mpi);
+  // These two mean "NCCL cannot work here", and every rank got the same one.
+  const bool cannot = absl::IsFailedPrecondition(nccl.status()) || absl::IsUnavailable(nccl.status());
+  if (dist->comm_choice == "auto" && cannot) {
+    if (dist->comm->rank() == 0) {
+      std::fprintf(stderr, "communicator: mpi (--comm auto, not nccl: %s)\n", std::string(nccl.status().message()).c_str());
+    }
+    return absl::OkStatus();
+  }
+  return Annotate(nccl.status(), absl::StrCat("--comm ", dist->comm_choice));
+}
+
+absl::Status CheckOneRankPerGpu(const std::vector<std::string>& gpu_ids) {
+  for (size_t a = 0; a < gpu_ids.size(); ++a) {
+    for (size_t b = a + 1; b < gpu_ids.size(); ++b) {
+      if (gpu_ids[a] != gpu_ids[b]) continue;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ranks ", a, " and ", b, " share one GPU (", gpu_ids[a],
+          "), but NCCL needs a GPU per rank: start at most as many ranks per node as it has GPUs, or use --comm mpi "
+          "(which can share a GPU)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace lamina

@@ -88,6 +88,20 @@ absl::Status CheckSameEverywhere(Communicator& comm, const nlohmann::json& resol
       differing.size() > 1 ? " differ" : " differs", " from rank 0): ", first));
 }
 
+absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& mine) {
+  int32_t code = static_cast<int32_t>(mine.code());
+  std::vector<int32_t> codes(comm.world_size());
+  RETURN_IF_ERROR(comm.AllGather(CommBuffer{&code, 1, DType::kI32, Device::kCpu},
+                                 CommBuffer{codes.data(), comm.world_size(), DType::kI32, Device::kCpu}));
+  for (int r = 0; r < comm.world_size(); ++r) {
+    if (codes[r] == static_cast<int32_t>(absl::StatusCode::kOk)) continue;
+    std::string message(mine.message());
+    RETURN_IF_ERROR(comm.BroadcastString(&message, r));
+    return absl::Status(static_cast<absl::StatusCode>(codes[r]), absl::StrCat("rank ", r, ": ", message));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status BroadcastParameters(Communicator& comm, TensorView flat_params) {
   if (flat_params.dtype != DType::kF32) {
     return absl::InvalidArgumentError(

@@ -27,6 +27,12 @@ std::optional<std::string> FirstDifference(const nlohmann::json& mine, const nlo
 absl::Status CheckSameEverywhere(Communicator& comm, const nlohmann::json& resolved_config,
                                  absl::string_view manifest_hash);
 
+// Makes a per-rank check collective: OK on every rank when `mine` is OK on every rank; else, on
+// every rank, the error of the lowest failing rank with its code and "rank R: " before its
+// message. For checks whose outcome may differ between ranks (the GPUs each one sees) and after
+// which the ranks must take the same path.
+absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& mine);
+
 // Copies rank 0's flat f32 parameters (host or device) to every rank, so all replicas start
 // identical whatever each rank initialised.
 absl::Status BroadcastParameters(Communicator& comm, TensorView flat_params);

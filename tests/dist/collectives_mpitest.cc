@@ -265,6 +265,22 @@ TEST(CheckSameEverywhereTest, ManifestHashIsCompared) {
                                       last, " has bbb, rank 0 has aaa"));
 }
 
+TEST(AgreeOnStatusTest, EveryRankGetsTheLowestFailingRanksError) {
+  EXPECT_TRUE(AgreeOnStatus(Comm(), absl::OkStatus()).ok());
+  // The last rank fails with one code, the ranks from 1 on with another: rank 1's wins.
+  absl::Status mine = absl::OkStatus();
+  if (Rank() == World() - 1) mine = absl::UnavailableError("last rank's reason");
+  if (Rank() >= 1 && Rank() < World() - 1) mine = absl::FailedPreconditionError(absl::StrCat("reason of ", Rank()));
+  absl::Status agreed = AgreeOnStatus(Comm(), mine);
+  if (World() == 1) {
+    EXPECT_EQ(agreed, absl::UnavailableError("rank 0: last rank's reason"));
+  } else if (World() == 2) {
+    EXPECT_EQ(agreed, absl::UnavailableError("rank 1: last rank's reason"));
+  } else {
+    EXPECT_EQ(agreed, absl::FailedPreconditionError("rank 1: reason of 1"));
+  }
+}
+
 TEST(BroadcastParametersTest, EveryRankEndsWithRankZerosValues) {
   std::vector<float> p(5000);
   for (size_t i = 0; i < p.size(); ++i) p[i] = Exact(Rank(), i) + Rank();
