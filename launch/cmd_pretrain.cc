@@ -30,11 +30,17 @@ int RunPretrain(const std::vector<std::string>& args) {
   if (options.run_dir.empty()) options.run_dir = "runs/" + std::filesystem::path(config_path).stem().string();
   options.resume = absl::GetFlag(FLAGS_resume);
 
-  auto dist = Bootstrap();
+  auto dist = Bootstrap({.comm = absl::GetFlag(FLAGS_comm)});
   if (!dist.ok()) return ReportError("pretrain", std::string(dist.status().message()));
   Communicator* comm = dist->comm.get();
   const bool multi = comm->world_size() > 1;
   if (multi && comm->rank() == 0) std::fprintf(stderr, "pretrain: %s\n", dist->world.ToString().c_str());
+  // NCCL orders its collectives after the stream of the backend the trainer trains on: the switch
+  // is SelectCommunicator(&*dist, backend->native_stream()) (dist/bootstrap.h) once that backend
+  // exists, before the trainer's first collective. Until pretrain does that, it runs on MPI.
+  if (dist->comm_choice == "nccl") {
+    return ReportError("pretrain", "--comm nccl: the trainer does not select NCCL yet; use --comm mpi or auto");
+  }
   InstallStopSignalHandlers();
   absl::Status status;
   {

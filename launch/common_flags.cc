@@ -25,3 +25,7 @@ ABSL_FLAG(int, warmup, 5, "bench: untimed warm-up iterations before the timed on
 ABSL_FLAG(std::string, data, "",
           "Input data: evaluate: a dataset directory from `lamina prepare` (its validation split is read); finetune: "
           "a GLUE directory holding MRPC/ and RTE/ (train.tsv, dev.tsv, test.tsv), e.g. ../shared/data/glue");
+ABSL_FLAG(std::string, comm, "auto",
+          "Communicator between ranks: nccl (collectives on the GPUs; one GPU per rank), mpi (host memory; device "
+          "buffers are staged through it, and ranks may share a GPU), or auto: nccl when this build has CUDA and "
+          "every rank computes on a GPU of its own, else mpi (rank 0 prints which and why)");

@@ -28,3 +28,5 @@ ABSL_DECLARE_FLAG(int, iters);
 ABSL_DECLARE_FLAG(int, warmup);
 // Input data directory: a prepared dataset (evaluate) or a GLUE directory (finetune).
 ABSL_DECLARE_FLAG(std::string, data);
+// Communicator between ranks: nccl, mpi or auto (pretrain, bench allreduce, bench step).
+ABSL_DECLARE_FLAG(std::string, comm);
