@@ -78,17 +78,19 @@ int RunBench(const std::string& cmd, bool per_rank) {
     return ReportError(cmd, absl::StrCat("--seq_len must be in [1, model.max_positions = ", config->model.max_positions, "]"));
   if (steps <= 0 || warmup < 0) return ReportError(cmd, "--steps must be positive and --warmup >= 0");
 
-  auto dist = Bootstrap();
+  auto dist = Bootstrap({.comm = absl::GetFlag(FLAGS_comm)});
   if (!dist.ok()) return ReportError(cmd, std::string(dist.status().message()));
-  Communicator& comm = *dist->comm;
-  const int world = comm.world_size(), rank = comm.rank();
+  const int world = dist->world.world_size, rank = dist->world.rank;
   auto fail = [&](const absl::Status& s) {
-    if (world > 1) comm.Fail(s);
+    if (world > 1) dist->comm->Fail(s);
     return ReportError(cmd, std::string(s.message()));
   };
   const bool zero = config->run.zero_stage == 1;
   auto backend = MakeBackend(config->run.device);
   if (!backend.ok()) return fail(backend.status());
+  // NCCL (--comm) orders its collectives after this backend's stream.
+  if (absl::Status s = SelectCommunicator(&*dist, (*backend)->native_stream()); !s.ok()) return fail(s);
+  Communicator& comm = *dist->comm;
   auto model = BertModel::Create(config->model, HeadOptions{}, backend->get());
   if (!model.ok()) return fail(model.status());
   (*model)->Initialize(config->run.seed);

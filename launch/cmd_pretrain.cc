@@ -5,6 +5,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "dist/bootstrap.h"
+#include "model/backend.h"
 #include "launch/common_flags.h"
 #include "launch/subcommand.h"
 #include "pretrain/run_config.h"
@@ -32,21 +33,19 @@ int RunPretrain(const std::vector<std::string>& args) {
 
   auto dist = Bootstrap({.comm = absl::GetFlag(FLAGS_comm)});
   if (!dist.ok()) return ReportError("pretrain", std::string(dist.status().message()));
+  const bool multi = dist->world.world_size > 1;
+  if (multi && dist->world.rank == 0) std::fprintf(stderr, "pretrain: %s\n", dist->world.ToString().c_str());
+  // The backend comes first (on the GPU Bootstrap bound), because NCCL orders its collectives
+  // after the backend's stream.
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(config->run.device);
+  absl::Status status = backend.ok() ? SelectCommunicator(&*dist, (*backend)->native_stream()) : backend.status();
   Communicator* comm = dist->comm.get();
-  const bool multi = comm->world_size() > 1;
-  if (multi && comm->rank() == 0) std::fprintf(stderr, "pretrain: %s\n", dist->world.ToString().c_str());
-  // NCCL orders its collectives after the stream of the backend the trainer trains on: the switch
-  // is SelectCommunicator(&*dist, backend->native_stream()) (dist/bootstrap.h) once that backend
-  // exists, before the trainer's first collective. Until pretrain does that, it runs on MPI.
-  if (dist->comm_choice == "nccl") {
-    return ReportError("pretrain", "--comm nccl: the trainer does not select NCCL yet; use --comm mpi or auto");
-  }
-  InstallStopSignalHandlers();
-  absl::Status status;
-  {
-    // One process trains without a communicator unless the sharded optimizer asks for one.
-    const bool use_comm = multi || config->run.zero_stage != 0;
-    auto trainer = Trainer::Create(*config, options, use_comm ? comm : nullptr);
+  if (status.ok()) {
+    InstallStopSignalHandlers();
+    // One process trains without a communicator unless the sharded optimizer or an explicit
+    // --comm nccl asks for one.
+    const bool use_comm = multi || config->run.zero_stage != 0 || dist->comm_choice == "nccl";
+    auto trainer = Trainer::Create(*config, options, use_comm ? comm : nullptr, *std::move(backend));
     status = trainer.ok() ? (*trainer)->Run() : trainer.status();
   }
   if (!status.ok()) {

@@ -65,7 +65,7 @@ struct Trainer::Impl {
 Trainer::~Trainer() = default;
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config, const TrainerOptions& options,
-                                                         Communicator* comm) {
+                                                         Communicator* comm, std::unique_ptr<Backend> backend) {
   std::unique_ptr<Trainer> t(new Trainer());
   t->config_ = config;
   t->options_ = options;
@@ -115,7 +115,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
   im.val = std::make_unique<MlmValidationSet>(std::move(val));
 
   // Model and optimizer.
-  ASSIGN_OR_RETURN(t->backend_, MakeBackend(config.run.device));
+  if (backend != nullptr) {
+    t->backend_ = std::move(backend);
+  } else {
+    ASSIGN_OR_RETURN(t->backend_, MakeBackend(config.run.device));
+  }
   ASSIGN_OR_RETURN(t->model_, BertModel::Create(config.model, HeadOptions{}, t->backend_.get()));
   t->model_->Initialize(config.run.seed);
   im.flops_per_token = TrainFlopsPerToken(config.model, im.seq_len, config.data.masking.mask_prob);
@@ -180,7 +184,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
                  t->accumulation_, static_cast<long long>(config.batch.global_batch),
                  static_cast<long long>(im.seq_len), static_cast<long long>(im.dataset->train().num_sequences()),
                  t->optimizer_->state_bytes() / 1048576.0, config.run.zero_stage == 1 ? " (ZeRO-1)" : "");
-    if (im.sync) std::fprintf(stderr, "gradient sync: %s, %.1f MiB per step%s\n", im.sync->layout().ToString().c_str(),
+    if (im.sync) std::fprintf(stderr, "gradient sync over %s: %s, %.1f MiB per step%s\n", comm->name().c_str(),
+                              im.sync->layout().ToString().c_str(),
                               im.sync->bytes_per_step() / 1048576.0,
                               config.run.grad_overlap ? ", overlapped with the backward pass" : "");
   }

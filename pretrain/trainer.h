@@ -34,9 +34,10 @@ void InstallStopSignalHandlers();
 class Trainer {
  public:
   // comm may be null (one process, no MPI); when given, gradients are averaged through it even in
-  // a world of one.
+  // a world of one. backend: the one to train on (the NCCL communicator is tied to its stream);
+  // null makes the one run.device names.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const RunConfig& config, const TrainerOptions& options,
-                                                         Communicator* comm);
+                                                         Communicator* comm, std::unique_ptr<Backend> backend = nullptr);
   ~Trainer();
 
   // Trains until run.steps or a stop signal.
