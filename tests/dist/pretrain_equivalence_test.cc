@@ -1,11 +1,13 @@
 // Data parallelism changes nothing but speed: `mpirun -np N lamina pretrain` with micro-batch B
 // ends with the parameters of one process with micro-batch N*B (dropout on), for N = 2 and 4.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/buffer.h"
 #include "core/safetensors.h"
 #include "data/prepare.h"
 #include "gtest/gtest.h"
@@ -122,6 +124,39 @@ TEST(DataParallelPretrain, ZeroOneMatchesOneProcessAndResumesOnOtherRanks) {
               0)
         << *ReadFile(resumed + ".log");
     EXPECT_LT(RelativeDifference(FinalParams(resumed), one), 1e-5) << optimizer << " resumed";
+  }
+}
+
+// On a GPU (skipped without one): NCCL with one rank and ZeRO-1 with one rank train exactly like
+// no communicator; two ranks sharing the one GPU through the staged MPI path, with and without
+// ZeRO-1, match one rank with twice the micro-batch up to bf16 rounding (the GEMM shapes differ).
+TEST(DataParallelPretrain, OnTheGpuNcclZeroAndTwoRanksSharingTheGpu) {
+  if (!CanRun()) GTEST_SKIP() << "needs LAMINA_BINARY (run through ctest) and mpirun";
+  if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device";
+  TempDir dir;
+  WriteRun(dir, "lamb");
+  const std::string common = "--set run.device=\"cuda\" --set batch.global_batch=12";
+  ASSERT_EQ(Pretrain(dir, 0, 12, dir.path("one"), "--resume none --comm mpi " + common), 0)
+      << *ReadFile(dir.path("one.log"));
+  const std::vector<float> one = FinalParams(dir.path("one"));
+  ASSERT_FALSE(one.empty());
+  struct Case {
+    std::string name;
+    int ranks;
+    std::string flags;
+    double bound;
+  };
+  for (const Case& c : {Case{"nccl_np1", 0, "--comm nccl", 1e-6},
+                        Case{"zero_nccl_np1", 0, "--comm nccl --set run.zero_stage=1", 1e-5},
+                        Case{"staged_np2", 2, "--comm mpi", 1e-2},
+                        Case{"zero_staged_np2", 2, "--comm mpi --set run.zero_stage=1", 1e-2}}) {
+    const std::string out = dir.path(c.name);
+    ASSERT_EQ(Pretrain(dir, c.ranks, 12 / std::max(1, c.ranks), out, absl::StrCat("--resume none ", c.flags, " ", common)),
+              0)
+        << *ReadFile(out + ".log");
+    const std::vector<float> got = FinalParams(out);
+    ASSERT_EQ(got.size(), one.size()) << c.name;
+    EXPECT_LT(RelativeDifference(got, one), c.bound) << c.name;
   }
 }
 
