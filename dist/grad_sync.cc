@@ -7,16 +7,6 @@
 #include "core/timer.h"
 
 namespace lamina {
-namespace {
-
-TensorView Range(const TensorView& flat, int64_t begin, int64_t end) {
-  TensorView v = flat;
-  v.data = static_cast<char*>(flat.data) + static_cast<size_t>(begin) * DTypeSize(flat.dtype);
-  v.shape = Shape{end - begin};
-  return v;
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<GradientSync>> GradientSync::Create(Communicator* comm, Backend* backend,
                                                                    TensorView grads, GradSyncOptions options) {
@@ -66,12 +56,12 @@ absl::StatusOr<std::unique_ptr<GradientSync>> GradientSync::Create(Communicator*
   return s;
 }
 
-TensorView GradientSync::WireRange(int64_t begin, int64_t end) const { return Range(wire_, begin, end); }
+TensorView GradientSync::WireRange(int64_t begin, int64_t end) const { return FlatRange(wire_, begin, end); }
 
 absl::Status GradientSync::Launch(const GradBucket& b) {
   std::unique_ptr<Work> work;
   if (b.sharded()) {
-    const TensorView recv = Range(shard_wire_, b.shard_offset, b.shard_offset + b.piece);
+    const TensorView recv = FlatRange(shard_wire_, b.shard_offset, b.shard_offset + b.piece);
     ASSIGN_OR_RETURN(work, comm_->StartReduceScatter(CommBuffer::Of(WireRange(b.begin, b.end)), CommBuffer::Of(recv),
                                                      ReduceOp::kAverage));
   } else {
@@ -89,7 +79,7 @@ void GradientSync::OnGradientsReady(int64_t from) {
     // [first, next_) are complete; they are launched last bucket first, as every rank does.
     if (options_.bf16) {
       for (size_t i = first; i < next_; ++i)
-        backend_->Convert(Range(grads_, buckets[i].begin, buckets[i].end), WireRange(buckets[i].begin, buckets[i].end));
+        backend_->Convert(FlatRange(grads_, buckets[i].begin, buckets[i].end), WireRange(buckets[i].begin, buckets[i].end));
     }
     if (grads_.device != Device::kCpu && !comm_->orders_after_device_work()) backend_->Synchronize();
     for (size_t i = next_; i > first && error_.ok(); --i) error_.Update(Launch(buckets[i - 1]));
@@ -124,7 +114,7 @@ absl::Status GradientSync::Wait() {
   const GradBucket& last = layout_.buckets().back();
   const ShardPiece& mine = layout_.pieces().back();
   if (!last.sharded() && mine.begin == last.begin)
-    backend_->Convert(WireRange(last.begin, last.end), Range(shard_grads_, mine.shard_offset, mine.shard_offset + last.size()));
+    backend_->Convert(WireRange(last.begin, last.end), FlatRange(shard_grads_, mine.shard_offset, mine.shard_offset + last.size()));
   return absl::OkStatus();
 }
 

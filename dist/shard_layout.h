@@ -14,9 +14,17 @@
 #include <string>
 #include <vector>
 
+#include "core/tensor.h"
+#include "model/param_layout.h"
+
 namespace lamina {
 
 inline constexpr int64_t kShardAlign = 64;
+
+// Elements [begin, end) of a flat buffer (gradients, their bf16 copy, a shard), as a 1-D view.
+inline TensorView FlatRange(const TensorView& flat, int64_t begin, int64_t end) {
+  return ParamView(flat, begin, Shape{end - begin});
+}
 
 struct GradBucket {
   int64_t begin = 0, end = 0;  // [begin, end) of the flat buffer

@@ -8,16 +8,6 @@
 #include "core/status.h"
 
 namespace lamina {
-namespace {
-
-TensorView Range(const TensorView& flat, int64_t begin, int64_t end) {
-  TensorView v = flat;
-  v.data = static_cast<char*>(flat.data) + static_cast<size_t>(begin) * DTypeSize(flat.dtype);
-  v.shape = Shape{end - begin};
-  return v;
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Optimizer>> ShardedOptimizer::Create(const OptimizerConfig& config, BertModel* model,
                                                                     Communicator* comm, GradientSync* sync) {
@@ -64,8 +54,8 @@ absl::Status ShardedOptimizer::Init() {
   be.Zero(m_);
   be.Zero(v_);
   for (const ShardPiece& piece : layout.pieces())
-    be.Convert(Range(model_->params(), piece.begin, piece.end),
-               Range(master_, piece.shard_offset, piece.shard_offset + (piece.end - piece.begin)));
+    be.Convert(FlatRange(model_->params(), piece.begin, piece.end),
+               FlatRange(master_, piece.shard_offset, piece.shard_offset + (piece.end - piece.begin)));
   if (!out_.empty()) be.Convert(master_, out_);  // the alignment gaps gather as the model's zeros
   return absl::OkStatus();
 }
@@ -112,7 +102,7 @@ absl::Status ShardedOptimizer::AllGather(TensorView shard, TensorView full) {
   const ShardPiece& mine = layout.pieces().back();
   const bool own_tail = !last.sharded() && mine.begin == last.begin;
   if (own_tail) {
-    const TensorView src = Range(shard, mine.shard_offset, shard.numel()), dst = Range(full, last.begin, last.end);
+    const TensorView src = FlatRange(shard, mine.shard_offset, shard.numel()), dst = FlatRange(full, last.begin, last.end);
     if (dst.device == Device::kCpu && be.device() != Device::kCpu) {
       std::memcpy(dst.data, src.data, dst.bytes());  // the moments, gathered on the host
     } else {
@@ -124,9 +114,9 @@ absl::Status ShardedOptimizer::AllGather(TensorView shard, TensorView full) {
   absl::Status status;
   for (const GradBucket& b : layout.buckets()) {
     absl::StatusOr<std::unique_ptr<Work>> work =
-        b.sharded() ? comm_->StartAllGather(CommBuffer::Of(Range(shard, b.shard_offset, b.shard_offset + b.piece)),
-                                            CommBuffer::Of(Range(full, b.begin, b.end)))
-                    : comm_->StartBroadcast(CommBuffer::Of(Range(full, b.begin, b.end)), layout.world_size() - 1);
+        b.sharded() ? comm_->StartAllGather(CommBuffer::Of(FlatRange(shard, b.shard_offset, b.shard_offset + b.piece)),
+                                            CommBuffer::Of(FlatRange(full, b.begin, b.end)))
+                    : comm_->StartBroadcast(CommBuffer::Of(FlatRange(full, b.begin, b.end)), layout.world_size() - 1);
     if (!work.ok()) {
       status = work.status();
       break;
@@ -168,9 +158,9 @@ absl::Status ShardedOptimizer::LoadState(const OptimizerState& state) {
                                                    " moments for ", n, " parameters"));
   for (const ShardPiece& piece : sync_->layout().pieces()) {
     const int64_t len = piece.end - piece.begin;
-    be.CopyFromHost(state.m.data() + piece.begin, Range(m_, piece.shard_offset, piece.shard_offset + len));
-    be.CopyFromHost(state.v.data() + piece.begin, Range(v_, piece.shard_offset, piece.shard_offset + len));
-    be.Convert(Range(model_->params(), piece.begin, piece.end), Range(master_, piece.shard_offset, piece.shard_offset + len));
+    be.CopyFromHost(state.m.data() + piece.begin, FlatRange(m_, piece.shard_offset, piece.shard_offset + len));
+    be.CopyFromHost(state.v.data() + piece.begin, FlatRange(v_, piece.shard_offset, piece.shard_offset + len));
+    be.Convert(FlatRange(model_->params(), piece.begin, piece.end), FlatRange(master_, piece.shard_offset, piece.shard_offset + len));
   }
   if (!out_.empty()) be.Convert(master_, out_);
   step_ = state.step;
