@@ -28,13 +28,6 @@ ABSL_FLAG(double, peak_tflops, 0, "bench train/step: peak TFLOP/s for MFU (0 = k
 namespace lamina {
 namespace {
 
-// bf16 dense peak of the GPUs we know, by the CUDA backend's name.
-double PeakTflops(const std::string& backend_name) {
-  for (const auto& [gpu, tflops] : {std::pair{"H100", 989.0}, {"H200", 989.0}, {"A100", 312.0}})
-    if (backend_name.find(gpu) != std::string::npos) return tflops;
-  return 0;
-}
-
 EncoderBatch SyntheticBatch(const BertConfig& c, int64_t batch, int64_t seq, std::mt19937& gen) {
   std::uniform_int_distribution<int32_t> token(5, static_cast<int32_t>(c.vocab_size) - 1);
   std::bernoulli_distribution predict(0.15);
@@ -168,7 +161,7 @@ int RunBench(const std::string& cmd, bool per_rank) {
     const double step_s = best.total() / steps;
     const double seqs = static_cast<double>(micro) * world / step_s;
     const double flops = TrainFlopsPerToken(config->model, seq, 0.15);
-    const double peak = absl::GetFlag(FLAGS_peak_tflops) > 0 ? absl::GetFlag(FLAGS_peak_tflops) : PeakTflops(be.name());
+    const double peak = absl::GetFlag(FLAGS_peak_tflops) > 0 ? absl::GetFlag(FLAGS_peak_tflops) : KnownPeakTflops(be.name());
     std::printf("%s: %s, %d rank(s), micro-batch %lld x seq %lld, %d steps after %d warm-up\n", cmd.c_str(),
                 be.name().c_str(), world, static_cast<long long>(micro), static_cast<long long>(seq), steps, warmup);
     if (sync) {

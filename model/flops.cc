@@ -1,5 +1,7 @@
 #include "model/flops.h"
 
+#include <utility>
+
 #include "absl/strings/match.h"
 
 namespace lamina {
@@ -34,6 +36,12 @@ double TrainFlopsPerToken(const BertConfig& c, int64_t seq, double mask_rate) {
   const double encoder = L * (projections + attention);
   const double head = mask_rate * 2.0 * (H * H + H * V);         // transform + decoder
   return 3.0 * (encoder + head);
+}
+
+double KnownPeakTflops(const std::string& backend_name) {
+  for (const auto& [gpu, tflops] : {std::pair{"H100", 989.0}, {"H200", 989.0}, {"A100", 312.0}})
+    if (backend_name.find(gpu) != std::string::npos) return tflops;
+  return 0.0;
 }
 
 }  // namespace lamina

@@ -25,4 +25,8 @@ int64_t TotalParams(const ParamLayout& layout);
 // Elementwise work (norms, softmax, GELU) is not counted, as in the usual MFU accounting.
 double TrainFlopsPerToken(const BertConfig& config, int64_t seq, double mask_rate);
 
+// The bf16 dense peak in TFLOP/s of a GPU named in `backend_name` (Backend::name()): H100 and
+// H200 989, A100 312; 0 when unknown (MFU is then not reported unless a peak is given).
+double KnownPeakTflops(const std::string& backend_name);
+
 }  // namespace lamina

@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <optional>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file_util.h"
@@ -30,13 +29,6 @@ namespace {
 std::atomic<int> g_stop_signal{0};
 
 extern "C" void OnStopSignal(int sig) { g_stop_signal.store(sig); }
-
-// bf16 dense peaks for MFU, by the name the CUDA backend reports.
-double KnownPeakTflops(const std::string& backend_name) {
-  if (absl::StrContains(backend_name, "H100") || absl::StrContains(backend_name, "H200")) return 989.0;
-  if (absl::StrContains(backend_name, "A100")) return 312.0;
-  return 0.0;
-}
 
 }  // namespace
 

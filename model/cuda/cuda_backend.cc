@@ -71,10 +71,15 @@ class CudaBackend final : public Backend {
     if (err != cudaSuccess) return absl::InternalError(absl::StrCat("cudaStreamCreate: ", cudaGetErrorString(err)));
     if (const char* e = gemm_.Init(); e != nullptr) return absl::InternalError(absl::StrCat("cuBLASLt: ", e));
     ASSIGN_OR_RETURN(sum_result_, Buffer::Allocate(Device::kCuda, sizeof(double)));
+    // The GPU's name ("cuda: NVIDIA H100 80GB HBM3") lets reports look up its peak for MFU.
+    int device = 0;
+    cudaDeviceProp prop;
+    if (cudaGetDevice(&device) == cudaSuccess && cudaGetDeviceProperties(&prop, device) == cudaSuccess)
+      name_ = absl::StrCat("cuda: ", prop.name);
     return absl::OkStatus();
   }
 
-  std::string name() const override { return "cuda"; }
+  std::string name() const override { return name_; }
   void* native_stream() const override { return stream_; }
   Device device() const override { return Device::kCuda; }
   DType act_dtype() const override { return DType::kBF16; }
@@ -589,6 +594,7 @@ class CudaBackend final : public Backend {
   }
 
   cudaStream_t stream_ = nullptr;
+  std::string name_ = "cuda";
   cuda::CublasLt gemm_;
   Buffer scratch_;
   Buffer sum_result_;
