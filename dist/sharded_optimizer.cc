@@ -89,7 +89,7 @@ absl::StatusOr<StepResult> ShardedOptimizer::Step(float lr) {
   }
   RETURN_IF_ERROR(AllGather(out_.empty() ? master_ : out_, model_->compute_params()));
   ++step_;
-  gathered_valid_ = false;
+  gathered_ = OptimizerState{};  // stale now; its host copy of the moments is freed
   r.applied = true;
   return r;
 }
@@ -140,12 +140,11 @@ absl::Status ShardedOptimizer::GatherState() {
     RETURN_IF_ERROR(AllGather(CpuF32(shard.data(), {moments.numel()}), CpuF32(full->data(), {n})));
   }
   gathered_ = std::move(state);
-  gathered_valid_ = true;
   return absl::OkStatus();
 }
 
 absl::StatusOr<OptimizerState> ShardedOptimizer::StateToHost() const {
-  if (!gathered_valid_)
+  if (gathered_.m.empty())
     return absl::FailedPreconditionError("the sharded optimizer's state must be gathered (GatherState) after each step");
   return gathered_;
 }
@@ -164,7 +163,7 @@ absl::Status ShardedOptimizer::LoadState(const OptimizerState& state) {
   }
   if (!out_.empty()) be.Convert(master_, out_);
   step_ = state.step;
-  gathered_valid_ = false;
+  gathered_ = OptimizerState{};  // stale now; its host copy of the moments is freed
   return absl::OkStatus();
 }
 

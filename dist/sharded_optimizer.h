@@ -58,8 +58,7 @@ class ShardedOptimizer final : public Optimizer {
   std::vector<ParamSegment> segments_;  // in shard coordinates
   Buffer master_buf_, m_buf_, v_buf_, out_buf_, norms_buf_;
   TensorView master_, m_, v_, out_, norms_;  // out_: the updated shard in the compute dtype (empty when f32)
-  OptimizerState gathered_;
-  bool gathered_valid_ = false;
+  OptimizerState gathered_;  // from the last GatherState(); emptied by Step() and LoadState()
 };
 
 }  // namespace lamina
