@@ -37,7 +37,7 @@ int RunPretrain(const std::vector<std::string>& args) {
   if (multi && dist->world.rank == 0) std::fprintf(stderr, "pretrain: %s\n", dist->world.ToString().c_str());
   // The backend comes first (on the GPU Bootstrap bound), because NCCL orders its collectives
   // after the backend's stream.
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(config->run.device);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(config->run.device, config->run.backend_options());
   absl::Status status = backend.ok() ? SelectCommunicator(&*dist, (*backend)->native_stream()) : backend.status();
   Communicator* comm = dist->comm.get();
   if (status.ok()) {

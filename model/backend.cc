@@ -7,11 +7,22 @@
 
 namespace lamina {
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device) {
-  if (device == "cpu") return MakeCpuBackend();
-  if (device == "cuda") return MakeCudaBackend();
-  if (device == "auto") return CudaAvailable() ? MakeCudaBackend() : absl::StatusOr<std::unique_ptr<Backend>>(MakeCpuBackend());
-  return absl::InvalidArgumentError(absl::StrCat("device: expected cpu, cuda or auto, got \"", device, "\""));
+absl::StatusOr<AttentionKernel> ParseAttentionKernel(const std::string& name, const std::string& key) {
+  if (name == "gemm") return AttentionKernel::kGemm;
+  if (name == "flash") return AttentionKernel::kFlash;
+  return absl::InvalidArgumentError(absl::StrCat(key, ": expected \"gemm\" or \"flash\", got \"", name, "\""));
+}
+
+const char* AttentionKernelName(AttentionKernel k) { return k == AttentionKernel::kFlash ? "flash" : "gemm"; }
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device, const BackendOptions& options) {
+  if (device != "cpu" && device != "cuda" && device != "auto")
+    return absl::InvalidArgumentError(absl::StrCat("device: expected cpu, cuda or auto, got \"", device, "\""));
+  if (device == "cuda" || (device == "auto" && CudaAvailable())) return MakeCudaBackend(options);
+  if (options.attention != AttentionKernel::kGemm)
+    return absl::InvalidArgumentError(absl::StrCat("attention \"", AttentionKernelName(options.attention),
+                                                   "\" is a CUDA kernel; the CPU backend has only the reference"));
+  return MakeCpuBackend();
 }
 
 int64_t LambTensorCount(std::span<const ParamSegment> segments, const TensorView& norms) {

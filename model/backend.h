@@ -115,16 +115,20 @@ class Backend {
   // Multi-head self-attention core on a fused projection. qkv [B*T, 3H] = [q | k | v], head h at
   // columns h*D..(h+1)*D of each part; key_mask i32 [B, T], 1 = attend, 0 = padding (masked
   // keys get probability exactly 0). Scores are scaled by 1/sqrt(D); attention dropout with p and
-  // rng, element index ((b*heads + h)*T + i)*T + j. `saved` holds what backward needs,
-  // AttentionSavedElems(B, heads, T) f32-or-act elements (the reference keeps the softmax).
-  // out [B*T, H].
-  virtual int64_t AttentionSavedElems(int64_t batch, int64_t heads, int64_t seq) const {
+  // rng, element index ((b*heads + h)*T + i)*T + j. out [B*T, H].
+  // `saved` is the implementation's own record for backward, AttentionSavedElems(B, heads, T, D)
+  // elements of act_dtype(): the reference and the CUDA GEMM path keep the softmax
+  // probabilities, the fused CUDA kernels one f32 logsumexp per query row.
+  virtual int64_t AttentionSavedElems(int64_t batch, int64_t heads, int64_t seq, int64_t head_dim) const {
+    (void)head_dim;
     return batch * heads * seq * seq;
   }
   virtual void AttentionForward(TensorView qkv, TensorView key_mask, int64_t heads, float dropout_p, RngContext rng,
                                 TensorView saved, TensorView out) = 0;
-  virtual void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView saved,
-                                 int64_t heads, float dropout_p, RngContext rng, TensorView dqkv) = 0;
+  // out: the forward pass's output (the fused kernels need dO . O per row).
+  virtual void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView out,
+                                 TensorView saved, int64_t heads, float dropout_p, RngContext rng,
+                                 TensorView dqkv) = 0;
 
   // ---- gathering rows (MLM head on masked positions, pooler on [CLS]) ----
   // out[i] = x[index[i]]; index i32 [N].
@@ -170,14 +174,31 @@ class Backend {
 // `norms` has room for their two sums each (Backend::LambMoments). Aborts on a caller's bug.
 int64_t LambTensorCount(std::span<const ParamSegment> segments, const TensorView& norms);
 
+// How the CUDA backend computes the attention core.
+enum class AttentionKernel {
+  // Per-head cuBLASLt products around one softmax kernel; keeps the [T, T] probabilities.
+  kGemm,
+  // Fused tiled kernels (model/cuda/flash_attention.cu): scores stay in shared memory, one
+  // logsumexp per row is kept, backward recomputes. Head dims that are multiples of 8 up to 128;
+  // other heads fall back to kGemm.
+  kFlash,
+};
+// "gemm" or "flash"; an error naming `key` otherwise.
+absl::StatusOr<AttentionKernel> ParseAttentionKernel(const std::string& name, const std::string& key);
+const char* AttentionKernelName(AttentionKernel k);
+
+struct BackendOptions {
+  AttentionKernel attention = AttentionKernel::kGemm;
+};
+
 // The float32 CPU reference backend.
 std::unique_ptr<Backend> MakeCpuBackend();
 
 // The CUDA backend on the current device, or an error when this build or machine has no GPU.
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend();
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options = {});
 
 // The backend `device` names: "cpu", "cuda", or "auto" (the GPU when this build has CUDA and
-// one is present, else the CPU).
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device);
+// one is present, else the CPU). Options that only the GPU has are an error on the CPU.
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device, const BackendOptions& options = {});
 
 }  // namespace lamina

@@ -170,7 +170,7 @@ absl::Status BertModel::PrepareBatch(const EncoderBatch& batch, Head head, int64
         L.attn_in = x;
       }
       L.qkv = take(act, {BT, 3 * H});
-      L.att_saved = take(act, {backend_->AttentionSavedElems(B, nh, T)});
+      L.att_saved = take(act, {backend_->AttentionSavedElems(B, nh, T, H / nh)});
       L.ctx = take(act, {BT, H});
       L.sum_a = take(act, {BT, H});
       if (post) {
@@ -518,7 +518,7 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
     be.DropoutBackward(d_sum_a, p_hidden, Rng(l, kAttentionOutDropout, T * H), a.d_b);
     be.LinearBackward(a.d_b, L.ctx, W(w.attn_out_w, hh), Activation::kNone, {}, a.d_ctx, false, G(w.attn_out_w, hh),
                       G(w.attn_out_b, h1));
-    be.AttentionBackward(a.d_ctx, L.qkv, a.mask, L.att_saved, nh, p_attn, Rng(l, kAttentionProbDropout, nh * T * T),
+    be.AttentionBackward(a.d_ctx, L.qkv, a.mask, L.ctx, L.att_saved, nh, p_attn, Rng(l, kAttentionProbDropout, nh * T * T),
                          a.d_qkv);
     if (pre) {
       be.LinearBackward(a.d_qkv, L.attn_in, W(w.qkv_w, {3 * H, H}), Activation::kNone, {}, a.d_b, false,

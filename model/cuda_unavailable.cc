@@ -3,7 +3,7 @@
 
 namespace lamina {
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend() {
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions&) {
   return absl::FailedPreconditionError(
       "this lamina was built without CUDA; rebuild with -DLAMINA_CUDA=ON on a machine with the CUDA toolkit");
 }

@@ -96,7 +96,8 @@ nlohmann::json RunConfig::ToJson() const {
               {"grad_bucket_mb", run.grad_bucket_mb},
               {"grad_bf16", run.grad_bf16},
               {"grad_overlap", run.grad_overlap},
-              {"zero_stage", run.zero_stage}};
+              {"zero_stage", run.zero_stage},
+              {"attention", AttentionKernelName(run.attention)}};
   return j;
 }
 
@@ -124,6 +125,9 @@ absl::StatusOr<RunConfig> RunConfig::FromJson(const nlohmann::json& j) {
   RETURN_IF_ERROR(run.Read("grad_bf16", &c.run.grad_bf16));
   RETURN_IF_ERROR(run.Read("grad_overlap", &c.run.grad_overlap));
   RETURN_IF_ERROR(run.Read("zero_stage", &c.run.zero_stage));
+  std::string attention = AttentionKernelName(c.run.attention);
+  RETURN_IF_ERROR(run.Read("attention", &attention));
+  ASSIGN_OR_RETURN(c.run.attention, ParseAttentionKernel(attention, "run.attention"));
   RETURN_IF_ERROR(run.Finish());
   RETURN_IF_ERROR(Positive("run.steps", c.run.steps));
   RETURN_IF_ERROR(Positive("run.log_every", c.run.log_every));

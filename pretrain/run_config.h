@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "data/masking.h"
+#include "model/backend.h"
 #include "model/config.h"
 #include "model/optimizer.h"
 #include "nlohmann/json.hpp"
@@ -54,6 +55,9 @@ struct RunSection {
   bool grad_bf16 = false;      // all-reduce gradients in bf16
   bool grad_overlap = true;    // launch gradient buckets during the last backward pass
   int zero_stage = 0;          // 1: shard the optimizer state over the ranks (ZeRO-1)
+  AttentionKernel attention = AttentionKernel::kGemm;  // the CUDA attention kernels: "gemm" | "flash"
+
+  BackendOptions backend_options() const { return BackendOptions{.attention = attention}; }
 };
 
 struct RunConfig {

@@ -110,7 +110,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
   if (backend != nullptr) {
     t->backend_ = std::move(backend);
   } else {
-    ASSIGN_OR_RETURN(t->backend_, MakeBackend(config.run.device));
+    ASSIGN_OR_RETURN(t->backend_, MakeBackend(config.run.device, config.run.backend_options()));
   }
   ASSIGN_OR_RETURN(t->model_, BertModel::Create(config.model, HeadOptions{}, t->backend_.get()));
   t->model_->Initialize(config.run.seed);

@@ -100,8 +100,8 @@ void CpuBackend::AttentionForward(TensorView qkv, TensorView key_mask, int64_t h
   }
 }
 
-void CpuBackend::AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView saved,
-                                   int64_t heads, float dropout_p, RngContext rng, TensorView dqkv) {
+void CpuBackend::AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView /*out*/,
+                                   TensorView saved, int64_t heads, float dropout_p, RngContext rng, TensorView dqkv) {
   const AttentionDims d = CheckAttentionArgs(qkv, key_mask, heads, saved, dropout_p);
   const float* g = cpu::F32(dout, "dout");
   float* dx = cpu::F32(dqkv, "dqkv");

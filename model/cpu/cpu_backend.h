@@ -66,7 +66,8 @@ class CpuBackend final : public Backend {
   // attention.cc
   void AttentionForward(TensorView qkv, TensorView key_mask, int64_t heads, float dropout_p, RngContext rng,
                         TensorView saved, TensorView out) override;
-  void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView saved, int64_t heads,
+  void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView out,
+                         TensorView saved, int64_t heads,
                          float dropout_p, RngContext rng, TensorView dqkv) override;
 
   // loss.cc

@@ -59,6 +59,7 @@ const T* Offset(const void* p, int64_t elems) {
 
 class CudaBackend final : public Backend {
  public:
+  explicit CudaBackend(const BackendOptions& options) : options_(options) {}
   ~CudaBackend() override {
     if (stream_ != nullptr) {
       cudaStreamSynchronize(stream_);
@@ -298,12 +299,22 @@ class CudaBackend final : public Backend {
   void DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) override { Dropout(dout, p, rng, dx); }
 
   // ---- attention ----
+  int64_t AttentionSavedElems(int64_t batch, int64_t heads, int64_t seq, int64_t head_dim) const override {
+    if (UsesFlash(head_dim)) return batch * heads * seq * static_cast<int64_t>(sizeof(float) / sizeof(uint16_t));
+    return batch * heads * seq * seq;
+  }
+
   void AttentionForward(TensorView qkv, TensorView key_mask, int64_t heads, float dropout_p, RngContext rng,
                         TensorView saved, TensorView out) override {
     const Dims d = CheckAttention(qkv, key_mask, heads, saved, dropout_p);
     CheckMatrix(out, d.batch * d.seq, d.hidden, "out");
     Bf16(out, "out");
     if (d.seq == 0 || d.head_dim == 0) return;
+    if (UsesFlash(d.head_dim)) {
+      cuda::LaunchFlashAttentionForward(FlashShapeOf(d, heads), Bf16(qkv, "qkv"), key_mask.as<int32_t>(), dropout_p,
+                                        rng, static_cast<uint16_t*>(out.data), Lse(saved), stream_);
+      return;
+    }
     const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
     char* scratch = static_cast<char*>(Scratch(probs * (sizeof(float) + sizeof(uint16_t))));
     float* scores = reinterpret_cast<float*>(scratch);
@@ -347,14 +358,23 @@ class CudaBackend final : public Backend {
     }
   }
 
-  void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView saved, int64_t heads,
-                         float dropout_p, RngContext rng, TensorView dqkv) override {
+  void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView out, TensorView saved,
+                         int64_t heads, float dropout_p, RngContext rng, TensorView dqkv) override {
     const Dims d = CheckAttention(qkv, key_mask, heads, saved, dropout_p);
     CheckMatrix(dout, d.batch * d.seq, d.hidden, "dout");
     CheckMatrix(dqkv, d.batch * d.seq, 3 * d.hidden, "dqkv");
     Bf16(dout, "dout");
     Bf16(dqkv, "dqkv");
     if (d.seq == 0 || d.head_dim == 0) return;
+    if (UsesFlash(d.head_dim)) {
+      CheckMatrix(out, d.batch * d.seq, d.hidden, "out");
+      const cuda::FlashShape shape = FlashShapeOf(d, heads);
+      const size_t bytes = cuda::FlashAttentionBackwardScratchBytes(shape);
+      cuda::LaunchFlashAttentionBackward(shape, Bf16(dout, "dout"), Bf16(qkv, "qkv"), key_mask.as<int32_t>(),
+                                         Bf16(out, "out"), Lse(saved), dropout_p, rng,
+                                         static_cast<uint16_t*>(dqkv.data), Scratch(bytes), stream_);
+      return;
+    }
     const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
     char* scratch = static_cast<char*>(Scratch(probs * (sizeof(float) + 2 * sizeof(uint16_t))));
     float* ddropped = reinterpret_cast<float*>(scratch);
@@ -526,6 +546,18 @@ class CudaBackend final : public Backend {
     CheckNumel(rstd, x.rows(), "rstd");
   }
 
+  bool UsesFlash(int64_t head_dim) const {
+    return options_.attention == AttentionKernel::kFlash && cuda::FlashAttentionSupports(head_dim);
+  }
+  static cuda::FlashShape FlashShapeOf(const Dims& d, int64_t heads) {
+    return cuda::FlashShape{d.batch, heads, d.seq, d.head_dim};
+  }
+  // The fused kernels keep f32 logsumexps in the act-dtype `saved` buffer.
+  static float* Lse(const TensorView& saved) {
+    LAMINA_CHECK(reinterpret_cast<uintptr_t>(saved.data) % alignof(float) == 0, "saved is not f32-aligned");
+    return static_cast<float*>(saved.data);
+  }
+
   Dims CheckAttention(const TensorView& qkv, const TensorView& key_mask, int64_t heads, const TensorView& saved,
                       float dropout_p) {
     Bf16(qkv, "qkv");
@@ -536,7 +568,7 @@ class CudaBackend final : public Backend {
                  " heads");
     Dims d{key_mask.dim(0), key_mask.dim(1), qkv.cols() / 3, qkv.cols() / 3 / heads};
     CheckMatrix(qkv, d.batch * d.seq, 3 * d.hidden, "qkv");
-    CheckNumel(saved, AttentionSavedElems(d.batch, heads, d.seq), "saved");
+    CheckNumel(saved, AttentionSavedElems(d.batch, heads, d.seq, d.head_dim), "saved");
     LAMINA_CHECK(dropout_p >= 0.0f && dropout_p < 1.0f, "attention dropout probability ", dropout_p);
     return d;
   }
@@ -603,11 +635,12 @@ class CudaBackend final : public Backend {
   cuda::DeviceSegment* device_segments_ = nullptr;
   int64_t max_segment_ = 0;
   std::vector<uint16_t> staging_;
+  const BackendOptions options_;
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend() {
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options) {
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0) {
@@ -615,7 +648,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend() {
     return absl::FailedPreconditionError(absl::StrCat(
         "no usable CUDA device: ", err != cudaSuccess ? cudaGetErrorString(err) : "the device count is 0"));
   }
-  auto backend = std::make_unique<CudaBackend>();
+  auto backend = std::make_unique<CudaBackend>(options);
   RETURN_IF_ERROR(backend->Init());
   return std::unique_ptr<Backend>(std::move(backend));
 }

@@ -64,6 +64,22 @@ void LaunchAttentionSoftmaxBackward(const float* ddropped, Ref probs, float scal
                                     int64_t seq, float p, RngContext rng, uint16_t* dropped, uint16_t* dscores,
                                     cudaStream_t stream);
 
+// ---- fused (flash) attention, model/cuda/flash_attention.cu ----
+struct FlashShape {
+  int64_t batch, heads, seq, head_dim;
+};
+// Head dims the fused kernels take: multiples of 8 up to 128.
+bool FlashAttentionSupports(int64_t head_dim);
+// qkv [B*T, 3H] bf16 as in Backend::AttentionForward; out [B*T, H] bf16; lse f32 [B*heads*T]:
+// the log2-domain logsumexp of each query row's scaled scores (+inf for a row with no key).
+void LaunchFlashAttentionForward(const FlashShape& s, const uint16_t* qkv, const int32_t* key_mask, float p,
+                                 RngContext rng, uint16_t* out, float* lse, cudaStream_t stream);
+size_t FlashAttentionBackwardScratchBytes(const FlashShape& s);
+// out and lse from the forward pass; writes every element of dqkv.
+void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, const uint16_t* qkv,
+                                  const int32_t* key_mask, const uint16_t* out, const float* lse, float p,
+                                  RngContext rng, uint16_t* dqkv, void* scratch, cudaStream_t stream);
+
 // ---- rows ----
 void LaunchGatherRows(Ref x, const int32_t* index, Ref out, int64_t n, int64_t cols, cudaStream_t stream);
 void LaunchScatterAddRows(Ref dout, const int32_t* index, Ref dx, int64_t n, int64_t cols, cudaStream_t stream);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/status.h"
@@ -112,13 +113,19 @@ double MeanOf(const std::vector<double>& curve, size_t begin, size_t n) {
   return sum / static_cast<double>(n);
 }
 
-class CudaModelParityTest : public ::testing::TestWithParam<NormPlacement> {};
+// Each variant on both CUDA attention paths (the tiny model's 8-wide heads take the fused kernels).
+class CudaModelParityTest : public ::testing::TestWithParam<std::tuple<NormPlacement, AttentionKernel>> {
+ protected:
+  NormPlacement norm() const { return std::get<0>(GetParam()); }
+  AttentionKernel attention() const { return std::get<1>(GetParam()); }
+  std::string Name() const { return NormName(norm()) + "/" + AttentionKernelName(attention()); }
+};
 
 TEST_P(CudaModelParityTest, ForwardBackwardMatchesReference) {
-  absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend();
+  absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend({.attention = attention()});
   if (!gpu.ok()) GTEST_SKIP() << "CUDA backend unavailable: " << gpu.status().ToString();
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
-  const BertConfig config = TinyConfig(GetParam());
+  const BertConfig config = TinyConfig(norm());
   const HeadOptions heads{.mlm = true, .num_labels = 2};
   absl::StatusOr<std::unique_ptr<BertModel>> cm = BertModel::Create(config, heads, cpu.get());
   absl::StatusOr<std::unique_ptr<BertModel>> gm = BertModel::Create(config, heads, gpu->get());
@@ -149,7 +156,7 @@ TEST_P(CudaModelParityTest, ForwardBackwardMatchesReference) {
     }
     const double rel = std::abs(losses[1] - losses[0]) / std::abs(losses[0]);
     const double cos = Cosine(grads[1], grads[0]);
-    std::printf("  %s %s: loss cpu %.6f gpu %.6f (rel %.2e), gradient cosine %.6f\n", NormName(GetParam()).c_str(),
+    std::printf("  %s %s: loss cpu %.6f gpu %.6f (rel %.2e), gradient cosine %.6f\n", Name().c_str(),
                 classify ? "classify" : "mlm", losses[0], losses[1], rel, cos);
     EXPECT_LE(rel, 1e-2) << "seed " << seed;
     EXPECT_GT(cos, 0.999) << "seed " << seed;
@@ -166,10 +173,10 @@ TEST_P(CudaModelParityTest, ForwardBackwardMatchesReference) {
 // seeds tried per variant (1e-3 did not fall reliably). The bound (~0.08 on a loss of ~3.9) would
 // let a flat curve through, so the GPU curve must fall too.
 TEST_P(CudaModelParityTest, TrainingLossCurvesMatchReference) {
-  absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend();
+  absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend({.attention = attention()});
   if (!gpu.ok()) GTEST_SKIP() << "CUDA backend unavailable: " << gpu.status().ToString();
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
-  const BertConfig config = TinyConfig(GetParam());
+  const BertConfig config = TinyConfig(norm());
   const HeadOptions heads{.mlm = true, .num_labels = 2};
   absl::StatusOr<std::unique_ptr<BertModel>> cm = BertModel::Create(config, heads, cpu.get());
   absl::StatusOr<std::unique_ptr<BertModel>> gm = BertModel::Create(config, heads, gpu->get());
@@ -202,7 +209,7 @@ TEST_P(CudaModelParityTest, TrainingLossCurvesMatchReference) {
   const size_t last = c.size() - 1;
   std::printf("  %s loss every 10 steps and last (%zu):\n    cpu%s %.4f\n    gpu%s %.4f\n"
               "    max rel %.2e at step %zu, final rel %.2e\n",
-              NormName(GetParam()).c_str(), last, cpu_line.c_str(), c[last], gpu_line.c_str(), g[last], rel(worst),
+              Name().c_str(), last, cpu_line.c_str(), c[last], gpu_line.c_str(), g[last], rel(worst),
               worst, rel(last));
   EXPECT_LE(rel(worst), kBound) << "seed " << seed << ", step " << worst << ": cpu " << c[worst] << " gpu " << g[worst];
   EXPECT_LE(rel(last), kBound) << "seed " << seed << ", final: cpu " << c[last] << " gpu " << g[last];
@@ -211,8 +218,13 @@ TEST_P(CudaModelParityTest, TrainingLossCurvesMatchReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, CudaModelParityTest,
-                         ::testing::Values(NormPlacement::kPost, NormPlacement::kPre, NormPlacement::kNone),
-                         [](const ::testing::TestParamInfo<NormPlacement>& info) { return NormName(info.param); });
+                         ::testing::Combine(::testing::Values(NormPlacement::kPost, NormPlacement::kPre,
+                                                              NormPlacement::kNone),
+                                            ::testing::Values(AttentionKernel::kGemm, AttentionKernel::kFlash)),
+                         [](const ::testing::TestParamInfo<std::tuple<NormPlacement, AttentionKernel>>& info) {
+                           return NormName(std::get<0>(info.param)) + "_" +
+                                  AttentionKernelName(std::get<1>(info.param));
+                         });
 
 }  // namespace
 }  // namespace lamina

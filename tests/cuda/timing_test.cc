@@ -28,15 +28,16 @@ class CudaTimingTest : public ::testing::Test {
   }
 
   // Median milliseconds of `reps` runs of f, each synchronised, after two warm-ups.
-  double TimeMs(const std::function<void()>& f, int reps = 10) {
+  double TimeMs(const std::function<void()>& f, int reps = 10, Backend* backend = nullptr) {
+    Backend& be = backend != nullptr ? *backend : *gpu_;
     f();
     f();
-    gpu_->Synchronize();
+    be.Synchronize();
     std::vector<double> ms;
     for (int i = 0; i < reps; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       f();
-      gpu_->Synchronize();
+      be.Synchronize();
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(ms.begin(), ms.end());
@@ -54,6 +55,55 @@ class CudaTimingTest : public ::testing::Test {
     return t;
   }
 
+  // Forward + backward and a LAMB step of BERT-base on `backend`.
+  void TimeStep(Backend& backend, const char* attention) {
+    BertConfig c;  // BERT-base
+    c.norm = NormPlacement::kPost;
+    const int64_t B = 256, T = 128, per_row = 20;
+    absl::StatusOr<std::unique_ptr<BertModel>> model = BertModel::Create(c, HeadOptions{}, &backend);
+    ASSERT_TRUE(model.ok()) << model.status();
+    (*model)->Initialize(1);
+    OptimizerConfig oc;
+    oc.kind = OptimizerKind::kLamb;
+    absl::StatusOr<std::unique_ptr<Optimizer>> opt = Optimizer::Create(oc, model->get());
+    ASSERT_TRUE(opt.ok()) << opt.status();
+    EncoderBatch batch;
+    batch.batch = B;
+    batch.seq = T;
+    std::uniform_int_distribution<int32_t> tok(1000, 29000);
+    for (int64_t r = 0; r < B; ++r) {
+      for (int64_t t = 0; t < T; ++t) {
+        batch.input_ids.push_back(tok(rng_));
+        batch.token_types.push_back(t < T / 2 ? 0 : 1);
+        batch.attention_mask.push_back(1);
+      }
+      for (int64_t k = 0; k < per_row; ++k) {
+        batch.mlm_positions.push_back(static_cast<int32_t>(r * T + 1 + k * 6));
+        batch.mlm_labels.push_back(tok(rng_));
+      }
+    }
+    ForwardOptions o;
+    o.training = true;
+    o.compute_grad = true;
+    o.grad_scale = 1.0f / static_cast<float>(B * per_row);
+    double loss = 0;
+    auto fwd_bwd = [&] {
+      (*model)->ZeroGrads();
+      absl::StatusOr<LossStats> s = (*model)->ForwardMlm(batch, o);
+      LAMINA_CHECK(s.ok(), s.status().ToString());
+      loss = s->loss_sum / static_cast<double>(s->count);
+      (*model)->Backward();
+    };
+    const double fb = TimeMs(fwd_bwd, 5, &backend);
+    const double step = TimeMs([&] { (void)(*opt)->Step(1e-4f); }, 5, &backend);
+    std::printf("\nBERT-base Post-LN MLM, %s attention, micro-batch %ld x %ld, %ld predictions per row (loss %.3f):\n",
+                attention, B, T, per_row, loss);
+    std::printf("  forward + backward %.1f ms, LAMB step %.1f ms, activation arena %.2f GiB\n", fb, step,
+                (*model)->activation_bytes() / 1073741824.0);
+    std::printf("  => %.0f sequences/s per GPU (target >= 1.3 x 3170 = 4121)\n", B / ((fb + step) / 1000.0));
+    EXPECT_TRUE(std::isfinite(loss));
+  }
+
   std::unique_ptr<Backend> gpu_;
   std::vector<Buffer> buffers_;
   std::mt19937 rng_{1};
@@ -66,7 +116,7 @@ TEST_F(CudaTimingTest, BertBaseOps) {
   TensorView bqkv = Tensor(bf, {3 * H}), qkv = Tensor(bf, {M, 3 * H}), w1 = Tensor(bf, {F, H}, 0.02f);
   TensorView b1 = Tensor(bf, {F}), pre = Tensor(bf, {M, F}), h1 = Tensor(bf, {M, F});
   TensorView dw1 = Tensor(DType::kF32, {F, H}), db1 = Tensor(DType::kF32, {F}), dx = Tensor(bf, {M, H});
-  TensorView saved = Tensor(bf, {gpu_->AttentionSavedElems(B, heads, T)}), ctx = Tensor(bf, {M, H});
+  TensorView saved = Tensor(bf, {gpu_->AttentionSavedElems(B, heads, T, H / heads)}), ctx = Tensor(bf, {M, H});
   TensorView dqkv = Tensor(bf, {M, 3 * H}), mask = Tensor(DType::kI32, {B, T});
   TensorView gamma = Tensor(bf, {H}), beta = Tensor(bf, {H}), mean = Tensor(DType::kF32, {M});
   TensorView rstd = Tensor(DType::kF32, {M}), dg = Tensor(DType::kF32, {H}), dbeta = Tensor(DType::kF32, {H});
@@ -137,7 +187,7 @@ TEST_F(CudaTimingTest, BertBaseOps) {
                   TimeMs([&] { gpu_->AttentionForward(qkv, mask, heads, 0.1f, rng, saved, ctx); }),
                   2 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (M * 3 * H + M * H) + 6.0 * B * heads * T * T});
   rows.push_back(
-      {"Attention bwd (p=0.1)", TimeMs([&] { gpu_->AttentionBackward(ctx, qkv, mask, saved, heads, 0.1f, rng, dqkv); }),
+      {"Attention bwd (p=0.1)", TimeMs([&] { gpu_->AttentionBackward(ctx, qkv, mask, ctx, saved, heads, 0.1f, rng, dqkv); }),
        4 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (2 * M * 3 * H + M * H) + 14.0 * B * heads * T * T});
   rows.push_back({"AddLayerNorm fwd",
                   TimeMs([&] { gpu_->AddLayerNormForward(x, y, gamma, beta, 1e-12f, x, dx, mean, rstd); }), 0,
@@ -153,52 +203,42 @@ TEST_F(CudaTimingTest, BertBaseOps) {
     std::printf("%-48s %10.3f %10.1f %10.0f\n", r.name, r.ms, r.flops / r.ms / 1e9, r.bytes / r.ms / 1e6);
 }
 
-TEST_F(CudaTimingTest, BertBaseMlmTrainingStep) {
-  BertConfig c;  // BERT-base
-  c.norm = NormPlacement::kPost;
-  const int64_t B = 256, T = 128, per_row = 20;
-  absl::StatusOr<std::unique_ptr<BertModel>> model = BertModel::Create(c, HeadOptions{}, gpu_.get());
-  ASSERT_TRUE(model.ok()) << model.status();
-  (*model)->Initialize(1);
-  OptimizerConfig oc;
-  oc.kind = OptimizerKind::kLamb;
-  absl::StatusOr<std::unique_ptr<Optimizer>> opt = Optimizer::Create(oc, model->get());
-  ASSERT_TRUE(opt.ok()) << opt.status();
-  EncoderBatch batch;
-  batch.batch = B;
-  batch.seq = T;
-  std::uniform_int_distribution<int32_t> tok(1000, 29000);
-  for (int64_t r = 0; r < B; ++r) {
-    for (int64_t t = 0; t < T; ++t) {
-      batch.input_ids.push_back(tok(rng_));
-      batch.token_types.push_back(t < T / 2 ? 0 : 1);
-      batch.attention_mask.push_back(1);
+// The two attention implementations at BERT-base heads (12 x 64) on the same tokens per batch:
+// seq 128 x 256 sequences and seq 512 x 64.
+TEST_F(CudaTimingTest, AttentionKernels) {
+  absl::StatusOr<std::unique_ptr<Backend>> flash = MakeCudaBackend({.attention = AttentionKernel::kFlash});
+  ASSERT_TRUE(flash.ok()) << flash.status();
+  const int64_t H = 768, heads = 12, D = H / heads;
+  const RngContext rng{1, 2, 0};
+  std::printf("\n%-34s %10s %10s %10s %10s %8s\n", "attention, p = 0.1", "gemm fwd", "flash fwd", "gemm bwd",
+              "flash bwd", "ratio");
+  for (const auto& [B, T] : {std::pair<int64_t, int64_t>{256, 128}, {64, 512}}) {
+    const int64_t M = B * T;
+    TensorView qkv = Tensor(DType::kBF16, {M, 3 * H}, 2.0f), ctx = Tensor(DType::kBF16, {M, H});
+    TensorView dout = Tensor(DType::kBF16, {M, H}), dqkv = Tensor(DType::kBF16, {M, 3 * H});
+    TensorView mask = Tensor(DType::kI32, {B, T});
+    std::vector<int32_t> ones(M, 1);
+    gpu_->CopyFromHostI32(ones.data(), mask);
+    double ms[2][2];
+    Backend* backends[2] = {gpu_.get(), flash->get()};
+    for (int k = 0; k < 2; ++k) {
+      Backend& be = *backends[k];
+      TensorView saved = Tensor(DType::kBF16, {be.AttentionSavedElems(B, heads, T, D)});
+      ms[k][0] = TimeMs([&] { be.AttentionForward(qkv, mask, heads, 0.1f, rng, saved, ctx); be.Synchronize(); });
+      ms[k][1] = TimeMs([&] { be.AttentionBackward(dout, qkv, mask, ctx, saved, heads, 0.1f, rng, dqkv); be.Synchronize(); });
     }
-    for (int64_t k = 0; k < per_row; ++k) {
-      batch.mlm_positions.push_back(static_cast<int32_t>(r * T + 1 + k * 6));
-      batch.mlm_labels.push_back(tok(rng_));
-    }
+    std::printf("B=%-4ld T=%-4ld (x12 layers: %5.1f -> %5.1f ms) %10.3f %10.3f %10.3f %10.3f %7.2fx\n", B, T,
+                12 * (ms[0][0] + ms[0][1]), 12 * (ms[1][0] + ms[1][1]), ms[0][0], ms[1][0], ms[0][1], ms[1][1],
+                (ms[0][0] + ms[0][1]) / (ms[1][0] + ms[1][1]));
   }
-  ForwardOptions o;
-  o.training = true;
-  o.compute_grad = true;
-  o.grad_scale = 1.0f / static_cast<float>(B * per_row);
-  double loss = 0;
-  auto fwd_bwd = [&] {
-    (*model)->ZeroGrads();
-    absl::StatusOr<LossStats> s = (*model)->ForwardMlm(batch, o);
-    LAMINA_CHECK(s.ok(), s.status().ToString());
-    loss = s->loss_sum / static_cast<double>(s->count);
-    (*model)->Backward();
-  };
-  const double fb = TimeMs(fwd_bwd, 5);
-  const double step = TimeMs([&] { (void)(*opt)->Step(1e-4f); }, 5);
-  std::printf("\nBERT-base Post-LN MLM, micro-batch %ld x %ld, %ld predictions per row (loss %.3f):\n", B, T, per_row,
-              loss);
-  std::printf("  forward + backward %.1f ms, LAMB step %.1f ms, activation arena %.2f GiB\n", fb, step,
-              (*model)->activation_bytes() / 1073741824.0);
-  std::printf("  => %.0f sequences/s per GPU (target >= 1.3 x 3170 = 4121)\n", B / ((fb + step) / 1000.0));
-  EXPECT_TRUE(std::isfinite(loss));
+}
+
+TEST_F(CudaTimingTest, BertBaseMlmTrainingStep) {
+  for (AttentionKernel kernel : {AttentionKernel::kGemm, AttentionKernel::kFlash}) {
+    absl::StatusOr<std::unique_ptr<Backend>> backend = MakeCudaBackend({.attention = kernel});
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    TimeStep(**backend, AttentionKernelName(kernel));
+  }
 }
 
 }  // namespace

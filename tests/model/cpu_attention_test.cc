@@ -85,7 +85,7 @@ class CpuAttentionTest : public ::testing::TestWithParam<float> {
   RngContext rng_{0xa77e47104ull, MakeStream(12, 3, 1), 1000};
   std::vector<int32_t> mask_ = KeyMask();
   std::vector<float> qkv_ = RandomVector(gen_, kBatch* kSeq * 3 * kHidden, 1.5f);
-  std::vector<float> saved_ = std::vector<float>(backend_->AttentionSavedElems(kBatch, kHeads, kSeq));
+  std::vector<float> saved_ = std::vector<float>(backend_->AttentionSavedElems(kBatch, kHeads, kSeq, kHidden / kHeads));
   std::vector<float> out_ = std::vector<float>(kBatch * kSeq * kHidden);
 };
 
@@ -130,7 +130,7 @@ TEST_P(CpuAttentionTest, BackwardMatchesDifferences) {
   std::vector<float> dqkv(qkv_.size(), 7.0f);
   backend_->AttentionBackward(CpuF32(weights.data(), {kBatch * kSeq, kHidden}),
                               CpuF32(qkv_.data(), {kBatch * kSeq, 3 * kHidden}), CpuI32(mask_.data(), {kBatch, kSeq}),
-                              CpuF32(saved_.data(), {kBatch, kHeads, kSeq, kSeq}), kHeads, GetParam(), rng_,
+                              CpuF32(out_.data(), {kBatch * kSeq, kHidden}), CpuF32(saved_.data(), {kBatch, kHeads, kSeq, kSeq}), kHeads, GetParam(), rng_,
                               CpuF32(dqkv.data(), {kBatch * kSeq, 3 * kHidden}));
   testing::GradCheckOptions opt;
   opt.eps = 3e-3;

@@ -505,5 +505,16 @@ TEST_F(CpuOpsTest, MisuseAbortsWithAMessage) {
   EXPECT_DEATH(backend_->Add(F32(x, {10}), I32(ids, {2}), F32(x, {10})), "b must be f32");
 }
 
+// The fused attention kernels exist only on the GPU: asking the CPU for them is an error, not a
+// silent fallback.
+TEST(MakeBackend, FlashAttentionOnTheCpuIsAnError) {
+  absl::StatusOr<std::unique_ptr<Backend>> b = MakeBackend("cpu", {.attention = AttentionKernel::kFlash});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("attention \"flash\" is a CUDA kernel"), std::string::npos) << b.status();
+  EXPECT_TRUE(MakeBackend("cpu", {.attention = AttentionKernel::kGemm}).ok());
+  EXPECT_FALSE(MakeBackend("tpu").ok());
+  EXPECT_FALSE(ParseAttentionKernel("sdpa", "run.attention").ok());
+}
+
 }  // namespace
 }  // namespace lamina

@@ -27,6 +27,8 @@ TEST(RunConfig, UnknownKeysAndBadValuesNameTheKey) {
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"batch": {"micro_batch": 0}})"), "batch.micro_batch: must be positive"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"run": {"device": "tpu"}})"), "run.device"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"run": {"seed": -1}})"), "run.seed"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"run": {"attention": "sdpa"}})"),
+                                "run.attention: expected \"gemm\" or \"flash\", got \"sdpa\""));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"data": {"mask_prob": 1.5}})"), "data.mask_prob"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"model": {"heads": 5}})"), "model.heads"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"optimizer": {"name": "sgd"}})"), "optimizer.name"));
@@ -50,8 +52,10 @@ TEST(RunConfig, OverridesSetAnyKeyAndAreChecked) {
 }
 
 TEST(RunConfig, ResolvedConfigRoundTrips) {
-  auto c = RunConfig::FromJson(nlohmann::json::parse(R"({"model": {"layers": 3}, "run": {"steps": 7}})"));
+  auto c = RunConfig::FromJson(
+      nlohmann::json::parse(R"({"model": {"layers": 3}, "run": {"steps": 7, "attention": "flash"}})"));
   ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->run.attention, AttentionKernel::kFlash);
   auto again = RunConfig::FromJson(c->ToJson());
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->ToJson(), c->ToJson());

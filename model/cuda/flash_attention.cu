@@ -1,0 +1,65 @@
+// Launchers of the fused attention kernels (model/cuda/flash_attention.cuh).
+#include "model/cuda/flash_attention.cuh"
+#include "model/cuda/kernels.h"
+
+namespace lamina::cuda {
+namespace {
+
+using namespace flash;  // NOLINT: the kernels and their tile constants
+
+// Raises the kernel's dynamic shared memory limit (above the default 48 KiB; a per-device
+// attribute, so set at every launch), then launches it.
+template <typename... Params, typename... Args>
+void LaunchWithSmem(void (*kernel)(Params...), size_t smem, dim3 grid, cudaStream_t stream, Args... args) {
+  LAMINA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<grid, kThreads, smem, stream>>>(args...);
+  LAMINA_CUDA_CHECK_LAUNCH();
+}
+
+void CheckFlashShape(const FlashShape& s) {
+  LAMINA_KERNEL_CHECK(FlashAttentionSupports(s.head_dim));
+  LAMINA_KERNEL_CHECK(s.batch > 0 && s.heads > 0 && s.seq > 0);
+  LAMINA_KERNEL_CHECK(s.batch * s.heads < (1LL << 31) && s.seq < (1 << 30));
+}
+
+}  // namespace
+
+bool FlashAttentionSupports(int64_t head_dim) { return head_dim > 0 && head_dim <= 128 && head_dim % 8 == 0; }
+
+void LaunchFlashAttentionForward(const FlashShape& s, const uint16_t* qkv, const int32_t* key_mask, float p,
+                                 RngContext rng, uint16_t* out, float* lse, cudaStream_t stream) {
+  CheckFlashShape(s);
+  LAMINA_KERNEL_CHECK(Aligned16(qkv) && Aligned16(out));
+  const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
+  const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
+  const int H = heads * D;
+  LAMINA_DISPATCH_HEAD_DIM(D, DP, {
+    LaunchWithSmem(FlashForwardKernel<DP>, ForwardSmemBytes<DP>(), grid, stream, qkv, key_mask, T, heads, H, D, p, rng,
+                   out, lse);
+  });
+}
+
+size_t FlashAttentionBackwardScratchBytes(const FlashShape& s) { return s.batch * s.heads * s.seq * sizeof(float); }
+
+void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, const uint16_t* qkv,
+                                  const int32_t* key_mask, const uint16_t* out, const float* lse, float p,
+                                  RngContext rng, uint16_t* dqkv, void* scratch, cudaStream_t stream) {
+  CheckFlashShape(s);
+  LAMINA_KERNEL_CHECK(Aligned16(dout) && Aligned16(qkv) && Aligned16(out) && Aligned16(dqkv));
+  const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
+  const int H = heads * D;
+  float* delta = static_cast<float*>(scratch);
+  const int64_t tokens = s.batch * s.seq;
+  AttentionDeltaKernel<<<static_cast<unsigned>(CeilDiv(tokens * heads, 256)), 256, 0, stream>>>(dout, out, tokens, T,
+                                                                                                 heads, H, D, delta);
+  LAMINA_CUDA_CHECK_LAUNCH();
+  const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
+  LAMINA_DISPATCH_HEAD_DIM(D, DP, {
+    LaunchWithSmem(FlashBackwardQueryKernel<DP>, QuerySmemBytes<DP>(), grid, stream, qkv, key_mask, dout, lse, delta,
+                   T, heads, H, D, p, rng, dqkv);
+    LaunchWithSmem(FlashBackwardKeyKernel<DP>, KeySmemBytes<DP>(), grid, stream, qkv, key_mask, dout, lse, delta, T,
+                   heads, H, D, p, rng, dqkv);
+  });
+}
+
+}  // namespace lamina::cuda
