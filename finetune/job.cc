@@ -43,7 +43,7 @@ absl::StatusOr<FinetuneReport> RunFinetuneJob(const FinetuneJob& job, const Fine
   ASSIGN_OR_RETURN(WordPieceTokenizer tokenizer, WordPieceTokenizer::Load(vocab));
   ASSIGN_OR_RETURN(TaskData data, LoadTaskData(job.config.task, job.glue_dir, tokenizer));
   const HeadOptions heads{false, NumGlueLabels(job.config.task)};
-  const ModelFactory factory = [&](uint64_t seed) { return LoadModel(checkpoint, job.device, heads, seed); };
+  const ModelFactory factory = [&](uint64_t seed) { return LoadModel(checkpoint, job.device, heads, seed, job.backend); };
   ASSIGN_OR_RETURN(FinetuneReport report, FinetuneAll(job.config, factory, tokenizer, data, log));
   ASSIGN_OR_RETURN(nlohmann::json state, ReadCheckpointState(checkpoint));
   const nlohmann::json context = {
@@ -53,6 +53,7 @@ absl::StatusOr<FinetuneReport> RunFinetuneJob(const FinetuneJob& job, const Fine
       {"vocab", vocab},
       {"glue_dir", job.glue_dir},
       {"device", job.device},
+      {"attention", AttentionKernelName(job.backend.attention)},
       {"examples", {{"train", data.train.size()}, {"dev", data.dev.size()}, {"test", data.test.size()}}},
   };
   RETURN_IF_ERROR(WriteFinetuneOutputs(report, data, job.out_dir, context));

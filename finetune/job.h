@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/backend.h"
 #include "finetune/finetune.h"
 #include "nlohmann/json.hpp"
 
@@ -17,6 +18,7 @@ struct FinetuneJob {
   std::string checkpoint;     // a checkpoint directory, or a run directory (its newest)
   std::string glue_dir;       // holds MRPC/ and RTE/
   std::string device = "cpu"; // cpu, cuda or auto
+  BackendOptions backend;     // the CUDA attention kernels
   std::string vocab;          // empty = the checkpoint's run_config.data.vocab
   std::string out_dir;        // results.json and the test predictions go here
 };

@@ -61,7 +61,7 @@ struct PhaseTimes {
 int RunBench(const std::string& cmd, bool per_rank) {
   if (absl::GetFlag(FLAGS_config).empty()) return ReportError(cmd, "--config FILE is required (a model or run config)");
   std::vector<std::string> overrides = absl::GetFlag(FLAGS_set);
-  if (!absl::GetFlag(FLAGS_device).empty()) overrides.push_back("run.device=\"" + absl::GetFlag(FLAGS_device) + "\"");
+  AddBackendOverrides(&overrides);
   auto config = LoadRunConfig(absl::GetFlag(FLAGS_config), overrides);
   if (!config.ok()) return ReportError(cmd, std::string(config.status().message()));
   const int64_t seq = absl::GetFlag(FLAGS_seq_len);

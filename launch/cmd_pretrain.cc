@@ -23,7 +23,7 @@ int RunPretrain(const std::vector<std::string>& args) {
   const std::string config_path = absl::GetFlag(FLAGS_config);
   if (config_path.empty()) return ReportError("pretrain", "--config FILE is required (see launch/configs/)");
   std::vector<std::string> overrides = absl::GetFlag(FLAGS_set);
-  if (!absl::GetFlag(FLAGS_device).empty()) overrides.push_back("run.device=\"" + absl::GetFlag(FLAGS_device) + "\"");
+  AddBackendOverrides(&overrides);
   auto config = LoadRunConfig(config_path, overrides);
   if (!config.ok()) return ReportError("pretrain", std::string(config.status().message()));
   TrainerOptions options;

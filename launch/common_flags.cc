@@ -2,6 +2,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/marshalling.h"
+#include "core/status.h"
 
 ABSL_FLAG(std::string, vocab, "",
           "BERT WordPiece vocab.txt (one token a line; id = line number), e.g. "
@@ -19,6 +20,10 @@ ABSL_FLAG(std::vector<std::string>, set, {},
           "JSON when it parses, else as a string)");
 ABSL_FLAG(std::string, device, "",
           "Compute device: cpu, cuda, or auto (a GPU when there is one); empty = the config's run.device");
+ABSL_FLAG(std::string, attention, "",
+          "CUDA attention kernels: gemm (per-head cuBLASLt products around a softmax kernel) or flash (fused tiled "
+          "kernels; head dims that are multiples of 8 up to 128); empty = the config's run.attention (pretrain, bench) "
+          "or gemm (finetune, evaluate, fill-mask)");
 ABSL_FLAG(std::string, checkpoint, "", "Checkpoint directory (RUN_DIR/checkpoints/step_N) or a run directory (its newest)");
 ABSL_FLAG(int, iters, 20, "bench: timed iterations per measurement");
 ABSL_FLAG(int, warmup, 5, "bench: untimed warm-up iterations before the timed ones");
@@ -29,3 +34,21 @@ ABSL_FLAG(std::string, comm, "auto",
           "Communicator between ranks: nccl (collectives on the GPUs; one GPU per rank), mpi (host memory; device "
           "buffers are staged through it, and ranks may share a GPU), or auto: nccl when this build has CUDA and "
           "every rank computes on a GPU of its own, else mpi (rank 0 prints which and why)");
+
+namespace lamina {
+
+absl::StatusOr<BackendOptions> BackendOptionsFromFlags() {
+  BackendOptions o;
+  if (!absl::GetFlag(FLAGS_attention).empty()) {
+    ASSIGN_OR_RETURN(o.attention, ParseAttentionKernel(absl::GetFlag(FLAGS_attention), "--attention"));
+  }
+  return o;
+}
+
+void AddBackendOverrides(std::vector<std::string>* overrides) {
+  if (!absl::GetFlag(FLAGS_device).empty()) overrides->push_back("run.device=\"" + absl::GetFlag(FLAGS_device) + "\"");
+  if (!absl::GetFlag(FLAGS_attention).empty())
+    overrides->push_back("run.attention=\"" + absl::GetFlag(FLAGS_attention) + "\"");
+}
+
+}  // namespace lamina

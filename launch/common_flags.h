@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "absl/flags/declare.h"
+#include "absl/status/statusor.h"
+#include "model/backend.h"
 
 // BERT vocab.txt: one WordPiece token a line, id = line number (tokenize, prepare, bench tokenize, ...).
 ABSL_DECLARE_FLAG(std::string, vocab);
@@ -21,6 +23,8 @@ ABSL_DECLARE_FLAG(int, threads);
 ABSL_DECLARE_FLAG(std::vector<std::string>, set);
 // Compute device: cpu, cuda or auto (pretrain, evaluate, fill-mask, finetune, bench).
 ABSL_DECLARE_FLAG(std::string, device);
+// CUDA attention kernels: gemm or flash; empty = the config's (pretrain, bench) or gemm.
+ABSL_DECLARE_FLAG(std::string, attention);
 // A checkpoint directory (evaluate, fill-mask, finetune, ...).
 ABSL_DECLARE_FLAG(std::string, checkpoint);
 // Timed iterations and untimed warm-up iterations of a benchmark (bench allreduce, bench step, ...).
@@ -30,3 +34,12 @@ ABSL_DECLARE_FLAG(int, warmup);
 ABSL_DECLARE_FLAG(std::string, data);
 // Communicator between ranks: nccl, mpi or auto (pretrain, bench allreduce, bench step).
 ABSL_DECLARE_FLAG(std::string, comm);
+
+namespace lamina {
+
+// The backend options --attention asks for (subcommands that load a checkpoint).
+absl::StatusOr<BackendOptions> BackendOptionsFromFlags();
+// --device and --attention as run-config overrides (subcommands that read a run config).
+void AddBackendOverrides(std::vector<std::string>* overrides);
+
+}  // namespace lamina

@@ -45,6 +45,7 @@ absl::StatusOr<FinetuneJob> FinetuneJobFromFlags() {
   job.config.optimizer.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
   RETURN_IF_ERROR(job.config.Validate());
   job.device = absl::GetFlag(FLAGS_device).empty() ? "auto" : absl::GetFlag(FLAGS_device);
+  ASSIGN_OR_RETURN(job.backend, BackendOptionsFromFlags());
   job.vocab = absl::GetFlag(FLAGS_vocab);
   return job;
 }

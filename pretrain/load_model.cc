@@ -23,7 +23,7 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
 }
 
 absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const std::string& device, const HeadOptions& heads,
-                                      uint64_t init_seed) {
+                                      uint64_t init_seed, const BackendOptions& backend_options) {
   LoadedModel m;
   ASSIGN_OR_RETURN(m.checkpoint, ResolveCheckpoint(path));
   ASSIGN_OR_RETURN(nlohmann::json state, ReadCheckpointState(m.checkpoint));
@@ -32,7 +32,7 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const std::string
   m.run_config = state["run_config"];
   auto config = BertConfig::FromJson(m.run_config["model"]);
   if (!config.ok()) return Annotate(config.status(), absl::StrCat(m.checkpoint, "/state.json"));
-  ASSIGN_OR_RETURN(m.backend, MakeBackend(device));
+  ASSIGN_OR_RETURN(m.backend, MakeBackend(device, backend_options));
   ASSIGN_OR_RETURN(m.model, BertModel::Create(*config, heads, m.backend.get()));
   m.model->Initialize(init_seed);
 

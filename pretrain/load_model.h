@@ -26,6 +26,6 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path);
 // given heads and loads its parameters (heads the checkpoint lacks keep their initialisation
 // from `init_seed`).
 absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const std::string& device, const HeadOptions& heads,
-                                      uint64_t init_seed = 1);
+                                      uint64_t init_seed = 1, const BackendOptions& backend_options = {});
 
 }  // namespace lamina

@@ -151,6 +151,26 @@ TEST(Cli, FinetuneReportsMalformedGlueFiles) {
   EXPECT_NE(no_task.out.find("--task mrpc|rte is required"), std::string::npos) << no_task.out;
 }
 
+// --attention names CUDA kernels: a bad name, or flash on the CPU, is an error that says so.
+TEST(Cli, AttentionFlagIsCheckedEverywhere) {
+  NEED_BINARY();
+  const std::string ckpt = ImportFixture("attention");
+  const Result bad = Lamina(absl::StrCat("fill-mask --device cpu --attention sdpa --checkpoint ", ckpt, " \"a [MASK].\""));
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("--attention: expected \"gemm\" or \"flash\", got \"sdpa\""), std::string::npos) << bad.out;
+  const Result cpu_flash =
+      Lamina(absl::StrCat("fill-mask --device cpu --attention flash --checkpoint ", ckpt, " \"a [MASK].\""));
+  EXPECT_EQ(cpu_flash.code, 1) << cpu_flash.out;
+  EXPECT_NE(cpu_flash.out.find("is a CUDA kernel"), std::string::npos) << cpu_flash.out;
+  const Result pretrain = Lamina(absl::StrCat("pretrain --config ", Source(),
+                                              "/launch/configs/quickstart.json --device cpu --attention flash --out ",
+                                              Temp("attention_run")));
+  EXPECT_EQ(pretrain.code, 1) << pretrain.out;
+  EXPECT_NE(pretrain.out.find("is a CUDA kernel"), std::string::npos) << pretrain.out;
+  const Result ok = Lamina(absl::StrCat("fill-mask --device cpu --attention gemm --checkpoint ", ckpt, " \"a [MASK].\""));
+  EXPECT_EQ(ok.code, 0) << ok.out;
+}
+
 TEST(Cli, SweepFinetunesEveryCheckpointAndResumes) {
   NEED_BINARY();
   const std::string ckpt = ImportFixture("sweep_src");
