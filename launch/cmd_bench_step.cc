@@ -162,10 +162,8 @@ int RunBench(const std::string& cmd, bool per_rank) {
     const double seqs = static_cast<double>(micro) * world / step_s;
     const double flops = TrainFlopsPerToken(config->model, seq, 0.15);
     const double peak = absl::GetFlag(FLAGS_peak_tflops) > 0 ? absl::GetFlag(FLAGS_peak_tflops) : KnownPeakTflops(be.name());
-    std::printf("%s: %s%s, %d rank(s), micro-batch %lld x seq %lld, %d steps after %d warm-up\n", cmd.c_str(),
-                be.name().c_str(),
-                be.device() == Device::kCuda ? absl::StrCat(", ", AttentionKernelName(config->run.attention), " attention").c_str() : "",
-                world, static_cast<long long>(micro), static_cast<long long>(seq), steps, warmup);
+    std::printf("%s: %s, %d rank(s), micro-batch %lld x seq %lld, %d steps after %d warm-up\n", cmd.c_str(),
+                be.name().c_str(), world, static_cast<long long>(micro), static_cast<long long>(seq), steps, warmup);
     if (sync) {
       std::printf("gradient sync over %s: %s, %.1f MiB per rank per step%s\n", comm.name().c_str(),
                   sync->layout().ToString().c_str(), sync->bytes_per_step() / 1048576.0,

@@ -72,11 +72,13 @@ class CudaBackend final : public Backend {
     if (err != cudaSuccess) return absl::InternalError(absl::StrCat("cudaStreamCreate: ", cudaGetErrorString(err)));
     if (const char* e = gemm_.Init(); e != nullptr) return absl::InternalError(absl::StrCat("cuBLASLt: ", e));
     ASSIGN_OR_RETURN(sum_result_, Buffer::Allocate(Device::kCuda, sizeof(double)));
-    // The GPU's name ("cuda: NVIDIA H100 80GB HBM3") lets reports look up its peak for MFU.
+    // The GPU's name ("cuda: NVIDIA H100 80GB HBM3, flash attention") lets reports look up its
+    // peak for MFU, and says which attention kernels ran.
     int device = 0;
     cudaDeviceProp prop;
     if (cudaGetDevice(&device) == cudaSuccess && cudaGetDeviceProperties(&prop, device) == cudaSuccess)
       name_ = absl::StrCat("cuda: ", prop.name);
+    absl::StrAppend(&name_, ", ", AttentionKernelName(options_.attention), " attention");
     return absl::OkStatus();
   }
 
