@@ -140,6 +140,45 @@ struct DropoutRun {
   }
 };
 
+// What every kernel derives from its arguments and blockIdx.x: the (sequence, head) it works on,
+// where that head's rows start, its score scale and its dropout stream.
+struct BlockHead {
+  int b, h, bh;
+  int64_t first_token;  // b * T: the sequence's first row in [B*T, *] matrices
+  int64_t col;          // h * D: the head's first column within q, k, v, out, dout
+  int64_t ld;           // row stride of qkv: 3H
+  const bf16_t* rows;   // q of the sequence's token 0 in this head; k at +H, v at +2H
+  float scale;          // 1 / sqrt(D)
+  float scale_log2;     // log2(e) / sqrt(D): scores in the log2 domain
+  float keep_scale;     // 1 / (1 - p) for kept dropout elements
+  DropoutRun drop;
+
+  __device__ BlockHead(const bf16_t* qkv, int T, int heads, int H, int D, float p, RngContext rng)
+      : b(static_cast<int>(blockIdx.x) / heads),
+        h(static_cast<int>(blockIdx.x) % heads),
+        bh(static_cast<int>(blockIdx.x)),
+        first_token(static_cast<int64_t>(b) * T),
+        col(static_cast<int64_t>(h) * D),
+        ld(3LL * H),
+        rows(At(qkv, 3LL * H)),
+        scale(rsqrtf(static_cast<float>(D))),
+        scale_log2(kLog2e * scale),
+        keep_scale(p > 0.0f ? 1.0f / (1.0f - p) : 1.0f),
+        drop{rng, p} {}
+
+  // This head's columns at the sequence's token 0 of a matrix with row stride `stride`.
+  template <typename T>
+  __device__ T* At(T* base, int64_t stride) const {
+    return base + first_token * stride + col;
+  }
+
+  // smask[j] = key_mask of key k0 + j of this sequence, 0 past its end.
+  __device__ void LoadKeyMask(const int32_t* key_mask, int k0, int T, int32_t* smask) const {
+    for (int j = threadIdx.x; j < kTile; j += kThreads)
+      smask[j] = k0 + j < T ? key_mask[static_cast<int64_t>(b) * T + k0 + j] : 0;
+  }
+};
+
 // Writes rows r = lane/2 of a warp's f32 [16, DP] tile (ld kLdO), times `scale`, as bf16 into the
 // head's columns of a [rows, ld] matrix at token t0 + r: half a row per lane, 8 columns at a time.
 template <int DP>
@@ -185,24 +224,19 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
   }
   int32_t* smask = cur.Take<int32_t>(kTile);
 
-  const int bh = blockIdx.x, b = bh / heads, h = bh % heads, q0 = blockIdx.y * kTile;
-  const int64_t ld = 3LL * H;
-  const bf16_t* rows = qkv + static_cast<int64_t>(b) * T * ld + static_cast<int64_t>(h) * D;
-  LoadTile<DP>(rows, ld, q0, T, D, sq);
+  BlockHead bk(qkv, T, heads, H, D, p, rng);
+  const int q0 = blockIdx.y * kTile;
+  LoadTile<DP>(bk.rows, bk.ld, q0, T, D, sq);
   for (int i = lane; i < Dm::kWarpF32; i += 32) wo[i] = 0.0f;
 
   const int r = lane >> 1, half = lane & 1;  // this lane's row of the warp's 16, and half of the columns
   const int qi = q0 + warp * 16 + r;
-  const float scale_log2 = kLog2e * rsqrtf(static_cast<float>(D));
-  const float keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  DropoutRun drop{rng, p};
   float m = -INFINITY, l = 0.0f;  // running max (log2 domain) and sum of this row
   for (int k0 = 0; k0 < T; k0 += kTile) {
     __syncthreads();  // every warp is done with the previous K, V and mask
-    LoadTile<DP>(rows + H, ld, k0, T, D, sk);
-    LoadTile<DP>(rows + 2 * H, ld, k0, T, D, sv);
-    for (int j = threadIdx.x; j < kTile; j += kThreads)
-      smask[j] = k0 + j < T ? key_mask[static_cast<int64_t>(b) * T + k0 + j] : 0;
+    LoadTile<DP>(bk.rows + H, bk.ld, k0, T, D, sk);
+    LoadTile<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, sv);
+    bk.LoadKeyMask(key_mask, k0, T, smask);
     __syncthreads();
     ProductABt<DP>(sq + warp * 16 * Dm::kLdT, sk, ws);
     __syncwarp();
@@ -210,7 +244,7 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
     float* srow = ws + r * kLdS + half * 32;
     float tile_max = -INFINITY;
     for (int c = 0; c < 32; ++c) {
-      const float s = smask[half * 32 + c] != 0 ? srow[c] * scale_log2 : -INFINITY;
+      const float s = smask[half * 32 + c] != 0 ? srow[c] * bk.scale_log2 : -INFINITY;
       srow[c] = s;
       tile_max = fmaxf(tile_max, s);
     }
@@ -218,14 +252,14 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
     const float m_new = fmaxf(m, tile_max);
     const float corr = m == -INFINITY ? 0.0f : exp2f(m - m_new);
     float sum = 0.0f;
-    const uint64_t index0 = (static_cast<uint64_t>(bh) * T + qi) * T + k0 + half * 32;
+    const uint64_t index0 = (static_cast<uint64_t>(bk.bh) * T + qi) * T + k0 + half * 32;
     bf16_t* prow = wp + r * kLdP + half * 32;
     for (int c = 0; c < 32; ++c) {
       const float s = srow[c];
       const float pv = s == -INFINITY ? 0.0f : exp2f(s - m_new);
       sum += pv;
-      const bool keep = p == 0.0f || pv == 0.0f || qi >= T || drop.Keep(index0 + c);
-      prow[c] = FromF<bf16_t>(keep ? pv * keep_scale : 0.0f);
+      const bool keep = p == 0.0f || pv == 0.0f || qi >= T || bk.drop.Keep(index0 + c);
+      prow[c] = FromF<bf16_t>(keep ? pv * bk.keep_scale : 0.0f);
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     l = l * corr + sum;
@@ -242,8 +276,8 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
     __syncwarp();
   }
   const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // a row with no unmasked key stays 0
-  StoreRows<DP>(wo, inv, out + static_cast<int64_t>(b) * T * H + static_cast<int64_t>(h) * D, H, q0 + warp * 16, T, D);
-  if (half == 0 && qi < T) lse[static_cast<int64_t>(bh) * T + qi] = l > 0.0f ? m + log2f(l) : INFINITY;
+  StoreRows<DP>(wo, inv, bk.At(out, H), H, q0 + warp * 16, T, D);
+  if (half == 0 && qi < T) lse[static_cast<int64_t>(bk.bh) * T + qi] = l > 0.0f ? m + log2f(l) : INFINITY;
 }
 
 // delta[(b*heads + h)*T + t] = dO . O over the head's D columns of token (b, t).
@@ -282,7 +316,7 @@ inline size_t KeySmemBytes() {
 }
 
 // dQ for 64 queries of one (batch, head): grid (batch * heads, ceil(T / 64)).
-//   S = Q K^T, P = exp2(S * scale_log2 - lse), dP = (dO V^T) * M, dS = P (dP - delta), dQ = dS K / sqrt(D).
+//   S = Q K^T, P = exp2(S * bk.scale_log2 - lse), dP = (dO V^T) * M, dS = P (dP - delta), dQ = dS K / sqrt(D).
 template <int DP>
 __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_t* qkv, const int32_t* key_mask,
                                                                      const bf16_t* dout, const float* lse,
@@ -307,38 +341,33 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_
   }
   int32_t* smask = cur.Take<int32_t>(kTile);
 
-  const int bh = blockIdx.x, b = bh / heads, h = bh % heads, q0 = blockIdx.y * kTile;
-  const int64_t ld = 3LL * H;
-  const bf16_t* rows = qkv + static_cast<int64_t>(b) * T * ld + static_cast<int64_t>(h) * D;
-  LoadTile<DP>(rows, ld, q0, T, D, sq);
-  LoadTile<DP>(dout + static_cast<int64_t>(b) * T * H + static_cast<int64_t>(h) * D, H, q0, T, D, sdo);
+  BlockHead bk(qkv, T, heads, H, D, p, rng);
+  const int q0 = blockIdx.y * kTile;
+  LoadTile<DP>(bk.rows, bk.ld, q0, T, D, sq);
+  LoadTile<DP>(bk.At(dout, H), H, q0, T, D, sdo);
 
   const int r = lane >> 1, half = lane & 1;
   const int qi = q0 + warp * 16 + r;
-  const float row_lse = qi < T ? lse[static_cast<int64_t>(bh) * T + qi] : INFINITY;
-  const float row_delta = qi < T ? delta[static_cast<int64_t>(bh) * T + qi] : 0.0f;
-  const float scale_log2 = kLog2e * rsqrtf(static_cast<float>(D));
-  const float keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  DropoutRun drop{rng, p};
+  const float row_lse = qi < T ? lse[static_cast<int64_t>(bk.bh) * T + qi] : INFINITY;
+  const float row_delta = qi < T ? delta[static_cast<int64_t>(bk.bh) * T + qi] : 0.0f;
   FragC acc[DP / 16];
 #pragma unroll
   for (int n = 0; n < DP / 16; ++n) wmma::fill_fragment(acc[n], 0.0f);
   for (int k0 = 0; k0 < T; k0 += kTile) {
     __syncthreads();
-    LoadTile<DP>(rows + H, ld, k0, T, D, sk);
-    LoadTile<DP>(rows + 2 * H, ld, k0, T, D, sv);
-    for (int j = threadIdx.x; j < kTile; j += kThreads)
-      smask[j] = k0 + j < T ? key_mask[static_cast<int64_t>(b) * T + k0 + j] : 0;
+    LoadTile<DP>(bk.rows + H, bk.ld, k0, T, D, sk);
+    LoadTile<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, sv);
+    bk.LoadKeyMask(key_mask, k0, T, smask);
     __syncthreads();
     ProductABt<DP>(sq + warp * 16 * Dm::kLdT, sk, ws);
     ProductABt<DP>(sdo + warp * 16 * Dm::kLdT, sv, wdp);
     __syncwarp();
-    const uint64_t index0 = (static_cast<uint64_t>(bh) * T + qi) * T + k0 + half * 32;
+    const uint64_t index0 = (static_cast<uint64_t>(bk.bh) * T + qi) * T + k0 + half * 32;
     for (int c = 0; c < 32; ++c) {
       const int j = half * 32 + c;
-      const float pv = smask[j] != 0 ? exp2f(ws[r * kLdS + j] * scale_log2 - row_lse) : 0.0f;
-      const bool keep = p == 0.0f || pv == 0.0f || drop.Keep(index0 + c);
-      const float dp = keep ? wdp[r * kLdS + j] * keep_scale : 0.0f;
+      const float pv = smask[j] != 0 ? exp2f(ws[r * kLdS + j] * bk.scale_log2 - row_lse) : 0.0f;
+      const bool keep = p == 0.0f || pv == 0.0f || bk.drop.Keep(index0 + c);
+      const float dp = keep ? wdp[r * kLdS + j] * bk.keep_scale : 0.0f;
       wds[r * kLdP + j] = FromF<bf16_t>(pv * (dp - row_delta));
     }
     __syncwarp();
@@ -347,8 +376,7 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_
 #pragma unroll
   for (int n = 0; n < DP / 16; ++n) wmma::store_matrix_sync(wo + n * 16, acc[n], Dm::kLdO, wmma::mem_row_major);
   __syncwarp();
-  StoreRows<DP>(wo, rsqrtf(static_cast<float>(D)), dqkv + static_cast<int64_t>(b) * T * ld + static_cast<int64_t>(h) * D,
-                ld, q0 + warp * 16, T, D);
+  StoreRows<DP>(wo, bk.scale, bk.At(dqkv, bk.ld), bk.ld, q0 + warp * 16, T, D);
 }
 
 // dK and dV for 64 keys of one (batch, head): grid (batch * heads, ceil(T / 64)). Each warp
@@ -381,18 +409,11 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t*
   float* slse = cur.Take<float>(kTile);
   float* sdelta = cur.Take<float>(kTile);
 
-  const int bh = blockIdx.x, b = bh / heads, h = bh % heads, k0 = blockIdx.y * kTile;
-  const int64_t ld = 3LL * H;
-  const bf16_t* rows = qkv + static_cast<int64_t>(b) * T * ld + static_cast<int64_t>(h) * D;
-  const bf16_t* drows = dout + static_cast<int64_t>(b) * T * H + static_cast<int64_t>(h) * D;
-  LoadTile<DP>(rows + H, ld, k0, T, D, sk);
-  LoadTile<DP>(rows + 2 * H, ld, k0, T, D, sv);
-  for (int j = threadIdx.x; j < kTile; j += kThreads)
-    smask[j] = k0 + j < T ? key_mask[static_cast<int64_t>(b) * T + k0 + j] : 0;
-
-  const float scale_log2 = kLog2e * rsqrtf(static_cast<float>(D));
-  const float keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  DropoutRun drop{rng, p};
+  BlockHead bk(qkv, T, heads, H, D, p, rng);
+  const int k0 = blockIdx.y * kTile;
+  LoadTile<DP>(bk.rows + H, bk.ld, k0, T, D, sk);
+  LoadTile<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, sv);
+  bk.LoadKeyMask(key_mask, k0, T, smask);
   const int kw = warp * 16;  // this warp's keys within the tile
   FragC dk[DP / 16], dv[DP / 16];
 #pragma unroll
@@ -402,12 +423,12 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t*
   }
   for (int q0 = 0; q0 < T; q0 += kTile) {
     __syncthreads();
-    LoadTile<DP>(rows, ld, q0, T, D, sq);
-    LoadTile<DP>(drows, H, q0, T, D, sdo);
+    LoadTile<DP>(bk.rows, bk.ld, q0, T, D, sq);
+    LoadTile<DP>(bk.At(dout, H), H, q0, T, D, sdo);
     for (int i = threadIdx.x; i < kTile; i += kThreads) {
       const bool valid = q0 + i < T;
-      slse[i] = valid ? lse[static_cast<int64_t>(bh) * T + q0 + i] : INFINITY;
-      sdelta[i] = valid ? delta[static_cast<int64_t>(bh) * T + q0 + i] : 0.0f;
+      slse[i] = valid ? lse[static_cast<int64_t>(bk.bh) * T + q0 + i] : INFINITY;
+      sdelta[i] = valid ? delta[static_cast<int64_t>(bk.bh) * T + q0 + i] : 0.0f;
     }
     __syncthreads();
     ProductABt<DP>(sk + kw * Dm::kLdT, sq, ws);   // S^T [16 keys, 64 queries]
@@ -417,13 +438,13 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t*
     // (consecutive dropout indices).
     for (int qq = lane; qq < kTile; qq += 32) {
       const int qi = q0 + qq;
-      const uint64_t index0 = (static_cast<uint64_t>(bh) * T + qi) * T + k0 + kw;
+      const uint64_t index0 = (static_cast<uint64_t>(bk.bh) * T + qi) * T + k0 + kw;
       for (int rk = 0; rk < 16; ++rk) {
         const float pv =
-            smask[kw + rk] != 0 && qi < T ? exp2f(ws[rk * kLdS + qq] * scale_log2 - slse[qq]) : 0.0f;
-        const bool keep = p == 0.0f || pv == 0.0f || drop.Keep(index0 + rk);
-        const float dp = keep ? wdp[rk * kLdS + qq] * keep_scale : 0.0f;
-        wpt[rk * kLdP + qq] = FromF<bf16_t>(keep ? pv * keep_scale : 0.0f);
+            smask[kw + rk] != 0 && qi < T ? exp2f(ws[rk * kLdS + qq] * bk.scale_log2 - slse[qq]) : 0.0f;
+        const bool keep = p == 0.0f || pv == 0.0f || bk.drop.Keep(index0 + rk);
+        const float dp = keep ? wdp[rk * kLdS + qq] * bk.keep_scale : 0.0f;
+        wpt[rk * kLdP + qq] = FromF<bf16_t>(keep ? pv * bk.keep_scale : 0.0f);
         wds[rk * kLdP + qq] = FromF<bf16_t>(pv * (dp - sdelta[qq]));
       }
     }
@@ -431,16 +452,16 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t*
     AccumulatePX<DP>(wpt, sdo, dv);
     AccumulatePX<DP>(wds, sq, dk);
   }
-  bf16_t* out = dqkv + static_cast<int64_t>(b) * T * ld + static_cast<int64_t>(h) * D;
+  bf16_t* out = bk.At(dqkv, bk.ld);
 #pragma unroll
   for (int n = 0; n < DP / 16; ++n) wmma::store_matrix_sync(wo + n * 16, dk[n], Dm::kLdO, wmma::mem_row_major);
   __syncwarp();
-  StoreRows<DP>(wo, rsqrtf(static_cast<float>(D)), out + H, ld, k0 + kw, T, D);
+  StoreRows<DP>(wo, bk.scale, out + H, bk.ld, k0 + kw, T, D);
   __syncwarp();
 #pragma unroll
   for (int n = 0; n < DP / 16; ++n) wmma::store_matrix_sync(wo + n * 16, dv[n], Dm::kLdO, wmma::mem_row_major);
   __syncwarp();
-  StoreRows<DP>(wo, 1.0f, out + 2 * H, ld, k0 + kw, T, D);
+  StoreRows<DP>(wo, 1.0f, out + 2 * H, bk.ld, k0 + kw, T, D);
 }
 
 // Runs the body with DP bound to the padded head dim.
