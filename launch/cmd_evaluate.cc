@@ -23,10 +23,9 @@ int RunEvaluate(const std::vector<std::string>& args) {
   if (absl::GetFlag(FLAGS_checkpoint).empty()) return ReportError(cmd, "--checkpoint DIR is required");
   if (absl::GetFlag(FLAGS_data).empty()) return ReportError(cmd, "--data DATASET_DIR is required");
   if (absl::GetFlag(FLAGS_eval_batch) <= 0) return ReportError(cmd, "--eval_batch must be positive");
-  const std::string device = absl::GetFlag(FLAGS_device).empty() ? "auto" : absl::GetFlag(FLAGS_device);
-  auto backend_options = BackendOptionsFromFlags();
-  if (!backend_options.ok()) return ReportError(cmd, std::string(backend_options.status().message()));
-  auto loaded = LoadModel(absl::GetFlag(FLAGS_checkpoint), device, HeadOptions{}, 1, *backend_options);
+  auto backend = BackendFromFlags();
+  if (!backend.ok()) return ReportError(cmd, std::string(backend.status().message()));
+  auto loaded = LoadModel(absl::GetFlag(FLAGS_checkpoint), backend->device, HeadOptions{}, 1, backend->options);
   if (!loaded.ok()) return ReportError(cmd, std::string(loaded.status().message()));
   // The vocab defaults to the one the checkpoint's run was trained with.
   std::string vocab_path = absl::GetFlag(FLAGS_vocab);

@@ -25,10 +25,9 @@ int RunFillMask(const std::vector<std::string>& texts) {
   if (absl::GetFlag(FLAGS_checkpoint).empty()) return ReportError(cmd, "--checkpoint DIR is required");
   const int top_k = absl::GetFlag(FLAGS_top_k);
   if (top_k <= 0) return ReportError(cmd, "--top_k must be positive");
-  const std::string device = absl::GetFlag(FLAGS_device).empty() ? "auto" : absl::GetFlag(FLAGS_device);
-  auto backend_options = BackendOptionsFromFlags();
-  if (!backend_options.ok()) return ReportError(cmd, std::string(backend_options.status().message()));
-  auto loaded = LoadModel(absl::GetFlag(FLAGS_checkpoint), device, HeadOptions{}, 1, *backend_options);
+  auto backend = BackendFromFlags();
+  if (!backend.ok()) return ReportError(cmd, std::string(backend.status().message()));
+  auto loaded = LoadModel(absl::GetFlag(FLAGS_checkpoint), backend->device, HeadOptions{}, 1, backend->options);
   if (!loaded.ok()) return ReportError(cmd, std::string(loaded.status().message()));
   std::string vocab_path = absl::GetFlag(FLAGS_vocab);
   if (vocab_path.empty()) vocab_path = loaded->run_config["data"].value("vocab", "");

@@ -37,12 +37,13 @@ ABSL_FLAG(std::string, comm, "auto",
 
 namespace lamina {
 
-absl::StatusOr<BackendOptions> BackendOptionsFromFlags() {
-  BackendOptions o;
+absl::StatusOr<BackendChoice> BackendFromFlags() {
+  BackendChoice c;
+  c.device = absl::GetFlag(FLAGS_device).empty() ? "auto" : absl::GetFlag(FLAGS_device);
   if (!absl::GetFlag(FLAGS_attention).empty()) {
-    ASSIGN_OR_RETURN(o.attention, ParseAttentionKernel(absl::GetFlag(FLAGS_attention), "--attention"));
+    ASSIGN_OR_RETURN(c.options.attention, ParseAttentionKernel(absl::GetFlag(FLAGS_attention), "--attention"));
   }
-  return o;
+  return c;
 }
 
 void AddBackendOverrides(std::vector<std::string>* overrides) {

@@ -37,8 +37,12 @@ ABSL_DECLARE_FLAG(std::string, comm);
 
 namespace lamina {
 
-// The backend options --attention asks for (subcommands that load a checkpoint).
-absl::StatusOr<BackendOptions> BackendOptionsFromFlags();
+// The backend --device (default auto) and --attention ask for (subcommands that load a checkpoint).
+struct BackendChoice {
+  std::string device;
+  BackendOptions options;
+};
+absl::StatusOr<BackendChoice> BackendFromFlags();
 // --device and --attention as run-config overrides (subcommands that read a run config).
 void AddBackendOverrides(std::vector<std::string>* overrides);
 

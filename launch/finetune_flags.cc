@@ -44,8 +44,9 @@ absl::StatusOr<FinetuneJob> FinetuneJobFromFlags() {
   job.config.warmup_ratio = absl::GetFlag(FLAGS_warmup_ratio);
   job.config.optimizer.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
   RETURN_IF_ERROR(job.config.Validate());
-  job.device = absl::GetFlag(FLAGS_device).empty() ? "auto" : absl::GetFlag(FLAGS_device);
-  ASSIGN_OR_RETURN(job.backend, BackendOptionsFromFlags());
+  ASSIGN_OR_RETURN(const BackendChoice backend, BackendFromFlags());
+  job.device = backend.device;
+  job.backend = backend.options;
   job.vocab = absl::GetFlag(FLAGS_vocab);
   return job;
 }
