@@ -29,6 +29,7 @@
 #include "core/bf16.h"
 #include "gtest/gtest.h"
 #include "model/backend.h"
+#include "tests/cuda/parity_util.h"
 
 #if LAMINA_EMULATE_FLASH
 #include <cuda_bf16.h>
@@ -197,24 +198,6 @@ namespace {
 
 float RoundBf16(float x) { return Bf16BitsToFloat(FloatToBf16Bits(x)); }
 
-// ||got - want|| / ||want||; where the reference is exactly zero (one token: dq = dk = 0, since
-// the softmax of a single score is constant) the largest |got| instead, as the inputs are O(1).
-double RelErr(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, ref = 0, largest = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    diff += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    ref += static_cast<double>(want[i]) * want[i];
-    largest = std::max(largest, std::abs(static_cast<double>(got[i])));
-  }
-  return ref == 0 ? largest : std::sqrt(diff / ref);
-}
-
-TensorView View(std::vector<float>& v, Shape shape) { return TensorView{v.data(), DType::kF32, Device::kCpu, shape}; }
-TensorView View(std::vector<int32_t>& v, Shape shape) {
-  return TensorView{v.data(), DType::kI32, Device::kCpu, shape};
-}
-
 // Runs forward and backward of the fused kernels on CPU threads and of the reference, and
 // compares out, dq, dk and dv (each against its own norm) with the bf16 bound of the GPU tests.
 void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_dim, int64_t seq, float p) {
@@ -238,11 +221,11 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
   std::vector<float> saved(cpu->AttentionSavedElems(batch, heads, seq, head_dim)), out(rows * hidden);
   std::vector<float> dqkv(rows * 3 * hidden);
-  cpu->AttentionForward(View(qkv, {rows, 3 * hidden}), View(mask, {batch, seq}), heads, p, rng, View(saved, {static_cast<int64_t>(saved.size())}),
-                        View(out, {rows, hidden}));
-  cpu->AttentionBackward(View(dout, {rows, hidden}), View(qkv, {rows, 3 * hidden}), View(mask, {batch, seq}),
-                         View(out, {rows, hidden}), View(saved, {static_cast<int64_t>(saved.size())}), heads, p, rng,
-                         View(dqkv, {rows, 3 * hidden}));
+  cpu->AttentionForward(CpuF32(qkv.data(), {rows, 3 * hidden}), CpuI32(mask.data(), {batch, seq}), heads, p, rng, CpuF32(saved.data(), {static_cast<int64_t>(saved.size())}),
+                        CpuF32(out.data(), {rows, hidden}));
+  cpu->AttentionBackward(CpuF32(dout.data(), {rows, hidden}), CpuF32(qkv.data(), {rows, 3 * hidden}), CpuI32(mask.data(), {batch, seq}),
+                         CpuF32(out.data(), {rows, hidden}), CpuF32(saved.data(), {static_cast<int64_t>(saved.size())}), heads, p, rng,
+                         CpuF32(dqkv.data(), {rows, 3 * hidden}));
 
   // The kernels, on bf16 bits.
   auto bits = [](const std::vector<float>& v) {
@@ -273,22 +256,16 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
 
   std::vector<float> got_out(out_b.size());
   for (size_t i = 0; i < out_b.size(); ++i) got_out[i] = Bf16BitsToFloat(out_b[i]);
-  const double out_err = RelErr(got_out, out);
+  const double out_err = testing::CudaParityTest::RelErr(got_out, out);
   std::printf("  %-28s out %.2e", tag, out_err);
   EXPECT_LE(out_err, 1e-2);
+  std::vector<float> got_dqkv(dqkv_b.size());
+  for (size_t i = 0; i < dqkv_b.size(); ++i) got_dqkv[i] = Bf16BitsToFloat(dqkv_b[i]);
   for (int part = 0; part < 3; ++part) {
-    std::vector<float> got, want;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < hidden; ++j) {
-        got.push_back(Bf16BitsToFloat(dqkv_b[r * 3 * hidden + part * hidden + j]));
-        want.push_back(dqkv[r * 3 * hidden + part * hidden + j]);
-      }
-    const double err = RelErr(got, want);
-    // With one token the reference dq and dk are exactly 0; the kernels' Delta = dO . O from the
-    // bf16 output leaves rounding noise there (about 1e-2 of dP at most).
-    const double bound = seq == 1 && part < 2 ? 2e-2 : 1e-2;
-    std::printf("  d%c %.2e", "qkv"[part], err);
-    EXPECT_LE(err, bound) << "d" << "qkv"[part];
+    const testing::AttentionPartError e =
+        testing::AttentionGradPartError(got_dqkv, dqkv, rows, hidden, part, 1e-2, /*fused=*/true);
+    std::printf("  d%c %.2e", "qkv"[part], e.value);
+    EXPECT_LE(e.value, e.bound) << "d" << "qkv"[part] << ": " << e.metric;
   }
   std::printf("\n");
   // A fully padded sequence attends to nothing: zero output, zero gradients.

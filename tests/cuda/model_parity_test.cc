@@ -114,28 +114,41 @@ double MeanOf(const std::vector<double>& curve, size_t begin, size_t n) {
 }
 
 // Each variant on both CUDA attention paths (the tiny model's 8-wide heads take the fused kernels).
+// Both tests start from the tiny model of the variant on each backend, with the same parameters.
 class CudaModelParityTest : public ::testing::TestWithParam<std::tuple<NormPlacement, AttentionKernel>> {
  protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend({.attention = attention()});
+    if (!gpu.ok()) GTEST_SKIP() << "CUDA backend unavailable: " << gpu.status().ToString();
+    gpu_ = *std::move(gpu);
+    cpu_ = MakeCpuBackend();
+    config_ = TinyConfig(norm());
+    const HeadOptions heads{.mlm = true, .num_labels = 2};
+    absl::StatusOr<std::unique_ptr<BertModel>> cm = BertModel::Create(config_, heads, cpu_.get());
+    absl::StatusOr<std::unique_ptr<BertModel>> gm = BertModel::Create(config_, heads, gpu_.get());
+    ASSERT_TRUE(cm.ok()) << cm.status();
+    ASSERT_TRUE(gm.ok()) << gm.status();
+    cpu_model_ = *std::move(cm);
+    gpu_model_ = *std::move(gm);
+    seed_ = std::random_device{}();
+    cpu_model_->Initialize(seed_);
+    ASSERT_TRUE(gpu_model_->LoadParams(cpu_model_->ParamsToHost()).ok());
+  }
+
   NormPlacement norm() const { return std::get<0>(GetParam()); }
   AttentionKernel attention() const { return std::get<1>(GetParam()); }
   std::string Name() const { return NormName(norm()) + "/" + AttentionKernelName(attention()); }
+
+  std::unique_ptr<Backend> gpu_, cpu_;  // declared before the models, which use them
+  BertConfig config_;
+  std::unique_ptr<BertModel> cpu_model_, gpu_model_;
+  uint32_t seed_ = 0;
 };
 
 TEST_P(CudaModelParityTest, ForwardBackwardMatchesReference) {
-  absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend({.attention = attention()});
-  if (!gpu.ok()) GTEST_SKIP() << "CUDA backend unavailable: " << gpu.status().ToString();
-  std::unique_ptr<Backend> cpu = MakeCpuBackend();
-  const BertConfig config = TinyConfig(norm());
-  const HeadOptions heads{.mlm = true, .num_labels = 2};
-  absl::StatusOr<std::unique_ptr<BertModel>> cm = BertModel::Create(config, heads, cpu.get());
-  absl::StatusOr<std::unique_ptr<BertModel>> gm = BertModel::Create(config, heads, gpu->get());
-  ASSERT_TRUE(cm.ok()) << cm.status();
-  ASSERT_TRUE(gm.ok()) << gm.status();
-  const uint32_t seed = std::random_device{}();
+  const uint32_t seed = seed_;
   std::mt19937 gen(seed);
-  (*cm)->Initialize(seed);
-  ASSERT_TRUE((*gm)->LoadParams((*cm)->ParamsToHost()).ok());
-  const EncoderBatch batch = MakeBatch(config, 5, 13, gen);
+  const EncoderBatch batch = MakeBatch(config_, 5, 13, gen);
 
   for (bool classify : {false, true}) {
     ForwardOptions o;
@@ -145,7 +158,7 @@ TEST_P(CudaModelParityTest, ForwardBackwardMatchesReference) {
     o.compute_grad = true;
     double losses[2];
     std::vector<float> grads[2];
-    BertModel* models[2] = {cm->get(), gm->get()};
+    BertModel* models[2] = {cpu_model_.get(), gpu_model_.get()};
     for (int k = 0; k < 2; ++k) {
       models[k]->ZeroGrads();
       absl::StatusOr<LossStats> s = classify ? models[k]->ForwardClassify(batch, o) : models[k]->ForwardMlm(batch, o);
@@ -173,22 +186,11 @@ TEST_P(CudaModelParityTest, ForwardBackwardMatchesReference) {
 // seeds tried per variant (1e-3 did not fall reliably). The bound (~0.08 on a loss of ~3.9) would
 // let a flat curve through, so the GPU curve must fall too.
 TEST_P(CudaModelParityTest, TrainingLossCurvesMatchReference) {
-  absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend({.attention = attention()});
-  if (!gpu.ok()) GTEST_SKIP() << "CUDA backend unavailable: " << gpu.status().ToString();
-  std::unique_ptr<Backend> cpu = MakeCpuBackend();
-  const BertConfig config = TinyConfig(norm());
-  const HeadOptions heads{.mlm = true, .num_labels = 2};
-  absl::StatusOr<std::unique_ptr<BertModel>> cm = BertModel::Create(config, heads, cpu.get());
-  absl::StatusOr<std::unique_ptr<BertModel>> gm = BertModel::Create(config, heads, gpu->get());
-  ASSERT_TRUE(cm.ok()) << cm.status();
-  ASSERT_TRUE(gm.ok()) << gm.status();
-  const uint32_t seed = std::random_device{}();
-  (*cm)->Initialize(seed);
-  ASSERT_TRUE((*gm)->LoadParams((*cm)->ParamsToHost()).ok());
+  const uint32_t seed = seed_;
 
   constexpr double kBound = 2e-2;
-  absl::StatusOr<std::vector<double>> cc = MlmLossCurve(**cm, seed, kCurveSteps);
-  absl::StatusOr<std::vector<double>> gc = MlmLossCurve(**gm, seed, kCurveSteps);
+  absl::StatusOr<std::vector<double>> cc = MlmLossCurve(*cpu_model_, seed, kCurveSteps);
+  absl::StatusOr<std::vector<double>> gc = MlmLossCurve(*gpu_model_, seed, kCurveSteps);
   ASSERT_TRUE(cc.ok()) << "cpu, seed " << seed << ": " << cc.status();
   ASSERT_TRUE(gc.ok()) << "gpu, seed " << seed << ": " << gc.status();
   const std::vector<double>& c = *cc;

@@ -5,6 +5,7 @@
 // first, so an element the op does not write fails the comparison.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -139,5 +140,40 @@ class CudaParityTest : public ::testing::Test {
   uint32_t seed_ = 0;
   std::mt19937 rng_;
 };
+
+// One part (0 = q, 1 = k, 2 = v) of an attention gradient dqkv [rows, 3 * hidden] against the
+// reference: ||got - want|| / ||want|| of the part, bounded by `bound`.
+// For the `fused` kernels the denominator is the larger of ||want|| and the reference dv's norm.
+// Their Delta = dO . O comes from the bf16 output, which leaves noise of bf16 size relative to the
+// call's gradient (about 2^-9 times the scores' size). A sequence with a single unmasked key has
+// dq = dk = 0 exactly (the softmax of one score is constant), so that noise is all there is: its
+// own norm would make it infinite, or large next to a small dk of the other sequences. Where the
+// whole part is exactly 0 (every sequence has one key) the bound is 2e-2 instead. The GEMM path
+// reproduces those zeros and keeps the part's own norm.
+struct AttentionPartError {
+  double value, bound;
+  const char* metric;
+};
+inline AttentionPartError AttentionGradPartError(const std::vector<float>& got, const std::vector<float>& want,
+                                                 int64_t rows, int64_t hidden, int part, double bound, bool fused) {
+  auto cut = [&](const std::vector<float>& x, int which) {
+    std::vector<float> p;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < hidden; ++j) p.push_back(x[r * 3 * hidden + which * hidden + j]);
+    return p;
+  };
+  const std::vector<float> g = cut(got, part), w = cut(want, part);
+  if (!fused) return {CudaParityTest::RelErr(g, w), bound, "rel err"};
+  double diff = 0, own = 0, dv = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (!std::isfinite(g[i])) return {std::numeric_limits<double>::infinity(), bound, "non-finite value"};
+    diff += (static_cast<double>(g[i]) - w[i]) * (static_cast<double>(g[i]) - w[i]);
+    own += static_cast<double>(w[i]) * w[i];
+  }
+  for (float v : cut(want, 2)) dv += static_cast<double>(v) * v;
+  const double scale = std::max(own, dv);
+  return {scale > 0 ? std::sqrt(diff / scale) : (diff == 0 ? 0 : std::numeric_limits<double>::infinity()),
+          own == 0 ? 2e-2 : bound, "err / max(||part||, ||dv||)"};
+}
 
 }  // namespace lamina::testing
