@@ -8,6 +8,12 @@
 #include "model/cuda/common_host.h"
 #include "model/cuda/cuda_check.h"
 
+// A kernel's dynamic shared memory. The emulation tests (tests/cuda/emulation.h) run kernels that
+// take their shared memory this way on CPU threads, with their own definition of it.
+#if defined(__CUDACC__)
+#define LAMINA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
 // For the launchers' own preconditions (programming errors).
 #define LAMINA_KERNEL_CHECK(cond)                                                \
   do {                                                                           \
@@ -78,8 +84,60 @@ __device__ __forceinline__ void Store8(bf16_t* p, const float v[8]) {
   *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// Two consecutive elements as fp32, in one access (4 bytes for bf16, 8 for f32).
+__device__ __forceinline__ void Load2(const float* p, float v[2]) {
+  const float2 a = *reinterpret_cast<const float2*>(p);
+  v[0] = a.x, v[1] = a.y;
+}
+__device__ __forceinline__ void Load2(const bf16_t* p, float v[2]) {
+  const uint32_t w = *reinterpret_cast<const uint32_t*>(p);
+  v[0] = __uint_as_float(w << 16);
+  v[1] = __uint_as_float(w & 0xffff0000u);
+}
+
+// V (8, 2 or 1) consecutive elements as fp32, in as few accesses as the width allows.
+template <int V, typename T>
+__device__ __forceinline__ void LoadV(const T* p, float (&v)[V]) {
+  if constexpr (V == 8) {
+    Load8(p, v);
+  } else if constexpr (V == 2) {
+    Load2(p, v);
+  } else {
+    static_assert(V == 1, "widths are 8, 2 or 1");
+    v[0] = ToF(*p);
+  }
+}
+
 // Whether the 8-wide path may be used: 16-byte aligned pointers (null ones ignored).
 inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The widest V in {8, 2, 1} for which rows of `cols` elements of `elem_bytes` each, starting at
+// `p`, can be read V elements per access: V divides cols and p is aligned to the access.
+inline int VectorWidth(const void* p, int64_t cols, size_t elem_bytes) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
+  if (cols % 8 == 0 && at % 16 == 0) return 8;
+  if (cols % 2 == 0 && at % (2 * elem_bytes) == 0) return 2;
+  return 1;
+}
+
+// Runs the body with the compile-time constant V bound to `width` (8, 2 or 1).
+#define LAMINA_DISPATCH_WIDTH(width, V, ...) \
+  switch (width) {                           \
+    case 8: {                                \
+      constexpr int V = 8;                   \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    case 2: {                                \
+      constexpr int V = 2;                   \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    default: {                               \
+      constexpr int V = 1;                   \
+      __VA_ARGS__;                           \
+    }                                        \
+  }
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

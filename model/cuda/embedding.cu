@@ -1,14 +1,18 @@
 // Embedding lookup and its deterministic backward.
+#include <algorithm>
+
 #include <cub/device/device_radix_sort.cuh>
 
 #include "model/cuda/common.cuh"
 #include "model/cuda/kernels.h"
+#include "model/cuda/row_sums.cuh"
 
 namespace lamina::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kTypeChunkRows = 128;  // rows per partial sum of the token-type gradient
+constexpr int64_t kRunBlocks = 1024;     // blocks of the word-gradient kernel (about 8 per SM of an H100)
 
 template <typename TW, typename TO>
 __global__ void EmbeddingForwardKernel(const int32_t* ids, const int32_t* type_ids, const TW* word, const TW* pos,
@@ -26,24 +30,6 @@ __global__ void IotaKernel(int32_t* x, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     x[i] = static_cast<int32_t>(i);
-}
-
-// One block per position of the sorted ids; the block at the start of a run of equal ids sums the
-// run's rows in token order (the sort is stable) and adds the sum to that id's gradient row.
-template <typename TG>
-__global__ void WordSegmentSumKernel(const int32_t* sorted_ids, const int32_t* order, const TG* dout, float scale,
-                                     float* dword, int64_t rows, int64_t hidden) {
-  const int64_t i = blockIdx.x;
-  const int32_t id = sorted_ids[i];
-  if (i > 0 && sorted_ids[i - 1] == id) return;
-  int64_t end = i + 1;
-  while (end < rows && sorted_ids[end] == id) ++end;
-  float* dst = dword + static_cast<int64_t>(id) * hidden;
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
-    float acc = 0.0f;
-    for (int64_t r = i; r < end; ++r) acc += ToF(dout[static_cast<int64_t>(order[r]) * hidden + c]);
-    dst[c] += acc * scale;
-  }
 }
 
 // dpos[t] += sum over b of dout[b * seq + t], one thread per (t, c), b in order.
@@ -136,8 +122,12 @@ void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref do
   const int64_t batch = rows / seq;
   LAMINA_DISPATCH_FLOAT(dout.dtype, TG, {
     const TG* g = static_cast<const TG*>(dout.data);
-    WordSegmentSumKernel<TG>
-        <<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(sorted_ids, order_out, g, scale, dword, rows, hidden);
+    // Enough blocks to fill the GPU; each walks the sorted positions with a grid stride.
+    const unsigned run_blocks = static_cast<unsigned>(std::min<int64_t>(rows, kRunBlocks));
+    LAMINA_DISPATCH_WIDTH(VectorWidth(g, hidden, sizeof(TG)), V, {
+      row_sums::WordRunSumKernel<V, TG><<<run_blocks, row_sums::kThreads, row_sums::SmemBytes(V, 1), stream>>>(
+          sorted_ids, order_out, g, scale, dword, rows, hidden);
+    });
     LAMINA_CUDA_CHECK_LAUNCH();
     PositionSumKernel<TG><<<GridFor(seq * hidden, kThreads), kThreads, 0, stream>>>(g, scale, dpos, batch, seq, hidden);
     LAMINA_CUDA_CHECK_LAUNCH();

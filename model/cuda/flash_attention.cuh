@@ -22,9 +22,6 @@
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
 #include <mma.h>
-// A kernel's dynamic shared memory. tests/cuda/flash_attention_emulation_test.cc runs these
-// kernels on CPU threads and brings its own definition, its own wmma and thread builtins.
-#define LAMINA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
 #endif
 
 #include "core/philox.h"

@@ -35,7 +35,7 @@ void LaunchEmbeddingForward(const int32_t* ids, const int32_t* type_ids, Ref wor
                             Ref out, int64_t rows, int64_t seq, int64_t hidden, cudaStream_t stream);
 size_t EmbeddingBackwardScratchBytes(int64_t rows, int64_t hidden, int64_t type_vocab);
 // Deterministic: word rows are grouped by a stable radix sort of the ids and each group is summed
-// in token order by one block; position and token-type rows are summed in a fixed order.
+// by one block in a fixed order (row_sums.cuh); position and token-type rows likewise.
 void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref dout, float scale, float* dword,
                              float* dpos, float* dtype, int64_t rows, int64_t seq, int64_t hidden, int64_t vocab,
                              int64_t type_vocab, void* scratch, size_t scratch_bytes, cudaStream_t stream);

@@ -1,17 +1,17 @@
 // Layer norm forward (optionally fused with the residual add before it) and backward. One warp per
 // row; statistics in fp32 with a two-pass variance. dgamma/dbeta are summed over fixed chunks of
 // rows and then over the chunks in order, so they are deterministic.
+#include <algorithm>
 #include <initializer_list>
 
 #include "model/cuda/common.cuh"
 #include "model/cuda/kernels.h"
+#include "model/cuda/row_sums.cuh"
 
 namespace lamina::cuda {
 namespace {
 
 constexpr int kRowsPerBlock = 8;  // warps per block
-constexpr int kChunkRows = 128;   // rows per partial sum of dgamma / dbeta
-constexpr int kThreads = 256;
 
 template <typename TX, typename TW, typename TO>
 __global__ void LayerNormForwardKernel(const TX* a, const TX* b, const TW* gamma, const TW* beta, float eps, TX* sum,
@@ -182,44 +182,6 @@ __global__ void LayerNormBackwardDxKernel(const TG* dout, const TX* x, const TW*
   }
 }
 
-// partial[chunk][c] and partial[chunks + chunk][c]: sums over the chunk's rows of dout * xhat and dout.
-template <typename TG, typename TX>
-__global__ void LayerNormParamPartialKernel(const TG* dout, const TX* x, const float* mean, const float* rstd,
-                                            float* partial, int64_t rows, int64_t hidden, int64_t chunks) {
-  const int64_t chunk = blockIdx.y;
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (c >= hidden) return;
-  float pg = 0.0f, pb = 0.0f;
-  const int64_t end = min(rows, (chunk + 1) * kChunkRows);
-  for (int64_t r = chunk * kChunkRows; r < end; ++r) {
-    const float g = ToF(dout[r * hidden + c]);
-    pg += g * (ToF(x[r * hidden + c]) - mean[r]) * rstd[r];
-    pb += g;
-  }
-  partial[chunk * hidden + c] = pg;
-  partial[(chunks + chunk) * hidden + c] = pb;
-}
-
-// out[c] += sum over chunks (in order) of partial[chunk][c], for `count` consecutive outputs.
-__global__ void ChunkFinalizeKernel(const float* partial, float* out, int64_t chunks, int64_t cols) {
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (c >= cols) return;
-  float acc = 0.0f;
-  for (int64_t k = 0; k < chunks; ++k) acc += partial[k * cols + c];
-  out[c] += acc;
-}
-
-template <typename TG>
-__global__ void ColumnPartialKernel(const TG* x, float* partial, int64_t rows, int64_t cols) {
-  const int64_t chunk = blockIdx.y;
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (c >= cols) return;
-  float acc = 0.0f;
-  const int64_t end = min(rows, (chunk + 1) * kChunkRows);
-  for (int64_t r = chunk * kChunkRows; r < end; ++r) acc += ToF(x[r * cols + c]);
-  partial[chunk * cols + c] = acc;
-}
-
 unsigned RowBlocks(int64_t rows) { return static_cast<unsigned>(CeilDiv(rows, kRowsPerBlock)); }
 
 }  // namespace
@@ -244,7 +206,7 @@ void LaunchLayerNormForward(Ref a, Ref b, Ref gamma, Ref beta, float eps, Ref su
 }
 
 size_t LayerNormBackwardScratchBytes(int64_t rows, int64_t hidden) {
-  return static_cast<size_t>(2 * CeilDiv(rows, kChunkRows) * hidden) * sizeof(float);
+  return static_cast<size_t>(2 * CeilDiv(rows, row_sums::kChunkRows) * hidden) * sizeof(float);
 }
 
 void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, const float* rstd, Ref dx, bool accumulate,
@@ -254,12 +216,17 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
   LAMINA_DISPATCH_FLOAT(
       dout.dtype, TG, LAMINA_DISPATCH_FLOAT(x.dtype, TX, {
         // The parameter sums read dout first: dx may alias it.
-        const int64_t chunks = CeilDiv(rows, kChunkRows);
-        const dim3 grid(static_cast<unsigned>(CeilDiv(hidden, kThreads)), static_cast<unsigned>(chunks));
+        const int64_t chunks = CeilDiv(rows, row_sums::kChunkRows);
         float* partial = static_cast<float*>(scratch);
-        LayerNormParamPartialKernel<TG, TX><<<grid, kThreads, 0, stream>>>(static_cast<const TG*>(dout.data),
-                                                                           static_cast<const TX*>(x.data), mean, rstd,
-                                                                           partial, rows, hidden, chunks);
+        const int width = std::min(VectorWidth(dout.data, hidden, DTypeSize(dout.dtype)),
+                                   VectorWidth(x.data, hidden, DTypeSize(x.dtype)));
+        LAMINA_DISPATCH_WIDTH(width, V, {
+          const dim3 grid(static_cast<unsigned>(CeilDiv(hidden, 32 * V)), static_cast<unsigned>(chunks));
+          row_sums::LayerNormParamPartialKernel<V, TG, TX>
+              <<<grid, row_sums::kThreads, row_sums::SmemBytes(V, 2), stream>>>(
+                  static_cast<const TG*>(dout.data), static_cast<const TX*>(x.data), mean, rstd, partial, rows,
+                  hidden, chunks);
+        });
         LAMINA_CUDA_CHECK_LAUNCH();
         LAMINA_DISPATCH_FLOAT(gamma.dtype, TW, LAMINA_DISPATCH_FLOAT(dx.dtype, TD, {
                                 auto kernel = WideRows(hidden, {dout.data, x.data, gamma.data, dx.data})
@@ -271,30 +238,13 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
                                     accumulate, rows, hidden);
                               }));
         LAMINA_CUDA_CHECK_LAUNCH();
-        const unsigned fin = static_cast<unsigned>(CeilDiv(hidden, kThreads));
-        ChunkFinalizeKernel<<<fin, kThreads, 0, stream>>>(partial, dgamma, chunks, hidden);
+        const unsigned fin = static_cast<unsigned>(CeilDiv(hidden, row_sums::kThreads));
+        row_sums::ChunkFinalizeKernel<<<fin, row_sums::kThreads, 0, stream>>>(partial, dgamma, chunks, hidden);
         LAMINA_CUDA_CHECK_LAUNCH();
-        ChunkFinalizeKernel<<<fin, kThreads, 0, stream>>>(partial + chunks * hidden, dbeta, chunks, hidden);
+        row_sums::ChunkFinalizeKernel<<<fin, row_sums::kThreads, 0, stream>>>(partial + chunks * hidden, dbeta, chunks,
+                                                                              hidden);
         LAMINA_CUDA_CHECK_LAUNCH();
       }));
-}
-
-size_t ColumnSumScratchBytes(int64_t rows, int64_t cols) {
-  return static_cast<size_t>(CeilDiv(rows, kChunkRows) * cols) * sizeof(float);
-}
-
-void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, float* out, void* scratch, cudaStream_t stream) {
-  if (rows == 0 || cols == 0) return;
-  const int64_t chunks = CeilDiv(rows, kChunkRows);
-  float* partial = static_cast<float*>(scratch);
-  const dim3 grid(static_cast<unsigned>(CeilDiv(cols, kThreads)), static_cast<unsigned>(chunks));
-  LAMINA_DISPATCH_FLOAT(x.dtype, T, {
-    ColumnPartialKernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x.data), partial, rows, cols);
-  });
-  LAMINA_CUDA_CHECK_LAUNCH();
-  ChunkFinalizeKernel<<<static_cast<unsigned>(CeilDiv(cols, kThreads)), kThreads, 0, stream>>>(partial, out, chunks,
-                                                                                               cols);
-  LAMINA_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace lamina::cuda

@@ -1,21 +1,13 @@
-// The fused attention kernels (model/cuda/flash_attention.cuh) run on CPU threads and checked
-// against the f32 reference, so that their tiling, masking, online softmax, dropout indexing and
-// shared-memory layout are tested on machines without a GPU. The same source is compiled here
-// by the host compiler, with:
-// - one std::thread per CUDA thread of a block (blocks run one after another), __syncthreads and
-//   __syncwarp as barriers, __shfl_xor_sync through a per-warp exchange;
-// - a wmma whose fragments hold the whole 16x16 tile in every lane (the kernels never look inside
-//   a fragment, so its layout does not matter); loads check 32-byte alignment, the leading
-//   dimension and shared-memory bounds, as the hardware requires; each lane stores only its share
-//   of a tile, so a missing __syncwarp before other lanes read it shows up as wrong results.
-// What this cannot show: the speed, and the real wmma/Philox code paths of nvcc (the GPU parity
-// test in ops_parity_test.cc covers those).
-#if __has_include(<cuda_runtime.h>)
-#define LAMINA_EMULATE_FLASH 1
-#endif
-
+// The fused attention kernels (model/cuda/flash_attention.cuh) run on CPU threads
+// (tests/cuda/emulation.h) and checked against the f32 reference, so that their tiling, masking,
+// online softmax, dropout indexing and shared-memory layout are tested on machines without a GPU.
+// This file adds a wmma whose fragments hold the whole 16x16 tile in every lane (the kernels
+// never look inside a fragment, so its layout does not matter); loads check 32-byte alignment,
+// the leading dimension and shared-memory bounds, as the hardware requires; each lane stores only
+// its share of a tile, so a missing __syncwarp before other lanes read it shows up as wrong
+// results. What this cannot show: the speed, and the real wmma/Philox code paths of nvcc (the GPU
+// parity test in ops_parity_test.cc covers those).
 #include <algorithm>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -23,47 +15,19 @@
 #include <memory>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/bf16.h"
 #include "gtest/gtest.h"
 #include "model/backend.h"
+#include "tests/cuda/emulation.h"
 #include "tests/cuda/parity_util.h"
 
-#if LAMINA_EMULATE_FLASH
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
+#if LAMINA_EMULATE
 
 namespace emu {
 
-struct Index3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-
-struct Block {
-  explicit Block(size_t smem_bytes) : smem_storage(smem_bytes + 128), block(128) {
-    smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_storage.data()) + 127) / 128 * 128);
-    smem_end = smem + smem_bytes;
-    for (auto& w : warp) w = std::make_unique<std::barrier<>>(32);
-  }
-  std::vector<unsigned char> smem_storage;
-  unsigned char* smem;
-  unsigned char* smem_end;
-  std::barrier<> block;
-  std::unique_ptr<std::barrier<>> warp[4];
-  float exchange[4][32] = {};
-};
-
-thread_local Index3 thread_idx, block_idx, block_dim;
-thread_local Block* block = nullptr;
-
-[[noreturn]] inline void Fail(const char* what, const void* p) {
-  std::fprintf(stderr, "emulated kernel: %s (pointer %p)\n", what, p);
-  std::abort();
-}
-
-// A fragment load/store touches rows x cols elements from p with leading dimension ld.
+// A fragment load/store touches 16 x 16 elements from p with leading dimension ld.
 inline void CheckAccess(const void* p, unsigned ld, size_t elem, unsigned ld_multiple) {
   if (reinterpret_cast<uintptr_t>(p) % 32 != 0) Fail("wmma pointer not 32-byte aligned", p);
   if (ld % ld_multiple != 0) Fail("wmma leading dimension not a multiple of 16 bytes", p);
@@ -72,53 +36,7 @@ inline void CheckAccess(const void* p, unsigned ld, size_t elem, unsigned ld_mul
   if (first < block->smem || last >= block->smem_end) Fail("wmma access outside shared memory", p);
 }
 
-// Runs every block of `kernel` on CPU threads.
-template <typename... Params, typename... Args>
-void Launch(void (*kernel)(Params...), unsigned grid_x, unsigned grid_y, unsigned threads, size_t smem_bytes,
-            Args... args) {
-  for (unsigned by = 0; by < grid_y; ++by)
-    for (unsigned bx = 0; bx < grid_x; ++bx) {
-      Block b(smem_bytes);
-      std::memset(b.smem, 0xff, smem_bytes);  // NaN-like garbage, as fresh shared memory may hold
-      std::vector<std::thread> pool;
-      for (unsigned t = 0; t < threads; ++t)
-        pool.emplace_back([&, t] {
-          thread_idx = {t, 0, 0};
-          block_idx = {bx, by, 0};
-          block_dim = {threads, 1, 1};
-          block = &b;
-          kernel(args...);
-        });
-      for (std::thread& th : pool) th.join();
-    }
-}
-
 }  // namespace emu
-
-#define threadIdx ::emu::thread_idx
-#define blockIdx ::emu::block_idx
-#define blockDim ::emu::block_dim
-#define LAMINA_DYNAMIC_SMEM(name) unsigned char* name = ::emu::block->smem
-#undef __launch_bounds__
-#define __launch_bounds__(...)
-
-inline void __syncthreads() { emu::block->block.arrive_and_wait(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { emu::block->warp[threadIdx.x / 32]->arrive_and_wait(); }
-inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-  float* slots = emu::block->exchange[threadIdx.x / 32];
-  const unsigned lane = threadIdx.x % 32;
-  slots[lane] = v;
-  __syncwarp();
-  const float r = slots[lane ^ static_cast<unsigned>(lane_mask)];
-  __syncwarp();
-  return r;
-}
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline float __uint_as_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 namespace nvcuda::wmma {
 struct matrix_a {};
@@ -189,12 +107,12 @@ void mma_sync(FragAcc& d, const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, LA
 }  // namespace nvcuda::wmma
 
 #include "model/cuda/flash_attention.cuh"  // its #pragma unroll: -Wno-unknown-pragmas in tests/CMakeLists.txt
-#endif  // LAMINA_EMULATE_FLASH
+#endif  // LAMINA_EMULATE
 
 namespace lamina {
 namespace {
 
-#if LAMINA_EMULATE_FLASH
+#if LAMINA_EMULATE
 
 float RoundBf16(float x) { return Bf16BitsToFloat(FloatToBf16Bits(x)); }
 
@@ -296,7 +214,7 @@ TEST(FlashAttentionEmulation, BertHeadsAndEdges) {
 
 TEST(FlashAttentionEmulation, NeedsTheCudaHeaders) { GTEST_SKIP() << "built without the CUDA toolkit's headers"; }
 
-#endif  // LAMINA_EMULATE_FLASH
+#endif  // LAMINA_EMULATE
 
 }  // namespace
 }  // namespace lamina

@@ -85,49 +85,67 @@ TEST_F(CudaOpsTest, DropoutMasksAreBitIdentical) {
       }
 }
 
-TEST_F(CudaOpsTest, EmbeddingForwardAndDeterministicBackward) {
-  const int64_t batch = Int(1, 9), seq = Int(1, 33), hidden = Int(1, 150), vocab = Int(2, 60), types = Int(1, 3);
-  const int64_t positions = seq + Int(0, 5), rows = batch * seq;
+// One embedding forward and backward; `mask_share` of the ids are one id (BERT's [MASK]), so
+// that with enough rows its run is longer than a block's 256-position window.
+void CheckEmbedding(CudaParityTest& t, int64_t batch, int64_t seq, int64_t hidden, double mask_share) {
+  const std::string tag = " batch" + std::to_string(batch) + " seq" + std::to_string(seq) + " hidden" +
+                          std::to_string(hidden) + " mask share " + std::to_string(mask_share);
+  const int64_t vocab = t.Int(2, 60), types = t.Int(1, 3);
+  const int64_t positions = seq + t.Int(0, 5), rows = batch * seq;
+  const int32_t mask_id = static_cast<int32_t>(t.Int(0, vocab - 1));
   std::vector<int32_t> ids(rows), type_ids(rows);
-  for (auto& v : ids) v = static_cast<int32_t>(Int(0, std::min<int64_t>(vocab - 1, 7)));  // many repeats
+  for (auto& v : ids) {  // many repeats
+    v = t.Int(0, 999) < 1000 * mask_share ? mask_id : static_cast<int32_t>(t.Int(0, std::min<int64_t>(vocab - 1, 7)));
+  }
   ids[0] = static_cast<int32_t>(vocab - 1);
-  for (auto& v : type_ids) v = static_cast<int32_t>(Int(0, types - 1));
-  Pair id = Ints({batch, seq}, ids), tid = Ints({batch, seq}, type_ids);
-  Pair word = Random({vocab, hidden}, DType::kBF16), pos = Random({positions, hidden}, DType::kBF16);
-  Pair type = Random({types, hidden}, DType::kBF16), out = Make({rows, hidden}, DType::kBF16);
+  for (auto& v : type_ids) v = static_cast<int32_t>(t.Int(0, types - 1));
+  Pair id = t.Ints({batch, seq}, ids), tid = t.Ints({batch, seq}, type_ids);
+  Pair word = t.Random({vocab, hidden}, DType::kBF16), pos = t.Random({positions, hidden}, DType::kBF16);
+  Pair type = t.Random({types, hidden}, DType::kBF16), out = t.Make({rows, hidden}, DType::kBF16);
   const float scale = 1.5f;
-  cpu_->EmbeddingForward(id.cpu, tid.cpu, word.cpu, pos.cpu, type.cpu, scale, out.cpu);
-  gpu_->EmbeddingForward(id.gpu, tid.gpu, word.gpu, pos.gpu, type.gpu, scale, out.gpu);
-  ExpectClose(out, kBf16Bound, "EmbeddingForward");
+  t.cpu_->EmbeddingForward(id.cpu, tid.cpu, word.cpu, pos.cpu, type.cpu, scale, out.cpu);
+  t.gpu_->EmbeddingForward(id.gpu, tid.gpu, word.gpu, pos.gpu, type.gpu, scale, out.gpu);
+  t.ExpectClose(out, kBf16Bound, "EmbeddingForward" + tag);
 
-  Pair dout = Random({rows, hidden}, DType::kBF16);
-  const std::vector<float> dw0 = NonZero(vocab * hidden), dp0 = NonZero(positions * hidden),
-                           dt0 = NonZero(types * hidden);
-  Pair dword = Make({vocab, hidden}, DType::kF32), dpos = Make({positions, hidden}, DType::kF32),
-       dtype = Make({types, hidden}, DType::kF32);
+  Pair dout = t.Random({rows, hidden}, DType::kBF16);
+  const std::vector<float> dw0 = t.NonZero(vocab * hidden), dp0 = t.NonZero(positions * hidden),
+                           dt0 = t.NonZero(types * hidden);
+  Pair dword = t.Make({vocab, hidden}, DType::kF32), dpos = t.Make({positions, hidden}, DType::kF32),
+       dtype = t.Make({types, hidden}, DType::kF32);
   std::vector<std::vector<float>> first;
   for (int run = 0; run < 2; ++run) {
-    Set(dword, dw0);
-    Set(dpos, dp0);
-    Set(dtype, dt0);
-    gpu_->EmbeddingBackward(id.gpu, tid.gpu, dout.gpu, scale, dword.gpu, dpos.gpu, dtype.gpu);
-    std::vector<std::vector<float>> now{Gpu(dword), Gpu(dpos), Gpu(dtype)};
+    t.Set(dword, dw0);
+    t.Set(dpos, dp0);
+    t.Set(dtype, dt0);
+    t.gpu_->EmbeddingBackward(id.gpu, tid.gpu, dout.gpu, scale, dword.gpu, dpos.gpu, dtype.gpu);
+    std::vector<std::vector<float>> now{t.Gpu(dword), t.Gpu(dpos), t.Gpu(dtype)};
     if (run == 0) {
       first = now;
     } else {
-      for (int k = 0; k < 3; ++k) EXPECT_EQ(now[k], first[k]) << "embedding backward not deterministic, table " << k;
+      for (int k = 0; k < 3; ++k) {
+        EXPECT_EQ(now[k], first[k]) << "embedding backward not deterministic, table " << k << tag;
+      }
     }
   }
-  cpu_->EmbeddingBackward(id.cpu, tid.cpu, dout.cpu, scale, dword.cpu, dpos.cpu, dtype.cpu);
-  ExpectClose(dword, 1e-5, "EmbeddingBackward dword");
-  ExpectClose(dpos, 1e-5, "EmbeddingBackward dpos");
-  ExpectClose(dtype, 1e-5, "EmbeddingBackward dtype");
+  t.cpu_->EmbeddingBackward(id.cpu, tid.cpu, dout.cpu, scale, dword.cpu, dpos.cpu, dtype.cpu);
+  t.ExpectClose(dword, 1e-5, "EmbeddingBackward dword" + tag);
+  t.ExpectClose(dpos, 1e-5, "EmbeddingBackward dpos" + tag);
+  t.ExpectClose(dtype, 1e-5, "EmbeddingBackward dtype" + tag);
 }
 
-// Widths: a multiple of 8 up to 1024 (register-cached vector kernels), an odd one and one above
-// 1024 (scalar kernels).
+// Hidden sizes for each access width of the word-gradient kernel (8, 2 and 1 elements).
+TEST_F(CudaOpsTest, EmbeddingForwardAndDeterministicBackward) {
+  for (const int64_t hidden : {8 * Int(1, 40), 8 * Int(0, 18) + 2 * Int(1, 3), 2 * Int(0, 75) + 1}) {
+    CheckEmbedding(*this, Int(1, 9), Int(1, 33), hidden, 0.0);
+    CheckEmbedding(*this, Int(4, 8), 128, hidden, 0.6);  // a [MASK] run of 300 to 600
+  }
+}
+
+// Widths: a multiple of 8 up to 1024 (register-cached vector kernels), an even and an odd one and
+// one above 1024 (scalar kernels; dgamma/dbeta read 2 and 1 elements per access for the first two).
 TEST_F(CudaOpsTest, LayerNormForwardBackwardMatchReference) {
-  for (const int64_t hidden : {8 * Int(1, 128), 2 * Int(1, 388) + 1, 8 * Int(129, 160)}) {
+  for (const int64_t hidden :
+       {8 * Int(1, 128), 8 * Int(0, 100) + 2 * Int(1, 3), 2 * Int(1, 388) + 1, 8 * Int(129, 160)}) {
     const int64_t rows = Int(1, 300);
     std::printf(" hidden %ld\n", hidden);
     Pair x = Random({rows, hidden}, DType::kBF16, 2.0f), b = Random({rows, hidden}, DType::kBF16);
