@@ -57,6 +57,14 @@ const T* Offset(const void* p, int64_t elems) {
   return static_cast<const T*>(p) + elems;
 }
 
+// C[m, n] = op(A) op(B) on whole row-major matrices: each leading dimension is the operand's
+// stored row length (A is [m, k], or [k, m] when trans_a; B is [k, n], or [n, k] when trans_b).
+GemmSpec DenseGemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a, const void* b, void* c,
+                   DType c_dtype) {
+  return {.trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k, .a = a, .lda = trans_a ? m : k, .b = b,
+          .ldb = trans_b ? k : n, .c = c, .ldc = n, .c_dtype = c_dtype};
+}
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& options) : options_(options) {}
@@ -205,18 +213,8 @@ class CudaBackend final : public Backend {
     }
     const TensorView& y = act == Activation::kGelu ? pre_act : out;
     if (act == Activation::kGelu) CheckMatrix(pre_act, m, n, "pre_act");
-    GemmSpec s;
-    s.trans_b = true;
-    s.m = m;
-    s.n = n;
-    s.k = k;
-    s.a = Bf16(x, "x");
-    s.lda = k;
-    s.b = Bf16(w, "w");
-    s.ldb = k;
-    s.c = R(y, "out").data;
-    s.ldc = n;
-    s.c_dtype = y.dtype;
+    // y = x W^T (+ b)
+    GemmSpec s = DenseGemm(false, true, m, n, k, Bf16(x, "x"), Bf16(w, "w"), R(y, "out").data, y.dtype);
     s.bias = b.empty() ? nullptr : b.data;
     gemm_.Gemm(s, stream_);
     if (act == Activation::kGelu) cuda::LaunchGelu(R(pre_act, "pre_act"), R(out, "out"), m * n, stream_);
@@ -239,32 +237,13 @@ class CudaBackend final : public Backend {
     }
     if (!dx.empty()) {
       CheckMatrix(dx, m, k, "dx");
-      GemmSpec s;  // dx = dpre W
-      s.m = m;
-      s.n = k;
-      s.k = n;
-      s.a = Bf16(dout, "dout");
-      s.lda = n;
-      s.b = Bf16(w, "w");
-      s.ldb = k;
-      s.c = R(dx, "dx").data;
-      s.ldc = k;
-      s.c_dtype = dx.dtype;
+      // dx = dpre W
+      GemmSpec s = DenseGemm(false, false, m, k, n, Bf16(dout, "dout"), Bf16(w, "w"), R(dx, "dx").data, dx.dtype);
       s.beta = accumulate ? 1.0f : 0.0f;
       gemm_.Gemm(s, stream_);
     }
-    GemmSpec s;  // dW += dpre^T x, accumulated in fp32
-    s.trans_a = true;
-    s.m = n;
-    s.n = k;
-    s.k = m;
-    s.a = Bf16(dout, "dout");
-    s.lda = n;
-    s.b = Bf16(x, "x");
-    s.ldb = k;
-    s.c = F32(dw, "dw");
-    s.ldc = k;
-    s.c_dtype = DType::kF32;
+    // dW += dpre^T x, accumulated in fp32
+    GemmSpec s = DenseGemm(true, false, n, k, m, Bf16(dout, "dout"), Bf16(x, "x"), F32(dw, "dw"), DType::kF32);
     s.beta = 1.0f;
     if (m > 0) gemm_.Gemm(s, stream_);
   }
