@@ -17,6 +17,14 @@ __device__ __forceinline__ void MergeOnline(float& m, float& s, float m2, float 
   m = nm;
 }
 
+// Merges the running pairs across the warp; every lane gets the warp's pair.
+__device__ __forceinline__ void WarpMergeOnline(float& m, float& s) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    MergeOnline(m, s, m2, s2);
+  }
+}
+
 template <typename TL, typename TD>
 __global__ void CrossEntropyKernel(const TL* logits, const int32_t* targets, float grad_scale, float* losses,
                                    TD* dlogits, int64_t vocab) {
@@ -34,10 +42,7 @@ __global__ void CrossEntropyKernel(const TL* logits, const int32_t* targets, flo
   }
   float m = -INFINITY, s = 0.0f;
   for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) MergeOnline(m, s, ToF(z[c]), 1.0f);
-  for (int o = 16; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-    MergeOnline(m, s, m2, s2);
-  }
+  WarpMergeOnline(m, s);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   if (lane == 0) {
     scratch_m[warp] = m;
@@ -47,10 +52,7 @@ __global__ void CrossEntropyKernel(const TL* logits, const int32_t* targets, flo
   if (warp == 0) {
     m = lane < warps ? scratch_m[lane] : -INFINITY;
     s = lane < warps ? scratch_s[lane] : 0.0f;
-    for (int o = 16; o > 0; o >>= 1) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-      MergeOnline(m, s, m2, s2);
-    }
+    WarpMergeOnline(m, s);
     if (lane == 0) {
       shared_max = m;
       shared_log_sum = logf(s);
@@ -71,6 +73,18 @@ __device__ __forceinline__ bool Better(float v, int64_t i, float bv, int64_t bi,
   return i < vocab && (bi == vocab || v > bv || (v == bv && i < bi));
 }
 
+// The best candidate across the warp; every lane gets it.
+__device__ __forceinline__ void WarpArgMax(float& best, int64_t& best_i, int64_t vocab) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
+    const int64_t i2 = __shfl_xor_sync(0xffffffffu, best_i, o);
+    if (Better(v2, i2, best, best_i, vocab)) {
+      best = v2;
+      best_i = i2;
+    }
+  }
+}
+
 // The first maximum: ties go to the smaller index, as in the reference.
 template <typename TL>
 __global__ void ArgMaxKernel(const TL* logits, int32_t* out, int64_t vocab) {
@@ -87,14 +101,7 @@ __global__ void ArgMaxKernel(const TL* logits, int32_t* out, int64_t vocab) {
       best_i = c;
     }
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
-    const int64_t i2 = __shfl_xor_sync(0xffffffffu, best_i, o);
-    if (Better(v2, i2, best, best_i, vocab)) {
-      best = v2;
-      best_i = i2;
-    }
-  }
+  WarpArgMax(best, best_i, vocab);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   if (lane == 0) {
     scratch_v[warp] = best;
@@ -104,14 +111,7 @@ __global__ void ArgMaxKernel(const TL* logits, int32_t* out, int64_t vocab) {
   if (warp != 0) return;
   best = lane < warps ? scratch_v[lane] : -INFINITY;
   best_i = lane < warps ? scratch_i[lane] : vocab;
-  for (int o = 16; o > 0; o >>= 1) {
-    const float v2 = __shfl_xor_sync(0xffffffffu, best, o);
-    const int64_t i2 = __shfl_xor_sync(0xffffffffu, best_i, o);
-    if (Better(v2, i2, best, best_i, vocab)) {
-      best = v2;
-      best_i = i2;
-    }
-  }
+  WarpArgMax(best, best_i, vocab);
   if (lane == 0) out[row] = static_cast<int32_t>(best_i == vocab ? 0 : best_i);
 }
 
