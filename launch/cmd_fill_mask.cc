@@ -56,7 +56,7 @@ int RunFillMask(const std::vector<std::string>& texts) {
     if (b.mlm_positions.empty()) return ReportError(cmd, absl::StrCat("no [MASK] in \"", text, "\""));
     auto s = model.ForwardMlm(b, ForwardOptions{});
     if (!s.ok()) return ReportError(cmd, std::string(s.status().message()));
-    const std::vector<float> logits = model.MlmLogitsToHost();
+    const std::vector<float> logits = model.LogitsToHost();
     const int64_t V = model.config().vocab_size;
     nlohmann::json masks = nlohmann::json::array();
     if (!absl::GetFlag(FLAGS_json)) std::printf("%s\n", text.c_str());

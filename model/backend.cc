@@ -36,4 +36,11 @@ int64_t LambTensorCount(std::span<const ParamSegment> segments, const TensorView
   return tensors;
 }
 
+int64_t RowPitch(const TensorView& t, int64_t rows, int64_t cols, bool padding_allowed, const char* what) {
+  const int64_t pitch = t.cols();
+  LAMINA_CHECK(t.rows() == rows && (pitch == cols || (padding_allowed && pitch > cols)), what, " must be [", rows,
+               ", ", cols, "]", padding_allowed ? " or padded rows [rows, >= cols]" : "", ", got ", t.ToString());
+  return pitch;
+}
+
 }  // namespace lamina

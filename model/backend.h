@@ -12,6 +12,11 @@
 // - Ops that draw random numbers take an RngContext; element i of the op's output uses stream
 //   index rng.offset + i (see core/philox.h). Masks are recomputed in backward, never stored.
 // - Ops are asynchronous on the backend's stream; only ops that return a host value synchronise.
+// - Padded rows: the logits may be stored as [M, P] for M x N values, P >= N (the model rounds P
+//   up to a multiple of 8, which keeps every row 16-byte aligned for the tensor-core GEMMs; with
+//   BERT's 30522 classes the rows would otherwise be 4-byte aligned). LinearForward's out,
+//   LinearBackward's dout and the logits of CrossEntropy and ArgMax may be padded: N is w's rows
+//   or `classes`, and columns N..P-1 of each row are neither read nor written. Not with GELU.
 #pragma once
 
 #include <cstdint>
@@ -92,11 +97,12 @@ class Backend {
                                  TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta) = 0;
 
   // ---- dense layers ----
-  // out = act(x W^T + b). x [M, K], w [N, K], b [N] or empty; out [M, N]. With kGelu, pre_act
-  // [M, N] receives x W^T + b for the backward pass.
+  // out = act(x W^T + b). x [M, K], w [N, K], b [N] or empty; out [M, N] (or padded rows with
+  // kNone). With kGelu, pre_act [M, N] receives x W^T + b for the backward pass.
   virtual void LinearForward(TensorView x, TensorView w, TensorView b, Activation act, TensorView pre_act,
                              TensorView out) = 0;
-  // dout is the gradient w.r.t. out; with kGelu it is overwritten by the gradient w.r.t. pre_act.
+  // dout is the gradient w.r.t. out (padded rows as out's); with kGelu it is overwritten by the
+  // gradient w.r.t. pre_act.
   // dx [M, K] (= or += if accumulate; empty to skip); dw [N, K] +=; db [N] += (empty to skip).
   virtual void LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act,
                               TensorView dx, bool accumulate, TensorView dw, TensorView db) = 0;
@@ -137,14 +143,15 @@ class Backend {
   virtual void ScatterAddRows(TensorView dout, TensorView index, TensorView dx) = 0;
 
   // ---- loss ----
-  // Softmax cross-entropy per row. logits [N, V] in act_dtype, targets i32 [N] (-1 = ignore).
-  // losses f32 [N]: -log softmax(logits)[target], 0 where ignored. When dlogits is not empty it
-  // receives (softmax - onehot(target)) * grad_scale (zero rows where ignored); it may alias
-  // logits. Computed in fp32 whatever the input dtype.
-  virtual void CrossEntropy(TensorView logits, TensorView targets, float grad_scale, TensorView losses,
-                            TensorView dlogits) = 0;
-  // Row-wise argmax (i32 [N]) of logits [N, V], for accuracy.
-  virtual void ArgMax(TensorView logits, TensorView out) = 0;
+  // Softmax cross-entropy per row over `classes` classes. logits [N, classes] or padded rows, in
+  // act_dtype; targets i32 [N] (-1 = ignore). losses f32 [N]: -log softmax(logits)[target], 0
+  // where ignored. When dlogits is not empty (the same shape as logits) it receives
+  // (softmax - onehot(target)) * grad_scale (zero rows where ignored); it may alias logits.
+  // Computed in fp32 whatever the input dtype.
+  virtual void CrossEntropy(TensorView logits, int64_t classes, TensorView targets, float grad_scale,
+                            TensorView losses, TensorView dlogits) = 0;
+  // Row-wise argmax (i32 [N]) over the first `classes` columns of logits, for accuracy.
+  virtual void ArgMax(TensorView logits, int64_t classes, TensorView out) = 0;
 
   // ---- reductions and optimizer (f32 flat buffers) ----
   // Sum of squares of x, returned to the host (synchronises).
@@ -173,6 +180,11 @@ class Backend {
 // The number of tensors the segments name (1 + the largest segment.tensor), checking that
 // `norms` has room for their two sums each (Backend::LambMoments). Aborts on a caller's bug.
 int64_t LambTensorCount(std::span<const ParamSegment> segments, const TensorView& norms);
+
+// The row pitch P of a matrix argument that may have padded rows (see the conventions above):
+// t must be [rows, P] with P >= cols, and P == cols unless `padding_allowed`. Aborts on a
+// caller's bug.
+int64_t RowPitch(const TensorView& t, int64_t rows, int64_t cols, bool padding_allowed, const char* what);
 
 // How the CUDA backend computes the attention core.
 enum class AttentionKernel {

@@ -14,6 +14,8 @@ namespace {
 // Dropout sites; with the layer index and the step they name a Philox stream.
 enum DropoutSite : int { kEmbeddingDropout = 0, kAttentionProbDropout = 1, kAttentionOutDropout = 2,
                          kFfnOutDropout = 3, kClassifierDropout = 4 };
+// The logits' rows are padded to a multiple of this many elements (16 bytes of bf16).
+constexpr int64_t kLogitsPitchMultiple = 8;
 
 using TakeFn = std::function<TensorView(DType, Shape)>;
 
@@ -49,7 +51,10 @@ struct BertModel::Acts {
   TensorView head_pre, head_act;   // MLM: dense pre-GELU and GELU; classify: pooler pre-tanh and tanh
   TensorView head_ln, head_mean, head_rstd;  // MLM transform LayerNorm
   TensorView head_drop;            // classify: dropout(pooled)
-  TensorView logits;               // [N, V or labels]; becomes dlogits after a forward with grad
+  // [N, pitch]: `classes` (vocab or labels) values per row, rows padded to a multiple of 8
+  // elements (backend.h); becomes dlogits after a forward with grad.
+  TensorView logits;
+  int64_t classes = 0;
   TensorView losses;               // f32 [N]
   TensorView argmax;               // i32 [N]
   // Backward scratch.
@@ -218,7 +223,8 @@ absl::Status BertModel::PrepareBatch(const EncoderBatch& batch, Head head, int64
       a.head_mean = take(DType::kF32, {Nr});
       a.head_rstd = take(DType::kF32, {Nr});
     }
-    a.logits = take(act, {Nr, V});
+    a.classes = V;
+    a.logits = take(act, {Nr, (V + kLogitsPitchMultiple - 1) / kLogitsPitchMultiple * kLogitsPitchMultiple});
     a.losses = take(DType::kF32, {Nr});
     a.argmax = take(DType::kI32, {Nr});
     if (grad) {
@@ -361,8 +367,9 @@ absl::StatusOr<LossStats> BertModel::ForwardMlm(const EncoderBatch& batch, const
   be.LayerNormForward(a.head_act, W(pl.mlm_ln_g, {H}), W(pl.mlm_ln_b, {H}), config_.layer_norm_eps, a.head_ln,
                       a.head_mean, a.head_rstd);
   be.LinearForward(a.head_ln, W(pl.word_emb, {V, H}), W(pl.mlm_bias, {V}), Activation::kNone, {}, a.logits);
-  if (options.accuracy) be.ArgMax(a.logits, a.argmax);
-  be.CrossEntropy(a.logits, a.targets, options.grad_scale, a.losses, options.compute_grad ? a.logits : TensorView{});
+  if (options.accuracy) be.ArgMax(a.logits, V, a.argmax);
+  be.CrossEntropy(a.logits, V, a.targets, options.grad_scale, a.losses,
+                  options.compute_grad ? a.logits : TensorView{});
   std::vector<float> losses(N);
   be.CopyToHost(a.losses, losses.data());
   for (float l : losses) stats.loss_sum += l;
@@ -405,24 +412,29 @@ absl::StatusOr<LossStats> BertModel::ForwardClassify(const EncoderBatch& batch, 
   be.LinearForward(a.head_drop, W(pl.cls_w, {L, H}), W(pl.cls_b, {L}), Activation::kNone, {}, a.logits);
   LossStats stats;
   stats.count = B;
-  stats.logits.resize(B * L);
-  be.CopyToHost(a.logits, stats.logits.data());
+  stats.logits = LogitsToHost();
   stats.predictions.resize(B);
   for (int64_t b = 0; b < B; ++b) {
     const float* row = &stats.logits[b * L];
     stats.predictions[b] = static_cast<int32_t>(std::max_element(row, row + L) - row);
     stats.correct += stats.predictions[b] == batch.labels[b];
   }
-  be.CrossEntropy(a.logits, a.targets, options.grad_scale, a.losses, options.compute_grad ? a.logits : TensorView{});
+  be.CrossEntropy(a.logits, L, a.targets, options.grad_scale, a.losses,
+                  options.compute_grad ? a.logits : TensorView{});
   std::vector<float> losses(B);
   be.CopyToHost(a.losses, losses.data());
   for (float l : losses) stats.loss_sum += l;
   return stats;
 }
 
-std::vector<float> BertModel::MlmLogitsToHost() const {
-  std::vector<float> host(acts_->N * config_.vocab_size);
-  if (!host.empty()) backend_->CopyToHost(acts_->logits, host.data());
+std::vector<float> BertModel::LogitsToHost() const {
+  const Acts& a = *acts_;
+  const int64_t pitch = a.logits.cols();
+  std::vector<float> padded(a.logits.numel()), host(a.N * a.classes);
+  if (host.empty()) return host;
+  backend_->CopyToHost(a.logits, padded.data());
+  for (int64_t r = 0; r < a.N; ++r)
+    std::copy_n(padded.begin() + r * pitch, a.classes, host.begin() + r * a.classes);
   return host;
 }
 

@@ -82,8 +82,9 @@ class BertModel {
   // Accumulates parameter gradients of the last forward (which had compute_grad) into grads(),
   // reporting progress to `ready` when given (gradient sync overlapped with the backward pass).
   void Backward(const GradReadyFn& ready = nullptr);
-  // MLM logits [positions, vocab] of the last ForwardMlm, on the host (fill-mask, tests).
-  std::vector<float> MlmLogitsToHost() const;
+  // The logits of the last forward on the host: [positions, vocab] after ForwardMlm (fill-mask,
+  // tests), [batch, labels] after ForwardClassify.
+  std::vector<float> LogitsToHost() const;
 
   // Bytes of activation memory the last forward used, for reports.
   size_t activation_bytes() const { return arena_.peak(); }

@@ -71,9 +71,9 @@ class CpuBackend final : public Backend {
                          float dropout_p, RngContext rng, TensorView dqkv) override;
 
   // loss.cc
-  void CrossEntropy(TensorView logits, TensorView targets, float grad_scale, TensorView losses,
+  void CrossEntropy(TensorView logits, int64_t classes, TensorView targets, float grad_scale, TensorView losses,
                     TensorView dlogits) override;
-  void ArgMax(TensorView logits, TensorView out) override;
+  void ArgMax(TensorView logits, int64_t classes, TensorView out) override;
 
   // optimizer.cc
   double SumSquares(TensorView x) override;

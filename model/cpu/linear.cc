@@ -17,7 +17,7 @@ void CpuBackend::LinearForward(TensorView x, TensorView w, TensorView b, Activat
   float* o = cpu::F32(out, "out");
   const int64_t m = x.rows(), k = x.cols(), n = w.rows();
   cpu::CheckMatrix(w, n, k, "w");
-  cpu::CheckMatrix(out, m, n, "out");
+  const int64_t pitch = RowPitch(out, m, n, act == Activation::kNone, "out");
   const float* bias = nullptr;
   if (!b.empty()) {
     bias = cpu::F32(b, "b");
@@ -31,13 +31,14 @@ void CpuBackend::LinearForward(TensorView x, TensorView w, TensorView b, Activat
   }
   if (m == 0 || n == 0) return;
   if (k == 0) {
-    for (int64_t i = 0; i < m * n; ++i) y[i] = 0.0f;
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n; ++c) y[r * pitch + c] = 0.0f;
   } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, xs, k, ws, k, 0.0f, y, n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, xs, k, ws, k, 0.0f, y, pitch);
   }
   if (bias != nullptr) {
     for (int64_t r = 0; r < m; ++r)
-      for (int64_t c = 0; c < n; ++c) y[r * n + c] += bias[c];
+      for (int64_t c = 0; c < n; ++c) y[r * pitch + c] += bias[c];
   }
   if (act == Activation::kGelu) {
     for (int64_t i = 0; i < m * n; ++i) o[i] = cpu::GeluValue(y[i]);
@@ -54,7 +55,7 @@ void CpuBackend::LinearBackward(TensorView dout, TensorView x, TensorView w, Act
   const int64_t m = x.rows(), k = x.cols(), n = w.rows();
   cpu::CheckMatrix(w, n, k, "w");
   cpu::CheckMatrix(dw, n, k, "dw");
-  cpu::CheckMatrix(dout, m, n, "dout");
+  const int64_t pitch = RowPitch(dout, m, n, act == Activation::kNone, "dout");
   if (act == Activation::kGelu) {
     const float* pre = cpu::F32(pre_act, "pre_act");
     cpu::CheckMatrix(pre_act, m, n, "pre_act");
@@ -67,19 +68,19 @@ void CpuBackend::LinearBackward(TensorView dout, TensorView x, TensorView w, Act
       if (!accumulate)
         for (int64_t i = 0; i < m * k; ++i) dxs[i] = 0.0f;
     } else if (m > 0 && k > 0) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f, g, n, ws, k, accumulate ? 1.0f : 0.0f, dxs,
-                  k);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f, g, pitch, ws, k, accumulate ? 1.0f : 0.0f,
+                  dxs, k);
     }
   }
   if (m > 0 && n > 0 && k > 0) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f, g, n, xs, k, 1.0f, dws, k);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f, g, pitch, xs, k, 1.0f, dws, k);
   }
   if (!db.empty()) {
     float* dbs = cpu::F32(db, "db");
     cpu::CheckNumel(db, n, "db");
     std::vector<double> sums(n, 0.0);
     for (int64_t r = 0; r < m; ++r)
-      for (int64_t c = 0; c < n; ++c) sums[c] += g[r * n + c];
+      for (int64_t c = 0; c < n; ++c) sums[c] += g[r * pitch + c];
     for (int64_t c = 0; c < n; ++c) dbs[c] += static_cast<float>(sums[c]);
   }
 }

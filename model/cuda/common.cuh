@@ -111,12 +111,13 @@ __device__ __forceinline__ void LoadV(const T* p, float (&v)[V]) {
 // Whether the 8-wide path may be used: 16-byte aligned pointers (null ones ignored).
 inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// The widest V in {8, 2, 1} for which rows of `cols` elements of `elem_bytes` each, starting at
-// `p`, can be read V elements per access: V divides cols and p is aligned to the access.
-inline int VectorWidth(const void* p, int64_t cols, size_t elem_bytes) {
+// The widest V in {8, 2, 1} for which rows of `cols` elements of `elem_bytes` each, one every
+// `pitch` elements from `p`, can be read V elements per access: V divides cols and pitch, and p
+// is aligned to the access.
+inline int VectorWidth(const void* p, int64_t cols, int64_t pitch, size_t elem_bytes) {
   const uintptr_t at = reinterpret_cast<uintptr_t>(p);
-  if (cols % 8 == 0 && at % 16 == 0) return 8;
-  if (cols % 2 == 0 && at % (2 * elem_bytes) == 0) return 2;
+  if (cols % 8 == 0 && pitch % 8 == 0 && at % 16 == 0) return 8;
+  if (cols % 2 == 0 && pitch % 2 == 0 && at % (2 * elem_bytes) == 0) return 2;
   return 1;
 }
 

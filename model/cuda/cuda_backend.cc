@@ -206,7 +206,7 @@ class CudaBackend final : public Backend {
                      TensorView out) override {
     const int64_t m = x.rows(), k = x.cols(), n = w.rows();
     CheckMatrix(w, n, k, "w");
-    CheckMatrix(out, m, n, "out");
+    const int64_t pitch = RowPitch(out, m, n, act == Activation::kNone, "out");
     if (!b.empty()) {
       Bf16(b, "b");
       CheckNumel(b, n, "b");
@@ -215,6 +215,7 @@ class CudaBackend final : public Backend {
     if (act == Activation::kGelu) CheckMatrix(pre_act, m, n, "pre_act");
     // y = x W^T (+ b)
     GemmSpec s = DenseGemm(false, true, m, n, k, Bf16(x, "x"), Bf16(w, "w"), R(y, "out").data, y.dtype);
+    s.ldc = pitch;  // padded rows (the logits) stay 16-byte aligned for the tensor-core kernels
     s.bias = b.empty() ? nullptr : b.data;
     gemm_.Gemm(s, stream_);
     if (act == Activation::kGelu) cuda::LaunchGelu(R(pre_act, "pre_act"), R(out, "out"), m * n, stream_);
@@ -225,25 +226,27 @@ class CudaBackend final : public Backend {
     const int64_t m = x.rows(), k = x.cols(), n = w.rows();
     CheckMatrix(w, n, k, "w");
     CheckMatrix(dw, n, k, "dw");
-    CheckMatrix(dout, m, n, "dout");
+    const int64_t pitch = RowPitch(dout, m, n, act == Activation::kNone, "dout");
     if (act == Activation::kGelu) {
       CheckMatrix(pre_act, m, n, "pre_act");
       cuda::LaunchGeluBackward(R(dout, "dout"), R(pre_act, "pre_act"), R(dout, "dout"), m * n, stream_);
     }
     if (!db.empty()) {
       CheckNumel(db, n, "db");
-      cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, F32(db, "db"), Scratch(cuda::ColumnSumScratchBytes(m, n)),
-                                      stream_);
+      cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, pitch, F32(db, "db"),
+                                      Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
     }
     if (!dx.empty()) {
       CheckMatrix(dx, m, k, "dx");
       // dx = dpre W
       GemmSpec s = DenseGemm(false, false, m, k, n, Bf16(dout, "dout"), Bf16(w, "w"), R(dx, "dx").data, dx.dtype);
+      s.lda = pitch;
       s.beta = accumulate ? 1.0f : 0.0f;
       gemm_.Gemm(s, stream_);
     }
     // dW += dpre^T x, accumulated in fp32
     GemmSpec s = DenseGemm(true, false, n, k, m, Bf16(dout, "dout"), Bf16(x, "x"), F32(dw, "dw"), DType::kF32);
+    s.lda = pitch;
     s.beta = 1.0f;
     if (m > 0) gemm_.Gemm(s, stream_);
   }
@@ -431,19 +434,20 @@ class CudaBackend final : public Backend {
   }
 
   // ---- loss ----
-  void CrossEntropy(TensorView logits, TensorView targets, float grad_scale, TensorView losses,
+  void CrossEntropy(TensorView logits, int64_t classes, TensorView targets, float grad_scale, TensorView losses,
                     TensorView dlogits) override {
-    const int64_t rows = logits.rows(), vocab = logits.cols();
+    const int64_t rows = logits.rows();
+    const int64_t pitch = RowPitch(logits, rows, classes, true, "logits");
     CheckNumel(targets, rows, "targets");
     CheckNumel(losses, rows, "losses");
-    if (!dlogits.empty()) CheckMatrix(dlogits, rows, vocab, "dlogits");
+    if (!dlogits.empty()) CheckMatrix(dlogits, rows, pitch, "dlogits");
     cuda::LaunchCrossEntropy(R(logits, "logits"), I32(targets, "targets"), grad_scale, F32(losses, "losses"),
-                             R(dlogits, "dlogits"), rows, vocab, stream_);
+                             R(dlogits, "dlogits"), rows, classes, pitch, stream_);
   }
-  void ArgMax(TensorView logits, TensorView out) override {
+  void ArgMax(TensorView logits, int64_t classes, TensorView out) override {
+    const int64_t pitch = RowPitch(logits, logits.rows(), classes, true, "logits");
     CheckNumel(out, logits.rows(), "out");
-    cuda::LaunchArgMax(R(logits, "logits"), I32(out, "out"), logits.rows(), logits.cols(),
-                       stream_);
+    cuda::LaunchArgMax(R(logits, "logits"), I32(out, "out"), logits.rows(), classes, pitch, stream_);
   }
 
   // ---- reductions and optimizers ----

@@ -124,7 +124,7 @@ void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref do
     const TG* g = static_cast<const TG*>(dout.data);
     // Enough blocks to fill the GPU; each walks the sorted positions with a grid stride.
     const unsigned run_blocks = static_cast<unsigned>(std::min<int64_t>(rows, kRunBlocks));
-    LAMINA_DISPATCH_WIDTH(VectorWidth(g, hidden, sizeof(TG)), V, {
+    LAMINA_DISPATCH_WIDTH(VectorWidth(g, hidden, hidden, sizeof(TG)), V, {
       row_sums::WordRunSumKernel<V, TG><<<run_blocks, row_sums::kThreads, row_sums::SmemBytes(V, 1), stream>>>(
           sorted_ids, order_out, g, scale, dword, rows, hidden);
     });

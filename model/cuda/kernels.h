@@ -51,8 +51,10 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
 
 // ---- column sums (bias gradients) ----
 size_t ColumnSumScratchBytes(int64_t rows, int64_t cols);
-// out[c] += sum over rows of x[r, c], summed in a fixed order.
-void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, float* out, void* scratch, cudaStream_t stream);
+// out[c] += sum over rows of x[r, c], summed in a fixed order; x's rows start every `pitch` >= cols
+// elements.
+void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, int64_t pitch, float* out, void* scratch,
+                               cudaStream_t stream);
 
 // ---- attention softmax (rows = batch * heads * seq rows of seq scores each) ----
 // scores: f32 unscaled q.k. probs = softmax(scale * scores) over unmasked keys (masked: 0);
@@ -85,10 +87,11 @@ void LaunchGatherRows(Ref x, const int32_t* index, Ref out, int64_t n, int64_t c
 void LaunchScatterAddRows(Ref dout, const int32_t* index, Ref dx, int64_t n, int64_t cols, cudaStream_t stream);
 
 // ---- loss ----
+// n rows of `vocab` classes, one every `pitch` >= vocab elements (padded rows, backend.h).
 // dlogits.data may be null (no gradient) or equal logits.data (in place).
 void LaunchCrossEntropy(Ref logits, const int32_t* targets, float grad_scale, float* losses, Ref dlogits, int64_t n,
-                        int64_t vocab, cudaStream_t stream);
-void LaunchArgMax(Ref logits, int32_t* out, int64_t n, int64_t vocab, cudaStream_t stream);
+                        int64_t vocab, int64_t pitch, cudaStream_t stream);
+void LaunchArgMax(Ref logits, int32_t* out, int64_t n, int64_t vocab, int64_t pitch, cudaStream_t stream);
 
 // ---- reductions and optimizers ----
 size_t SumSquaresScratchBytes();

@@ -218,8 +218,8 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
         // The parameter sums read dout first: dx may alias it.
         const int64_t chunks = CeilDiv(rows, row_sums::kChunkRows);
         float* partial = static_cast<float*>(scratch);
-        const int width = std::min(VectorWidth(dout.data, hidden, DTypeSize(dout.dtype)),
-                                   VectorWidth(x.data, hidden, DTypeSize(x.dtype)));
+        const int width = std::min(VectorWidth(dout.data, hidden, hidden, DTypeSize(dout.dtype)),
+                                   VectorWidth(x.data, hidden, hidden, DTypeSize(x.dtype)));
         LAMINA_DISPATCH_WIDTH(width, V, {
           const dim3 grid(static_cast<unsigned>(CeilDiv(hidden, 32 * V)), static_cast<unsigned>(chunks));
           row_sums::LayerNormParamPartialKernel<V, TG, TX>

@@ -27,13 +27,13 @@ __device__ __forceinline__ void WarpMergeOnline(float& m, float& s) {
 
 template <typename TL, typename TD>
 __global__ void CrossEntropyKernel(const TL* logits, const int32_t* targets, float grad_scale, float* losses,
-                                   TD* dlogits, int64_t vocab) {
+                                   TD* dlogits, int64_t vocab, int64_t pitch) {
   __shared__ float scratch_m[32], scratch_s[32];
   __shared__ float shared_max, shared_log_sum;
   const int64_t row = blockIdx.x;
   const int32_t target = targets[row];
-  const TL* z = logits + row * vocab;
-  TD* dz = dlogits == nullptr ? nullptr : dlogits + row * vocab;
+  const TL* z = logits + row * pitch;
+  TD* dz = dlogits == nullptr ? nullptr : dlogits + row * pitch;
   if (target < 0) {
     if (threadIdx.x == 0) losses[row] = 0.0f;
     if (dz != nullptr)
@@ -87,11 +87,11 @@ __device__ __forceinline__ void WarpArgMax(float& best, int64_t& best_i, int64_t
 
 // The first maximum: ties go to the smaller index, as in the reference.
 template <typename TL>
-__global__ void ArgMaxKernel(const TL* logits, int32_t* out, int64_t vocab) {
+__global__ void ArgMaxKernel(const TL* logits, int32_t* out, int64_t vocab, int64_t pitch) {
   __shared__ float scratch_v[32];
   __shared__ int64_t scratch_i[32];
   const int64_t row = blockIdx.x;
-  const TL* z = logits + row * vocab;
+  const TL* z = logits + row * pitch;
   float best = -INFINITY;
   int64_t best_i = vocab;
   for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) {
@@ -118,23 +118,23 @@ __global__ void ArgMaxKernel(const TL* logits, int32_t* out, int64_t vocab) {
 }  // namespace
 
 void LaunchCrossEntropy(Ref logits, const int32_t* targets, float grad_scale, float* losses, Ref dlogits, int64_t n,
-                        int64_t vocab, cudaStream_t stream) {
+                        int64_t vocab, int64_t pitch, cudaStream_t stream) {
   if (n == 0) return;
-  LAMINA_KERNEL_CHECK(vocab > 0);
+  LAMINA_KERNEL_CHECK(vocab > 0 && pitch >= vocab);
   LAMINA_DISPATCH_FLOAT(logits.dtype, TL, LAMINA_DISPATCH_FLOAT(dlogits.dtype, TD, {
                           CrossEntropyKernel<TL, TD><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
                               static_cast<const TL*>(logits.data), targets, grad_scale, losses,
-                              static_cast<TD*>(dlogits.data), vocab);
+                              static_cast<TD*>(dlogits.data), vocab, pitch);
                         }));
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
-void LaunchArgMax(Ref logits, int32_t* out, int64_t n, int64_t vocab, cudaStream_t stream) {
+void LaunchArgMax(Ref logits, int32_t* out, int64_t n, int64_t vocab, int64_t pitch, cudaStream_t stream) {
   if (n == 0) return;
-  LAMINA_KERNEL_CHECK(vocab > 0);
+  LAMINA_KERNEL_CHECK(vocab > 0 && pitch >= vocab);
   LAMINA_DISPATCH_FLOAT(logits.dtype, TL, {
     ArgMaxKernel<TL>
-        <<<static_cast<unsigned>(n), kThreads, 0, stream>>>(static_cast<const TL*>(logits.data), out, vocab);
+        <<<static_cast<unsigned>(n), kThreads, 0, stream>>>(static_cast<const TL*>(logits.data), out, vocab, pitch);
   });
   LAMINA_CUDA_CHECK_LAUNCH();
 }

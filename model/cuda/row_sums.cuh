@@ -69,16 +69,16 @@ __device__ __forceinline__ void SumRowsOfTile(int64_t count, int64_t col0, int64
 }
 
 // grid (ceil(cols / (32 V)), ceil(rows / kChunkRows)): partial[chunk][c] = sum of x[r, c] over
-// the chunk's rows.
+// the chunk's rows; x's rows start every `pitch` elements.
 template <int V, typename T>
 __global__ void __launch_bounds__(kThreads) ColumnPartialKernel(const T* x, float* partial, int64_t rows,
-                                                                int64_t cols) {
+                                                                int64_t cols, int64_t pitch) {
   LAMINA_DYNAMIC_SMEM(smem);
   const int64_t chunk = blockIdx.y, r0 = chunk * kChunkRows;
   const int64_t count = rows - r0 < kChunkRows ? rows - r0 : kChunkRows;
   SumRowsOfTile<V, 1>(
       count, blockIdx.x * int64_t{32 * V}, cols,
-      [&](int64_t i, int64_t c, float (&t)[1][V]) { LoadV<V>(x + (r0 + i) * cols + c, t[0]); },
+      [&](int64_t i, int64_t c, float (&t)[1][V]) { LoadV<V>(x + (r0 + i) * pitch + c, t[0]); },
       [&](int64_t c, int, float sum) { partial[chunk * cols + c] = sum; }, reinterpret_cast<float*>(smem));
 }
 

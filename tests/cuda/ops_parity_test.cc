@@ -210,6 +210,26 @@ void CheckLinear(CudaParityTest& t, int64_t m, int64_t k, int64_t n, Activation 
   if (act == Activation::kGelu) t.ExpectClose(dout, kBf16Bound, "LinearBackward dpre (in dout)" + tag);
 }
 
+// The MLM decoder's layout: out and dout with rows padded to a multiple of 8 (backend.h). Both
+// start with the same padding, so a write to it shows.
+TEST_F(CudaOpsTest, LinearPaddedRowsMatchReference) {
+  const int64_t m = Int(1, 200), k = 8 * Int(1, 40), n = Int(1, 300), pitch = (n + 7) / 8 * 8 + 8 * Int(0, 1);
+  const std::string tag = " m" + std::to_string(m) + " k" + std::to_string(k) + " n" + std::to_string(n) + " pitch" +
+                          std::to_string(pitch);
+  Pair x = Random({m, k}, DType::kBF16), w = Random({n, k}, DType::kBF16, 0.2f), b = Random({n}, DType::kBF16);
+  Pair out = Random({m, pitch}, DType::kBF16);
+  cpu_->LinearForward(x.cpu, w.cpu, b.cpu, Activation::kNone, {}, out.cpu);
+  gpu_->LinearForward(x.gpu, w.gpu, b.gpu, Activation::kNone, {}, out.gpu);
+  ExpectClose(out, kBf16Bound, "LinearForward padded out" + tag);
+  Pair dout = Random({m, pitch}, DType::kBF16), dx = Make({m, k}, DType::kBF16);
+  Pair dw = Random({n, k}, DType::kF32), db = Random({n}, DType::kF32);
+  cpu_->LinearBackward(dout.cpu, x.cpu, w.cpu, Activation::kNone, {}, dx.cpu, false, dw.cpu, db.cpu);
+  gpu_->LinearBackward(dout.gpu, x.gpu, w.gpu, Activation::kNone, {}, dx.gpu, false, dw.gpu, db.gpu);
+  ExpectClose(dx, kBf16Bound, "LinearBackward dx from padded dout" + tag);
+  ExpectClose(dw, 1e-5, "LinearBackward dw from padded dout" + tag);
+  ExpectClose(db, 1e-5, "LinearBackward db from padded dout" + tag);
+}
+
 TEST_F(CudaOpsTest, LinearAlignedShapesMatchReference) {
   for (Activation act : {Activation::kNone, Activation::kGelu})
     for (bool bias : {true, false})
@@ -327,40 +347,48 @@ TEST_F(CudaOpsTest, GatherAndScatterRows) {
   ExpectClose(dx, kBf16Bound, "ScatterAddRows");
 }
 
+// Dense rows, and rows padded to a multiple of 8 as the model stores its logits (backend.h).
 TEST_F(CudaOpsTest, CrossEntropyMatchesReference) {
-  const int64_t n = Int(1, 64), vocab = Int(2, 3000);
-  std::vector<int32_t> targets(n);
-  for (auto& v : targets) v = Int(0, 4) == 0 ? -1 : static_cast<int32_t>(Int(0, vocab - 1));
-  Pair tgt = Ints({n}, targets), logits = Random({n, vocab}, DType::kBF16, 6.0f);
-  Pair losses = Make({n}, DType::kF32), dlogits = Make({n, vocab}, DType::kBF16);
-  const float grad_scale = 0.37f;
-  cpu_->CrossEntropy(logits.cpu, tgt.cpu, grad_scale, losses.cpu, dlogits.cpu);
-  gpu_->CrossEntropy(logits.gpu, tgt.gpu, grad_scale, losses.gpu, dlogits.gpu);
-  ExpectClose(losses, 1e-5, "CrossEntropy losses");  // fp32 from identical bf16 logits
-  ExpectClose(dlogits, kBf16Bound, "CrossEntropy dlogits");
-  // Losses only, then the gradient written over the logits.
-  Pair losses2 = Make({n}, DType::kF32);
-  gpu_->CrossEntropy(logits.gpu, tgt.gpu, grad_scale, losses2.gpu, TensorView{});
-  EXPECT_EQ(Gpu(losses2), Gpu(losses));
-  cpu_->CrossEntropy(logits.cpu, tgt.cpu, grad_scale, losses2.cpu, logits.cpu);
-  gpu_->CrossEntropy(logits.gpu, tgt.gpu, grad_scale, losses2.gpu, logits.gpu);
-  ExpectClose(losses2, 1e-5, "CrossEntropy losses (in place)");
-  ExpectClose(logits, kBf16Bound, "CrossEntropy dlogits (in place)");
+  for (const bool padded : {false, true}) {
+    const int64_t n = Int(1, 64), vocab = Int(2, 3000), pitch = padded ? (vocab + 7) / 8 * 8 + 8 * Int(0, 1) : vocab;
+    const std::string tag = std::string(padded ? " (padded to " + std::to_string(pitch) + ")" : "");
+    std::vector<int32_t> targets(n);
+    for (auto& v : targets) v = Int(0, 4) == 0 ? -1 : static_cast<int32_t>(Int(0, vocab - 1));
+    Pair tgt = Ints({n}, targets), logits = Random({n, pitch}, DType::kBF16, 6.0f);
+    // dlogits starts equal on both sides, so any write to its padding shows.
+    Pair losses = Make({n}, DType::kF32), dlogits = Random({n, pitch}, DType::kBF16);
+    const float grad_scale = 0.37f;
+    cpu_->CrossEntropy(logits.cpu, vocab, tgt.cpu, grad_scale, losses.cpu, dlogits.cpu);
+    gpu_->CrossEntropy(logits.gpu, vocab, tgt.gpu, grad_scale, losses.gpu, dlogits.gpu);
+    ExpectClose(losses, 1e-5, "CrossEntropy losses" + tag);  // fp32 from identical bf16 logits
+    ExpectClose(dlogits, kBf16Bound, "CrossEntropy dlogits" + tag);
+    // Losses only, then the gradient written over the logits.
+    Pair losses2 = Make({n}, DType::kF32);
+    gpu_->CrossEntropy(logits.gpu, vocab, tgt.gpu, grad_scale, losses2.gpu, TensorView{});
+    EXPECT_EQ(Gpu(losses2), Gpu(losses)) << tag;
+    cpu_->CrossEntropy(logits.cpu, vocab, tgt.cpu, grad_scale, losses2.cpu, logits.cpu);
+    gpu_->CrossEntropy(logits.gpu, vocab, tgt.gpu, grad_scale, losses2.gpu, logits.gpu);
+    ExpectClose(losses2, 1e-5, "CrossEntropy losses (in place)" + tag);
+    ExpectClose(logits, kBf16Bound, "CrossEntropy dlogits (in place)" + tag);
+  }
 }
 
 TEST_F(CudaOpsTest, ArgMaxFindsFirstMaximum) {
-  const int64_t n = Int(1, 50), vocab = Int(1, 2500);
-  std::vector<float> v = Uniform(n * vocab, -4.0f, 4.0f);
-  for (int64_t r = 0; r < n; ++r) {
-    const int64_t at = Int(0, vocab - 1);
-    v[r * vocab + at] = 10.0f;
-    if (r % 2 == 1) v[r * vocab + Int(at, vocab - 1)] = 10.0f;  // a tie goes to the first
+  for (const bool padded : {false, true}) {
+    const int64_t n = Int(1, 50), vocab = Int(1, 2500), pitch = padded ? (vocab + 7) / 8 * 8 + 8 : vocab;
+    std::vector<float> v = Uniform(n * pitch, -4.0f, 4.0f);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t at = Int(0, vocab - 1);
+      v[r * pitch + at] = 10.0f;
+      if (r % 2 == 1) v[r * pitch + Int(at, vocab - 1)] = 10.0f;  // a tie goes to the first
+      for (int64_t c = vocab; c < pitch; ++c) v[r * pitch + c] = 20.0f;  // padding, never a class
+    }
+    Pair logits = Make({n, pitch}, DType::kBF16), out = Make({n}, DType::kI32);
+    Set(logits, v);
+    cpu_->ArgMax(logits.cpu, vocab, out.cpu);
+    gpu_->ArgMax(logits.gpu, vocab, out.gpu);
+    EXPECT_EQ(GpuInts(out), CpuInts(out)) << (padded ? "padded" : "dense");
   }
-  Pair logits = Make({n, vocab}, DType::kBF16), out = Make({n}, DType::kI32);
-  Set(logits, v);
-  cpu_->ArgMax(logits.cpu, out.cpu);
-  gpu_->ArgMax(logits.gpu, out.gpu);
-  EXPECT_EQ(GpuInts(out), CpuInts(out));
 }
 
 TEST_F(CudaOpsTest, SumSquaresAndScale) {

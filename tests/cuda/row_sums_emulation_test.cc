@@ -74,17 +74,18 @@ std::vector<float> Nonzero(std::mt19937& gen, int64_t n) {
   return v;
 }
 
-// Column sums of a [rows, cols] matrix that starts `offset` elements into its buffer (an offset
-// that is not a multiple of 8 allows only narrower accesses).
+// Column sums of `rows` rows of `cols` values, one row every `pitch` elements from `offset`
+// elements into the buffer (an offset that is not a multiple of 8 allows only narrower accesses).
 template <typename T>
-void CheckColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int64_t offset, int expect_width) {
+void CheckColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int64_t pitch, int64_t offset, int expect_width) {
   const std::string tag = std::string(sizeof(T) == 2 ? "bf16" : "f32") + " rows " + std::to_string(rows) + " cols " +
-                          std::to_string(cols) + " offset " + std::to_string(offset);
+                          std::to_string(cols) + " pitch " + std::to_string(pitch) + " offset " +
+                          std::to_string(offset);
   SCOPED_TRACE(tag);
-  const Input<T> buffer = RandomInput<T>(gen, offset + rows * cols);
+  const Input<T> buffer = RandomInput<T>(gen, offset + rows * pitch);
   const T* x = buffer.data.data() + offset;
   const float* value = buffer.value.data() + offset;
-  const int width = VectorWidth(x, cols, sizeof(T));
+  const int width = VectorWidth(x, cols, pitch, sizeof(T));
   ASSERT_EQ(width, expect_width);
   const int64_t chunks = (rows + rs::kChunkRows - 1) / rs::kChunkRows;
   std::vector<float> partial(chunks * cols, NAN);
@@ -92,34 +93,46 @@ void CheckColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int64_t offse
   std::vector<float> out = start;
   LAMINA_DISPATCH_WIDTH(width, V, {
     emu::Launch(rs::ColumnPartialKernel<V, T>, static_cast<unsigned>((cols + 32 * V - 1) / (32 * V)),
-                static_cast<unsigned>(chunks), rs::kThreads, rs::SmemBytes(V, 1), x, partial.data(), rows, cols);
+                static_cast<unsigned>(chunks), rs::kThreads, rs::SmemBytes(V, 1), x, partial.data(), rows, cols,
+                pitch);
   });
   emu::Launch(rs::ChunkFinalizeKernel, static_cast<unsigned>((cols + rs::kThreads - 1) / rs::kThreads), 1,
               rs::kThreads, 0, static_cast<const float*>(partial.data()), out.data(), chunks, cols);
   std::vector<double> want(cols, 0.0), scale(cols, 0.0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
-      want[c] += value[r * cols + c];
-      scale[c] += std::fabs(value[r * cols + c]);
+      want[c] += value[r * pitch + c];
+      scale[c] += std::fabs(value[r * pitch + c]);
     }
   ExpectSums(out, start, want, scale, "column sum");
 }
 
 // Rows across one and several chunks of 128; widths 8 (a multiple of 8 columns, over one tile of
-// 256 and under it), 2 (even) and 1 (odd), and rows whose start allows only width 2 or 1.
+// 256 and under it), 2 (even) and 1 (odd); padded rows (the logits' bias gradient: 30522 classes
+// in rows of 30528 read 2 at a time); rows whose start allows only width 2 or 1.
 TEST(RowSumsEmulation, ColumnSumsAtEveryWidth) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 gen(seed);
   auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
-  CheckColumnSum<bf16_t>(gen, pick(1, 300), 8 * pick(33, 40), 0, 8);
-  CheckColumnSum<float>(gen, pick(129, 300), 8 * pick(1, 12), 0, 8);
-  CheckColumnSum<bf16_t>(gen, pick(1, 300), 8 * pick(8, 10) + 2 * pick(1, 3), 0, 2);
-  CheckColumnSum<float>(gen, pick(1, 200), 8 * pick(0, 2) + 2 * pick(1, 3), 0, 2);
-  CheckColumnSum<bf16_t>(gen, pick(1, 300), 2 * pick(1, 40) + 1, 0, 1);
-  CheckColumnSum<float>(gen, 128, 1, 0, 1);
-  CheckColumnSum<bf16_t>(gen, pick(1, 200), 8 * pick(1, 12), 2, 2);  // 4-byte aligned rows
-  CheckColumnSum<bf16_t>(gen, pick(1, 200), 8 * pick(1, 12), 1, 1);  // 2-byte aligned rows
+  int64_t cols = 8 * pick(33, 40);
+  CheckColumnSum<bf16_t>(gen, pick(1, 300), cols, cols, 0, 8);
+  cols = 8 * pick(1, 12);
+  CheckColumnSum<float>(gen, pick(129, 300), cols, cols, 0, 8);
+  cols = 8 * pick(8, 10) + 2 * pick(1, 3);
+  CheckColumnSum<bf16_t>(gen, pick(1, 300), cols, cols, 0, 2);
+  cols = 8 * pick(0, 2) + 2 * pick(1, 3);
+  CheckColumnSum<float>(gen, pick(1, 200), cols, cols, 0, 2);
+  cols = 2 * pick(1, 40) + 1;
+  CheckColumnSum<bf16_t>(gen, pick(1, 300), cols, cols, 0, 1);
+  CheckColumnSum<float>(gen, 128, 1, 1, 0, 1);
+  cols = 8 * pick(1, 12);
+  CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, cols + 8, 0, 8);  // padded rows, whole 16-byte groups
+  cols = 8 * pick(1, 12) + 2 * pick(1, 3);
+  CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, (cols + 7) / 8 * 8, 0, 2);  // padded like the logits
+  cols = 8 * pick(1, 12);
+  CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, cols, 2, 2);  // 4-byte aligned rows
+  CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, cols, 1, 1);  // 2-byte aligned rows
 }
 
 TEST(RowSumsEmulation, LayerNormParameterGradients) {
@@ -139,7 +152,8 @@ TEST(RowSumsEmulation, LayerNormParameterGradients) {
       for (int64_t c = 0; c < hidden; ++c) sq += std::pow(x.value[r * hidden + c] - mean[r], 2);
       rstd[r] = static_cast<float>(1.0 / std::sqrt(sq / hidden + 1e-5));
     }
-    const int width = std::min(VectorWidth(dout.data.data(), hidden, 2), VectorWidth(x.data.data(), hidden, 2));
+    const int width =
+        std::min(VectorWidth(dout.data.data(), hidden, hidden, 2), VectorWidth(x.data.data(), hidden, hidden, 2));
     std::vector<float> partial(2 * chunks * hidden, NAN);
     LAMINA_DISPATCH_WIDTH(width, V, {
       emu::Launch(rs::LayerNormParamPartialKernel<V, bf16_t, bf16_t>,
@@ -180,7 +194,7 @@ std::vector<float> WordGradient(const std::vector<int32_t>& ids, const Input<T>&
   std::vector<int32_t> sorted(rows);
   for (int64_t i = 0; i < rows; ++i) sorted[i] = ids[order[i]];
   std::vector<float> dword = dword0;
-  LAMINA_DISPATCH_WIDTH(VectorWidth(dout.data.data(), hidden, sizeof(T)), V, {
+  LAMINA_DISPATCH_WIDTH(VectorWidth(dout.data.data(), hidden, hidden, sizeof(T)), V, {
     emu::Launch(rs::WordRunSumKernel<V, T>, blocks, 1, rs::kThreads, rs::SmemBytes(V, 1),
                 static_cast<const int32_t*>(sorted.data()), static_cast<const int32_t*>(order.data()),
                 dout.data.data(), scale, dword.data(), rows, hidden);

@@ -65,7 +65,7 @@ void ExpectPairBatchMatches(const std::string& checkpoint, const nlohmann::json&
   auto stats = loaded->model->ForwardMlm(batch, ForwardOptions{});
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_NEAR(stats->loss_sum / stats->count, ref["loss"].get<double>(), 1e-4);
-  const std::vector<float> logits = loaded->model->MlmLogitsToHost();
+  const std::vector<float> logits = loaded->model->LogitsToHost();
   const int64_t V = loaded->model->config().vocab_size;
   const auto& want = ref["logprobs"];
   ASSERT_EQ(static_cast<int64_t>(logits.size()), static_cast<int64_t>(want.size()) * V);

@@ -440,14 +440,14 @@ TEST_F(CpuOpsTest, CrossEntropyHandExample) {
   // [0.09003057, 0.24472847, 0.66524096].
   std::vector<float> logits = {1, 2, 3}, losses(1), dlogits(3);
   std::vector<int32_t> targets = {0};
-  backend_->CrossEntropy(F32(logits, {1, 3}), I32(targets, {1}), 2.0f, F32(losses, {1}), F32(dlogits, {1, 3}));
+  backend_->CrossEntropy(F32(logits, {1, 3}), 3, I32(targets, {1}), 2.0f, F32(losses, {1}), F32(dlogits, {1, 3}));
   EXPECT_NEAR(losses[0], 2.40760596, 1e-6);
   EXPECT_NEAR(dlogits[0], 2.0 * (0.09003057 - 1.0), 1e-6);
   EXPECT_NEAR(dlogits[1], 2.0 * 0.24472847, 1e-6);
   EXPECT_NEAR(dlogits[2], 2.0 * 0.66524096, 1e-6);
   // Large logits do not overflow thanks to the max subtraction.
   std::vector<float> shifted = {1001, 1002, 1003};
-  backend_->CrossEntropy(F32(shifted, {1, 3}), I32(targets, {1}), 1.0f, F32(losses, {1}), TensorView{});
+  backend_->CrossEntropy(F32(shifted, {1, 3}), 3, I32(targets, {1}), 1.0f, F32(losses, {1}), TensorView{});
   EXPECT_NEAR(losses[0], 2.40760596, 1e-4);
 }
 
@@ -457,13 +457,13 @@ TEST_F(CpuOpsTest, CrossEntropyGradientWithIgnoredTarget) {
   std::vector<float> logits = RandomVector(gen_, n * vocab, 3.0f), losses(n);
   std::vector<int32_t> targets = {2, -1, 0, 6};
   auto loss = [&] {
-    backend_->CrossEntropy(F32(logits, {n, vocab}), I32(targets, {n}), grad_scale, F32(losses, {n}), TensorView{});
+    backend_->CrossEntropy(F32(logits, {n, vocab}), vocab, I32(targets, {n}), grad_scale, F32(losses, {n}), TensorView{});
     double sum = 0;
     for (float l : losses) sum += l;
     return grad_scale * sum;
   };
   std::vector<float> dlogits(n * vocab, 7.0f);
-  backend_->CrossEntropy(F32(logits, {n, vocab}), I32(targets, {n}), grad_scale, F32(losses, {n}),
+  backend_->CrossEntropy(F32(logits, {n, vocab}), vocab, I32(targets, {n}), grad_scale, F32(losses, {n}),
                          F32(dlogits, {n, vocab}));
   EXPECT_EQ(losses[1], 0.0f);
   for (int64_t c = 0; c < vocab; ++c) EXPECT_EQ(dlogits[1 * vocab + c], 0.0f);
@@ -471,7 +471,7 @@ TEST_F(CpuOpsTest, CrossEntropyGradientWithIgnoredTarget) {
   // dlogits may alias logits: the losses come out the same and the gradient replaces the logits.
   loss();
   const std::vector<float> expect_losses = losses;
-  backend_->CrossEntropy(F32(logits, {n, vocab}), I32(targets, {n}), grad_scale, F32(losses, {n}),
+  backend_->CrossEntropy(F32(logits, {n, vocab}), vocab, I32(targets, {n}), grad_scale, F32(losses, {n}),
                          F32(logits, {n, vocab}));
   EXPECT_EQ(losses, expect_losses);
   EXPECT_EQ(logits, dlogits);
@@ -480,9 +480,47 @@ TEST_F(CpuOpsTest, CrossEntropyGradientWithIgnoredTarget) {
 TEST_F(CpuOpsTest, ArgMaxTakesTheFirstMaximum) {
   std::vector<float> logits = {1, 3, 3, 2, -1, -2, -3, -1};
   std::vector<int32_t> out(2);
-  backend_->ArgMax(F32(logits, {2, 4}), I32(out, {2}));
+  backend_->ArgMax(F32(logits, {2, 4}), 4, I32(out, {2}));
   EXPECT_EQ(out[0], 1);
   EXPECT_EQ(out[1], 0);
+}
+
+// Padded rows (backend.h): the same results as unpadded ones, and the padding is never touched.
+TEST_F(CpuOpsTest, PaddedLogitRowsGiveTheSameResults) {
+  const int64_t m = 5, k = 6, n = 11, pitch = 16;
+  const float kPad = 123.0f;
+  std::vector<float> x = RandomVector(gen_, m * k), w = RandomVector(gen_, n * k), b = RandomVector(gen_, n);
+  auto pad = [&](const std::vector<float>& dense) {
+    std::vector<float> padded(m * pitch, kPad);
+    for (int64_t r = 0; r < m; ++r) std::copy_n(dense.begin() + r * n, n, padded.begin() + r * pitch);
+    return padded;
+  };
+  std::vector<float> dense(m * n), padded(m * pitch, kPad);
+  backend_->LinearForward(F32(x, {m, k}), F32(w, {n, k}), F32(b, {n}), Activation::kNone, {}, F32(dense, {m, n}));
+  backend_->LinearForward(F32(x, {m, k}), F32(w, {n, k}), F32(b, {n}), Activation::kNone, {}, F32(padded, {m, pitch}));
+  EXPECT_EQ(padded, pad(dense));
+
+  std::vector<int32_t> targets = {3, -1, 0, 10, 7}, dense_max(m), padded_max(m);
+  std::vector<float> dense_losses(m), padded_losses(m);
+  backend_->ArgMax(F32(dense, {m, n}), n, I32(dense_max, {m}));
+  backend_->ArgMax(F32(padded, {m, pitch}), n, I32(padded_max, {m}));
+  EXPECT_EQ(padded_max, dense_max);
+  backend_->CrossEntropy(F32(dense, {m, n}), n, I32(targets, {m}), 0.5f, F32(dense_losses, {m}), F32(dense, {m, n}));
+  backend_->CrossEntropy(F32(padded, {m, pitch}), n, I32(targets, {m}), 0.5f, F32(padded_losses, {m}),
+                         F32(padded, {m, pitch}));
+  EXPECT_EQ(padded_losses, dense_losses);
+  EXPECT_EQ(padded, pad(dense));  // the gradients, in place
+
+  std::vector<float> dx_dense(m * k), dx_padded(m * k), dw_dense(n * k, 1.0f), dw_padded(n * k, 1.0f),
+      db_dense(n, 1.0f), db_padded(n, 1.0f);
+  backend_->LinearBackward(F32(dense, {m, n}), F32(x, {m, k}), F32(w, {n, k}), Activation::kNone, {},
+                           F32(dx_dense, {m, k}), false, F32(dw_dense, {n, k}), F32(db_dense, {n}));
+  backend_->LinearBackward(F32(padded, {m, pitch}), F32(x, {m, k}), F32(w, {n, k}), Activation::kNone, {},
+                           F32(dx_padded, {m, k}), false, F32(dw_padded, {n, k}), F32(db_padded, {n}));
+  EXPECT_EQ(dx_padded, dx_dense);
+  EXPECT_EQ(dw_padded, dw_dense);
+  EXPECT_EQ(db_padded, db_dense);
+  EXPECT_EQ(padded, pad(dense));  // dout is only read
 }
 
 // ---- argument checks ----
@@ -500,8 +538,14 @@ TEST_F(CpuOpsTest, MisuseAbortsWithAMessage) {
                "w must be \\[3, 5\\]");
   std::vector<float> logits(3), losses(1);
   std::vector<int32_t> targets = {-2};
-  EXPECT_DEATH(backend_->CrossEntropy(F32(logits, {1, 3}), I32(targets, {1}), 1.0f, F32(losses, {1}), TensorView{}),
+  EXPECT_DEATH(backend_->CrossEntropy(F32(logits, {1, 3}), 3, I32(targets, {1}), 1.0f, F32(losses, {1}), TensorView{}),
                "target -2");
+  EXPECT_DEATH(backend_->CrossEntropy(F32(logits, {1, 3}), 4, I32(targets, {1}), 1.0f, F32(losses, {1}), TensorView{}),
+               "logits must be \\[1, 4\\] or padded rows");
+  std::vector<float> w5(3 * 5), wide(2 * 4);  // padded rows, but GELU writes whole rows
+  EXPECT_DEATH(backend_->LinearForward(F32(x, {2, 5}), F32(w5, {3, 5}), TensorView{}, Activation::kGelu,
+                                       F32(wide, {2, 4}), F32(wide, {2, 4})),
+               "out must be \\[2, 3\\], got");
   EXPECT_DEATH(backend_->Add(F32(x, {10}), I32(ids, {2}), F32(x, {10})), "b must be f32");
 }
 
