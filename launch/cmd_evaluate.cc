@@ -23,14 +23,9 @@ int RunEvaluate(const std::vector<std::string>& args) {
   if (absl::GetFlag(FLAGS_checkpoint).empty()) return ReportError(cmd, "--checkpoint DIR is required");
   if (absl::GetFlag(FLAGS_data).empty()) return ReportError(cmd, "--data DATASET_DIR is required");
   if (absl::GetFlag(FLAGS_eval_batch) <= 0) return ReportError(cmd, "--eval_batch must be positive");
-  auto backend = BackendFromFlags();
-  if (!backend.ok()) return ReportError(cmd, std::string(backend.status().message()));
-  auto loaded = LoadModel(absl::GetFlag(FLAGS_checkpoint), backend->device, HeadOptions{}, 1, backend->options);
+  auto loaded = LoadModelFromFlags();
   if (!loaded.ok()) return ReportError(cmd, std::string(loaded.status().message()));
-  // The vocab defaults to the one the checkpoint's run was trained with.
-  std::string vocab_path = absl::GetFlag(FLAGS_vocab);
-  if (vocab_path.empty()) vocab_path = loaded->run_config["data"].value("vocab", "");
-  auto tokenizer = WordPieceTokenizer::Load(vocab_path);
+  auto tokenizer = TokenizerFromFlags(*loaded);
   if (!tokenizer.ok()) return ReportError(cmd, std::string(tokenizer.status().message()));
   DatasetOptions dopt;
   dopt.expected_vocab_hash = tokenizer->vocab_hash();

@@ -25,13 +25,9 @@ int RunFillMask(const std::vector<std::string>& texts) {
   if (absl::GetFlag(FLAGS_checkpoint).empty()) return ReportError(cmd, "--checkpoint DIR is required");
   const int top_k = absl::GetFlag(FLAGS_top_k);
   if (top_k <= 0) return ReportError(cmd, "--top_k must be positive");
-  auto backend = BackendFromFlags();
-  if (!backend.ok()) return ReportError(cmd, std::string(backend.status().message()));
-  auto loaded = LoadModel(absl::GetFlag(FLAGS_checkpoint), backend->device, HeadOptions{}, 1, backend->options);
+  auto loaded = LoadModelFromFlags();
   if (!loaded.ok()) return ReportError(cmd, std::string(loaded.status().message()));
-  std::string vocab_path = absl::GetFlag(FLAGS_vocab);
-  if (vocab_path.empty()) vocab_path = loaded->run_config["data"].value("vocab", "");
-  auto tok = WordPieceTokenizer::Load(vocab_path);
+  auto tok = TokenizerFromFlags(*loaded);
   if (!tok.ok()) return ReportError(cmd, std::string(tok.status().message()));
   BertModel& model = *loaded->model;
   const int64_t max_len = model.config().max_positions;

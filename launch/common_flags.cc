@@ -52,4 +52,15 @@ void AddBackendOverrides(std::vector<std::string>* overrides) {
     overrides->push_back("run.attention=\"" + absl::GetFlag(FLAGS_attention) + "\"");
 }
 
+absl::StatusOr<LoadedModel> LoadModelFromFlags() {
+  ASSIGN_OR_RETURN(const BackendChoice backend, BackendFromFlags());
+  return LoadModel(absl::GetFlag(FLAGS_checkpoint), backend.device, HeadOptions{}, 1, backend.options);
+}
+
+absl::StatusOr<WordPieceTokenizer> TokenizerFromFlags(const LoadedModel& loaded) {
+  std::string vocab_path = absl::GetFlag(FLAGS_vocab);
+  if (vocab_path.empty()) vocab_path = loaded.run_config.at("data").value("vocab", "");
+  return WordPieceTokenizer::Load(vocab_path);
+}
+
 }  // namespace lamina

@@ -7,7 +7,9 @@
 
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+#include "data/wordpiece.h"
 #include "model/backend.h"
+#include "pretrain/load_model.h"
 
 // BERT vocab.txt: one WordPiece token a line, id = line number (tokenize, prepare, bench tokenize, ...).
 ABSL_DECLARE_FLAG(std::string, vocab);
@@ -45,5 +47,12 @@ struct BackendChoice {
 absl::StatusOr<BackendChoice> BackendFromFlags();
 // --device and --attention as run-config overrides (subcommands that read a run config).
 void AddBackendOverrides(std::vector<std::string>* overrides);
+
+// The --checkpoint model with its MLM head, on the backend --device and --attention ask for
+// (evaluate, fill-mask).
+absl::StatusOr<LoadedModel> LoadModelFromFlags();
+// The tokenizer of --vocab, or else of the vocab the loaded checkpoint's run was trained with
+// (evaluate, fill-mask).
+absl::StatusOr<WordPieceTokenizer> TokenizerFromFlags(const LoadedModel& loaded);
 
 }  // namespace lamina
