@@ -118,29 +118,27 @@ absl::Status CheckBuffer(const CommBuffer& b, absl::string_view what) {
   return absl::OkStatus();
 }
 
-absl::Status CopyToHost(void* host, const CommBuffer& b) {
+// A blocking copy between a device buffer and host memory, device to host when `to_host`.
+absl::Status StagingCopy(void* dst, const void* src, size_t bytes, bool to_host) {
 #if LAMINA_WITH_CUDA
-  cudaError_t err = cudaMemcpy(host, b.data, b.bytes(), cudaMemcpyDeviceToHost);
-  if (err != cudaSuccess) return absl::InternalError(absl::StrCat("staging copy to host: ", cudaGetErrorString(err)));
+  cudaError_t err = cudaMemcpy(dst, src, bytes, to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice);
+  if (err != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrCat("staging copy to ", to_host ? "host" : "device", ": ", cudaGetErrorString(err)));
+  }
   return absl::OkStatus();
 #else
-  (void)host;
-  (void)b;
+  (void)dst;
+  (void)src;
+  (void)bytes;
+  (void)to_host;
   return absl::FailedPreconditionError("device buffers need a CUDA build");
 #endif
 }
 
-absl::Status CopyToDevice(const CommBuffer& b, const void* host) {
-#if LAMINA_WITH_CUDA
-  cudaError_t err = cudaMemcpy(b.data, host, b.bytes(), cudaMemcpyHostToDevice);
-  if (err != cudaSuccess) return absl::InternalError(absl::StrCat("staging copy to device: ", cudaGetErrorString(err)));
-  return absl::OkStatus();
-#else
-  (void)host;
-  (void)b;
-  return absl::FailedPreconditionError("device buffers need a CUDA build");
-#endif
-}
+absl::Status CopyToHost(void* host, const CommBuffer& b) { return StagingCopy(host, b.data, b.bytes(), true); }
+
+absl::Status CopyToDevice(const CommBuffer& b, const void* host) { return StagingCopy(b.data, host, b.bytes(), false); }
 
 }  // namespace
 
