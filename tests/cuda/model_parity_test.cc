@@ -17,22 +17,14 @@
 #include "model/backend.h"
 #include "model/bert.h"
 #include "model/optimizer.h"
+#include "tests/testing/tiny_config.h"
 
 namespace lamina {
 namespace {
 
 BertConfig TinyConfig(NormPlacement norm) {
-  BertConfig c;
-  c.vocab_size = 50;
-  c.hidden = 32;
-  c.layers = 2;
-  c.heads = 4;
-  c.ffn = 64;
-  c.max_positions = 16;
-  c.type_vocab = 2;
+  BertConfig c = testing::TinyBertConfig({.vocab_size = 50, .hidden = 32, .heads = 4, .max_positions = 16}, norm);
   c.layer_norm_eps = 1e-5f;
-  c.norm = norm;
-  c.init = norm == NormPlacement::kNone ? InitScheme::kTFixup : InitScheme::kBert;
   return c;
 }
 

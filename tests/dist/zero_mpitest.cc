@@ -14,6 +14,7 @@
 #include "model/optimizer.h"
 #include "tests/dist/mpi_test_main.h"
 #include "tests/testing/compare.h"
+#include "tests/testing/tiny_config.h"
 
 namespace lamina {
 namespace {
@@ -21,16 +22,8 @@ namespace {
 Communicator* g_comm = nullptr;
 
 BertConfig Tiny() {
-  BertConfig c;
-  c.vocab_size = 101;
-  c.hidden = 32;
-  c.layers = 2;
-  c.heads = 2;
-  c.ffn = 64;
-  c.max_positions = 16;
-  c.type_vocab = 2;
-  c.norm = NormPlacement::kPre;
-  return c;
+  return testing::TinyBertConfig({.vocab_size = 101, .hidden = 32, .heads = 2, .max_positions = 16},
+                                 NormPlacement::kPre);
 }
 
 EncoderBatch Batch(const BertConfig& c, uint32_t seed) {

@@ -9,6 +9,7 @@
 #include "core/timer.h"
 #include "gtest/gtest.h"
 #include "model/backend.h"
+#include "tests/testing/tiny_config.h"
 
 namespace lamina {
 namespace {
@@ -51,14 +52,8 @@ std::vector<TokenizedPair> SyntheticPairs(int n, uint64_t seed) {
 }
 
 BertConfig TinyConfig() {
-  BertConfig c;
-  c.vocab_size = 5 + kWords;
-  c.hidden = 32;
-  c.layers = 2;
-  c.heads = 2;
-  c.ffn = 64;
-  c.max_positions = 32;
-  return c;
+  return testing::TinyBertConfig({.vocab_size = 5 + kWords, .hidden = 32, .heads = 2, .max_positions = 32},
+                                 NormPlacement::kPost);
 }
 
 // Randomly initialised models (init from the run's seed), on the CPU backend.

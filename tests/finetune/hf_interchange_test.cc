@@ -18,6 +18,7 @@
 #include "model/optimizer.h"
 #include "pretrain/checkpoint.h"
 #include "pretrain/load_model.h"
+#include "tests/testing/tiny_config.h"
 
 namespace lamina {
 namespace {
@@ -215,14 +216,8 @@ TEST(ExportHf, RobertaPreLayerNormExportMatchesTransformersLayout) {
 
 TEST(ExportHf, PreLnCheckpointRoundTripIsBitExact) {
   // A lamina Pre-LN checkpoint as the trainer writes it (run dir, optimizer state, run_config).
-  BertConfig config;
-  config.vocab_size = 256;
-  config.hidden = 32;
-  config.layers = 2;
-  config.heads = 4;
-  config.ffn = 64;
-  config.max_positions = 40;
-  config.norm = NormPlacement::kPre;
+  const BertConfig config = testing::TinyBertConfig(
+      {.vocab_size = 256, .hidden = 32, .heads = 4, .max_positions = 40}, NormPlacement::kPre);
   auto backend = MakeCpuBackend();
   auto model = BertModel::Create(config, HeadOptions{true, 0}, backend.get());
   ASSERT_TRUE(model.ok());
@@ -249,15 +244,9 @@ TEST(ExportHf, PreLnCheckpointRoundTripIsBitExact) {
 }
 
 TEST(ExportHf, TFixupIsRefused) {
-  BertConfig config;
-  config.vocab_size = 256;
-  config.hidden = 32;
+  BertConfig config = testing::TinyBertConfig(
+      {.vocab_size = 256, .hidden = 32, .heads = 2, .max_positions = 16}, NormPlacement::kNone);
   config.layers = 1;
-  config.heads = 2;
-  config.ffn = 64;
-  config.max_positions = 16;
-  config.norm = NormPlacement::kNone;
-  config.init = InitScheme::kTFixup;
   auto backend = MakeCpuBackend();
   auto model = BertModel::Create(config, HeadOptions{true, 0}, backend.get());
   ASSERT_TRUE(model.ok());

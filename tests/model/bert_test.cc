@@ -10,24 +10,16 @@
 #include "model/flops.h"
 #include "model/init.h"
 #include "model/optimizer.h"
+#include "tests/testing/tiny_config.h"
 
 namespace lamina {
 namespace {
 
 BertConfig TinyConfig(NormPlacement norm) {
-  BertConfig c;
-  c.vocab_size = 40;
-  c.hidden = 16;
-  c.layers = 2;
-  c.heads = 2;
-  c.ffn = 32;
-  c.max_positions = 12;
-  c.type_vocab = 2;
+  BertConfig c = testing::TinyBertConfig({.vocab_size = 40, .hidden = 16, .heads = 2, .max_positions = 12}, norm);
   c.hidden_dropout = 0.1f;
   c.attention_dropout = 0.1f;
   c.layer_norm_eps = 1e-5f;
-  c.norm = norm;
-  c.init = norm == NormPlacement::kNone ? InitScheme::kTFixup : InitScheme::kBert;
   return c;
 }
 

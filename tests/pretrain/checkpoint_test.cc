@@ -18,6 +18,7 @@
 #include "core/safetensors.h"
 #include "core/timer.h"
 #include "gtest/gtest.h"
+#include "tests/testing/tiny_config.h"
 
 namespace lamina {
 namespace {
@@ -25,15 +26,8 @@ namespace {
 namespace fs = std::filesystem;
 
 BertConfig TinyConfig() {
-  BertConfig c;
-  c.vocab_size = 40;
-  c.hidden = 16;
-  c.layers = 2;
-  c.heads = 2;
-  c.ffn = 32;
-  c.max_positions = 12;
-  c.norm = NormPlacement::kPre;
-  return c;
+  return testing::TinyBertConfig({.vocab_size = 40, .hidden = 16, .heads = 2, .max_positions = 12},
+                                 NormPlacement::kPre);
 }
 
 std::vector<float> RandomVector(size_t n, uint32_t seed) {

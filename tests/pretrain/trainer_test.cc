@@ -11,6 +11,7 @@
 #include "data/prepare.h"
 #include "gtest/gtest.h"
 #include "tests/testing/compare.h"
+#include "tests/testing/tiny_config.h"
 #include "pretrain/checkpoint.h"
 #include "tests/data/mlm_test_util.h"
 
@@ -39,13 +40,8 @@ class TrainerTest : public ::testing::Test {
 
   static RunConfig Config() {
     RunConfig c;
-    c.model.vocab_size = 85;
-    c.model.hidden = 32;
-    c.model.layers = 2;
-    c.model.heads = 2;
-    c.model.ffn = 64;
-    c.model.max_positions = 16;
-    c.model.norm = NormPlacement::kPre;
+    c.model = testing::TinyBertConfig({.vocab_size = 85, .hidden = 32, .heads = 2, .max_positions = 16},
+                                      NormPlacement::kPre);
     c.data.train = dir_->path("ds");
     c.data.vocab = dir_->path("vocab.txt");
     c.data.prefetch = 1;
