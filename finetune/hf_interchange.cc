@@ -329,10 +329,7 @@ absl::StatusOr<HfExportResult> ExportHf(const std::string& checkpoint, const std
 
   std::string vocab_src = vocab;
   if (vocab_src.empty()) {
-    const nlohmann::json& rc = state["run_config"];
-    if (!rc.contains("data") || !rc["data"].contains("vocab") || !rc["data"]["vocab"].is_string())
-      return absl::NotFoundError(absl::StrCat(state_path, ": no run_config.data.vocab; pass --vocab FILE"));
-    vocab_src = rc["data"]["vocab"].get<std::string>();
+    ASSIGN_OR_RETURN(vocab_src, RunConfigVocab(state["run_config"], state_path));
   }
   RETURN_IF_ERROR(MakeDir(out_dir));
   ASSIGN_OR_RETURN(WordPieceTokenizer tok,

@@ -18,10 +18,7 @@ namespace fs = std::filesystem;
 
 absl::StatusOr<std::string> VocabOf(const std::string& checkpoint) {
   ASSIGN_OR_RETURN(nlohmann::json state, ReadCheckpointState(checkpoint));
-  const nlohmann::json& rc = state["run_config"];
-  if (!rc.contains("data") || !rc["data"].is_object() || !rc["data"].contains("vocab") || !rc["data"]["vocab"].is_string())
-    return absl::NotFoundError(absl::StrCat(checkpoint, "/state.json: no run_config.data.vocab; pass --vocab FILE"));
-  return rc["data"]["vocab"].get<std::string>();
+  return RunConfigVocab(state["run_config"], checkpoint + "/state.json");
 }
 
 absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {

@@ -3,6 +3,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/marshalling.h"
 #include "core/status.h"
+#include "pretrain/checkpoint.h"
 
 ABSL_FLAG(std::string, vocab, "",
           "BERT WordPiece vocab.txt (one token a line; id = line number), e.g. "
@@ -59,7 +60,9 @@ absl::StatusOr<LoadedModel> LoadModelFromFlags() {
 
 absl::StatusOr<WordPieceTokenizer> TokenizerFromFlags(const LoadedModel& loaded) {
   std::string vocab_path = absl::GetFlag(FLAGS_vocab);
-  if (vocab_path.empty()) vocab_path = loaded.run_config.at("data").value("vocab", "");
+  if (vocab_path.empty()) {
+    ASSIGN_OR_RETURN(vocab_path, RunConfigVocab(loaded.run_config, loaded.checkpoint + "/state.json"));
+  }
   return WordPieceTokenizer::Load(vocab_path);
 }
 

@@ -220,6 +220,13 @@ absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir) {
   return complete.front().second.string();
 }
 
+absl::StatusOr<std::string> RunConfigVocab(const nlohmann::json& run_config, const std::string& state_path) {
+  const auto data = run_config.is_object() ? run_config.find("data") : run_config.end();
+  if (data == run_config.end() || !data->is_object() || !data->contains("vocab") || !(*data)["vocab"].is_string())
+    return absl::NotFoundError(absl::StrCat(state_path, ": no run_config.data.vocab; pass --vocab FILE"));
+  return (*data)["vocab"].get<std::string>();
+}
+
 absl::StatusOr<nlohmann::json> ReadCheckpointState(const std::string& ckpt_dir) {
   const std::string path = (fs::path(ckpt_dir) / kStateFile).string();
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));

@@ -60,6 +60,9 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& ckpt_dir, Bert
 
 // state.json of a checkpoint, checked for format and version (tools read the model config here).
 absl::StatusOr<nlohmann::json> ReadCheckpointState(const std::string& ckpt_dir);
+// The vocabulary file of the run that wrote a checkpoint: run_config.data.vocab of its state
+// (`state_path` names the file in the error when there is none).
+absl::StatusOr<std::string> RunConfigVocab(const nlohmann::json& run_config, const std::string& state_path);
 // The model config and heads a checkpoint was written with, to build a model that can load it.
 absl::StatusOr<BertConfig> CheckpointModelConfig(const std::string& ckpt_dir, HeadOptions* heads = nullptr);
 

@@ -333,5 +333,17 @@ TEST_F(CheckpointTest, SurvivesSigkillMidSave) {
   EXPECT_EQ(Names().size(), 2u);
 }
 
+// The vocab that tools default to: run_config.data.vocab, or an error naming the state file (a
+// checkpoint written by an older or hand-made run config must not end in a JSON exception).
+TEST(RunConfigVocab, ReadsTheRunsVocabOrSaysWhatIsMissing) {
+  EXPECT_EQ(*RunConfigVocab({{"data", {{"vocab", "v.txt"}}}}, "ck/state.json"), "v.txt");
+  for (const nlohmann::json& rc : {nlohmann::json::object(), nlohmann::json{{"data", 3}},
+                                   nlohmann::json{{"data", {{"vocab", 7}}}}, nlohmann::json(nullptr)}) {
+    const absl::StatusOr<std::string> vocab = RunConfigVocab(rc, "ck/state.json");
+    ASSERT_FALSE(vocab.ok()) << rc.dump();
+    EXPECT_EQ(vocab.status().message(), "ck/state.json: no run_config.data.vocab; pass --vocab FILE");
+  }
+}
+
 }  // namespace
 }  // namespace lamina
