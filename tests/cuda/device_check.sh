@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CUDA backend and the tests/cuda suites on a GPU machine, runs them, then runs them
-# again under compute-sanitizer memcheck, and the attention tests (the kernels that share memory
-# between warps) under racecheck and synccheck. Run from the repository root with .deps/ prepared by
+# again under compute-sanitizer memcheck, and the tests of the kernels that share memory between
+# warps (attention, and the row sums of the embedding, LayerNorm and bias gradients) under
+# racecheck and synccheck. Run from the repository root with .deps/ prepared by
 # ../shared/tools/device-deps.sh:   tests/cuda/device_check.sh OUTDIR [gtest filter]
 set -uo pipefail
 out=${1:?usage: device_check.sh OUTDIR [filter]}
@@ -26,15 +27,15 @@ for t in $targets; do
 done
 for t in $targets; do
   [ "$t" = test_cuda_timing ] && continue  # opt-in timings at full size: too slow under the sanitizer
-  [ "$t" = test_cuda_flash_attention_emulation ] && continue  # CPU threads, no device code
+  case $t in *_emulation) continue ;; esac  # CPU threads, no device code
   compute-sanitizer --tool memcheck --error-exitcode 9 "$build/tests/$t" --gtest_filter="$filter" \
     >"$out/$t.memcheck.log" 2>&1
   echo "memcheck $t: exit $? ($(grep -c 'Invalid\|Error' "$out/$t.memcheck.log") error lines)"
   grep -E "ERROR SUMMARY" "$out/$t.memcheck.log"
 done
 for tool in racecheck synccheck; do
-  compute-sanitizer --tool $tool --error-exitcode 9 "$build/tests/test_cuda_ops_parity" --gtest_filter='*Attention*' \
-    >"$out/ops_parity.$tool.log" 2>&1
-  echo "$tool attention: exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/ops_parity.$tool.log" | tr '\n' ' ')"
+  compute-sanitizer --tool $tool --error-exitcode 9 "$build/tests/test_cuda_ops_parity" \
+    --gtest_filter='*Attention*:*Embedding*:*LayerNorm*:*Linear*' >"$out/ops_parity.$tool.log" 2>&1
+  echo "$tool shared-memory kernels: exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/ops_parity.$tool.log" | tr '\n' ' ')"
 done
 exit $status
