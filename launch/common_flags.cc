@@ -7,7 +7,8 @@
 
 ABSL_FLAG(std::string, vocab, "",
           "BERT WordPiece vocab.txt (one token a line; id = line number), e.g. "
-          "../shared/data/vocab/bert-base-uncased-vocab.txt");
+          "../shared/data/vocab/bert-base-uncased-vocab.txt; evaluate, fill-mask, finetune and export-hf default to "
+          "the vocab of the run that wrote the checkpoint (its run_config.data.vocab)");
 ABSL_FLAG(std::string, config, "",
           "JSON config file: a bare model object, or a full config whose sections are model, optimizer, schedule, "
           "data, batch, eval, checkpoint, run (see launch/configs/)");
