@@ -58,15 +58,6 @@ __global__ void TypePartialKernel(const int32_t* type_ids, const TG* dout, float
   for (int64_t r = chunk * kTypeChunkRows; r < end; ++r) part[type_ids[r] * hidden + c] += ToF(dout[r * hidden + c]);
 }
 
-__global__ void TypeFinalizeKernel(const float* partial, float scale, float* dtype, int64_t chunks, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float acc = 0.0f;
-    for (int64_t k = 0; k < chunks; ++k) acc += partial[k * n + i];
-    dtype[i] += acc * scale;
-  }
-}
-
 size_t RoundUp256(size_t n) { return (n + 255) / 256 * 256; }
 
 size_t SortTempBytes(int64_t rows) {
@@ -135,8 +126,10 @@ void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref do
     TypePartialKernel<TG><<<grid, kThreads, 0, stream>>>(type_ids, g, type_partial, rows, hidden, type_vocab);
     LAMINA_CUDA_CHECK_LAUNCH();
   });
-  TypeFinalizeKernel<<<GridFor(type_vocab * hidden, kThreads), kThreads, 0, stream>>>(type_partial, scale, dtype,
-                                                                                      chunks, type_vocab * hidden);
+  // The chunks' [type_vocab, hidden] partials summed in chunk order, as a column sum of that width.
+  const int64_t type_cols = type_vocab * hidden;
+  row_sums::ChunkFinalizeKernel<<<static_cast<unsigned>(CeilDiv(type_cols, kThreads)), kThreads, 0, stream>>>(
+      type_partial, scale, dtype, chunks, type_cols);
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 

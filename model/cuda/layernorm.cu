@@ -239,9 +239,9 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
                               }));
         LAMINA_CUDA_CHECK_LAUNCH();
         const unsigned fin = static_cast<unsigned>(CeilDiv(hidden, row_sums::kThreads));
-        row_sums::ChunkFinalizeKernel<<<fin, row_sums::kThreads, 0, stream>>>(partial, dgamma, chunks, hidden);
+        row_sums::ChunkFinalizeKernel<<<fin, row_sums::kThreads, 0, stream>>>(partial, 1.0f, dgamma, chunks, hidden);
         LAMINA_CUDA_CHECK_LAUNCH();
-        row_sums::ChunkFinalizeKernel<<<fin, row_sums::kThreads, 0, stream>>>(partial + chunks * hidden, dbeta, chunks,
+        row_sums::ChunkFinalizeKernel<<<fin, row_sums::kThreads, 0, stream>>>(partial + chunks * hidden, 1.0f, dbeta, chunks,
                                                                               hidden);
         LAMINA_CUDA_CHECK_LAUNCH();
       }));

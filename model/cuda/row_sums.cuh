@@ -4,6 +4,9 @@
 // one access (16 bytes for 8 bf16), and the warps' partial sums are added in warp order, so the
 // result depends on the shapes alone, never on timing.
 //
+// ChunkFinalizeKernel adds the per-chunk partial sums up in chunk order (also for the token-type
+// gradient's chunks in embedding.cu).
+//
 // Kernels only: model/cuda/row_sums.cu, layernorm.cu and embedding.cu launch them, and
 // tests/cuda/row_sums_emulation_test.cc runs them on CPU threads.
 #pragma once
@@ -107,13 +110,13 @@ __global__ void __launch_bounds__(kThreads)
       reinterpret_cast<float*>(smem));
 }
 
-// out[c] += the sum over chunks, in order, of partial[chunk][c]; one thread per column.
-__global__ void ChunkFinalizeKernel(const float* partial, float* out, int64_t chunks, int64_t cols) {
+// out[c] += scale * the sum over chunks, in order, of partial[chunk][c]; one thread per column.
+__global__ void ChunkFinalizeKernel(const float* partial, float scale, float* out, int64_t chunks, int64_t cols) {
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= cols) return;
   float acc = 0.0f;
   for (int64_t k = 0; k < chunks; ++k) acc += partial[k * cols + c];
-  out[c] += acc;
+  out[c] += acc * scale;
 }
 
 // The word-embedding gradient from ids sorted stably (sorted_ids, with order[i] the token of

@@ -97,7 +97,7 @@ void CheckColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int64_t pitch
                 pitch);
   });
   emu::Launch(rs::ChunkFinalizeKernel, static_cast<unsigned>((cols + rs::kThreads - 1) / rs::kThreads), 1,
-              rs::kThreads, 0, static_cast<const float*>(partial.data()), out.data(), chunks, cols);
+              rs::kThreads, 0, static_cast<const float*>(partial.data()), 1.0f, out.data(), chunks, cols);
   std::vector<double> want(cols, 0.0), scale(cols, 0.0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
@@ -165,9 +165,9 @@ TEST(RowSumsEmulation, LayerNormParameterGradients) {
     std::vector<float> dgamma = dgamma0, dbeta = dbeta0;
     const unsigned fin = static_cast<unsigned>((hidden + rs::kThreads - 1) / rs::kThreads);
     emu::Launch(rs::ChunkFinalizeKernel, fin, 1, rs::kThreads, 0, static_cast<const float*>(partial.data()),
-                dgamma.data(), chunks, hidden);
+                1.0f, dgamma.data(), chunks, hidden);
     emu::Launch(rs::ChunkFinalizeKernel, fin, 1, rs::kThreads, 0,
-                static_cast<const float*>(partial.data() + chunks * hidden), dbeta.data(), chunks, hidden);
+                static_cast<const float*>(partial.data() + chunks * hidden), 1.0f, dbeta.data(), chunks, hidden);
     std::vector<double> want_g(hidden, 0.0), want_b(hidden, 0.0), scale_g(hidden, 0.0), scale_b(hidden, 0.0);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < hidden; ++c) {
