@@ -223,6 +223,12 @@ absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path, const std::vect
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a JSON object"));
+  // A bare model object (launch/configs/model/*.json: no key is a section name) is the model
+  // section of a config whose other sections keep their defaults.
+  const bool bare_model = std::none_of(j.items().begin(), j.items().end(), [](const auto& item) {
+    return std::find(std::begin(kSections), std::end(kSections), item.key()) != std::end(kSections);
+  });
+  if (bare_model && !j.empty()) j = nlohmann::json{{"model", std::move(j)}};
   const std::filesystem::path base = std::filesystem::path(path).parent_path();
   for (auto& [key, value] : j.items()) {
     if (!value.is_string()) continue;

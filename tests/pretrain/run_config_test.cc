@@ -74,6 +74,16 @@ TEST(RunConfig, SectionsMayLiveInTheirOwnFiles) {
   auto bad = LoadRunConfig(dir + "/broken.json", {});
   ASSERT_FALSE(bad.ok());
   EXPECT_TRUE(absl::StrContains(bad.status().message(), "missing.json")) << bad.status();
+  // A bare model object is the model section; the other sections keep their defaults.
+  auto bare = LoadRunConfig(dir + "/model/m.json", {"model.layers=3", "run.attention=flash"});
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  EXPECT_EQ(bare->model.hidden, 64);
+  EXPECT_EQ(bare->model.layers, 3);
+  EXPECT_EQ(bare->run.attention, AttentionKernel::kFlash);
+  ASSERT_TRUE(WriteFileAtomic(dir + "/typo.json", R"({"hiden": 64})").ok());
+  auto typo = LoadRunConfig(dir + "/typo.json", {});
+  ASSERT_FALSE(typo.ok());
+  EXPECT_TRUE(absl::StrContains(typo.status().message(), "hiden")) << typo.status();
   // The shipped configs parse.
   const char* src = std::getenv("LAMINA_SOURCE_DIR");
   ASSERT_NE(src, nullptr);
