@@ -62,6 +62,20 @@ LAMINA_HD uint32_t PhiloxAt(uint64_t seed, uint64_t stream, uint64_t index) {
   return PhiloxBlock(seed, stream, index >> 2).v[index & 3];
 }
 
+// The draws at stream indices rng.offset + index .. + 3: the four words of one Philox block when
+// they are aligned to one, else the words they take from two consecutive blocks.
+LAMINA_HD void PhiloxDraws4(const RngContext& rng, uint64_t index, uint32_t (&bits)[4]) {
+  const uint64_t i = rng.offset + index;
+  const Philox4x32 first = PhiloxBlock(rng.seed, rng.stream, i >> 2);
+  const uint32_t skip = static_cast<uint32_t>(i & 3);
+  if (skip == 0) {
+    for (int k = 0; k < 4; ++k) bits[k] = first.v[k];
+    return;
+  }
+  const Philox4x32 second = PhiloxBlock(rng.seed, rng.stream, (i >> 2) + 1);
+  for (uint32_t k = 0; k < 4; ++k) bits[k] = skip + k < 4 ? first.v[skip + k] : second.v[skip + k - 4];
+}
+
 // Uniform in [0, 1) with 24 bits, exactly representable in float: the same value on every device.
 LAMINA_HD float UniformFromBits(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
 

@@ -108,6 +108,40 @@ __device__ __forceinline__ void LoadV(const T* p, float (&v)[V]) {
   }
 }
 
+// Elements c..c+3 of a row of n as fp32. V = 4: one access (16 bytes of f32, 8 of bf16), for rows
+// aligned to it with c + 4 <= n; V = 1: one access each, `fill` past n.
+template <int V, typename T>
+__device__ __forceinline__ void Load4(const T* row, int64_t c, int64_t n, float fill, float (&v)[4]) {
+  if constexpr (V == 4 && sizeof(T) == 4) {
+    const float4 a = *reinterpret_cast<const float4*>(row + c);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+  } else if constexpr (V == 4) {
+    const uint2 u = *reinterpret_cast<const uint2*>(row + c);
+    v[0] = __uint_as_float(u.x << 16), v[1] = __uint_as_float(u.x & 0xffff0000u);
+    v[2] = __uint_as_float(u.y << 16), v[3] = __uint_as_float(u.y & 0xffff0000u);
+  } else {
+    static_assert(V == 1, "widths are 4 or 1");
+#pragma unroll
+    for (int k = 0; k < 4; ++k) v[k] = c + k < n ? ToF(row[c + k]) : fill;
+  }
+}
+// Stores elements c..c+3 of a row of n (those below n when V = 1), as Load4 reads them.
+template <int V, typename T>
+__device__ __forceinline__ void Store4(T* row, int64_t c, int64_t n, const float (&v)[4]) {
+  if constexpr (V == 4 && sizeof(T) == 4) {
+    *reinterpret_cast<float4*>(row + c) = make_float4(v[0], v[1], v[2], v[3]);
+  } else if constexpr (V == 4) {
+    *reinterpret_cast<uint2*>(row + c) =
+        make_uint2(static_cast<uint32_t>(FloatToBf16Bits(v[0])) | static_cast<uint32_t>(FloatToBf16Bits(v[1])) << 16,
+                   static_cast<uint32_t>(FloatToBf16Bits(v[2])) | static_cast<uint32_t>(FloatToBf16Bits(v[3])) << 16);
+  } else {
+    static_assert(V == 1, "widths are 4 or 1");
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (c + k < n) row[c + k] = FromF<T>(v[k]);
+  }
+}
+
 // Whether the 8-wide path may be used: 16-byte aligned pointers (null ones ignored).
 inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 

@@ -90,31 +90,19 @@ void Launch2(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream, F f) {
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
-// Dropout eight elements per thread. When the stream offset is a multiple of 4, elements
-// 8j..8j+7 are exactly the draws of two Philox blocks, computed once each instead of per element;
-// the keep decision is DropoutKeep's, bit for bit.
+// Dropout eight elements per thread, drawing whole Philox blocks (two when the stream offset is a
+// multiple of 4) instead of one per element; the keep decision is DropoutKeep's, bit for bit.
 template <typename TO, typename TA>
 __global__ void Dropout8Kernel(const TA* x, TO* out, int64_t n8, RngContext rng, float p, float scale) {
-  const bool blocks = rng.offset % 4 == 0;
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n8;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float v[8];
     Load8(x + 8 * j, v);
-    uint32_t bits[8];
-    if (blocks) {
-      const uint64_t first = (rng.offset + 8 * static_cast<uint64_t>(j)) >> 2;
-      const Philox4x32 r0 = PhiloxBlock(rng.seed, rng.stream, first), r1 = PhiloxBlock(rng.seed, rng.stream, first + 1);
+    uint32_t bits[2][4];
+    PhiloxDraws4(rng, 8 * static_cast<uint64_t>(j), bits[0]);
+    PhiloxDraws4(rng, 8 * static_cast<uint64_t>(j) + 4, bits[1]);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        bits[k] = r0.v[k];
-        bits[4 + k] = r1.v[k];
-      }
-    } else {
-#pragma unroll
-      for (int k = 0; k < 8; ++k) bits[k] = PhiloxAt(rng.seed, rng.stream, rng.offset + 8 * j + k);
-    }
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = UniformFromBits(bits[k]) >= p ? v[k] * scale : 0.0f;
+    for (int k = 0; k < 8; ++k) v[k] = UniformFromBits(bits[k / 4][k % 4]) >= p ? v[k] * scale : 0.0f;
     Store8(out + 8 * j, v);
   }
 }

@@ -61,5 +61,17 @@ TEST(Philox, DropoutKeepRate) {
   EXPECT_NEAR(kept / double(n), 0.9, 0.005);
 }
 
+TEST(Philox, Draws4AreTheDrawsAtEachIndex) {
+  for (uint64_t offset : {0ull, 1ull, 2ull, 3ull, 4ull, 1ull << 33}) {
+    const RngContext rng{9, MakeStream(4, 5), offset};
+    for (uint64_t index : {0ull, 1ull, 5ull, 6ull, 7ull, 1000ull}) {
+      uint32_t bits[4];
+      PhiloxDraws4(rng, index, bits);
+      for (int k = 0; k < 4; ++k)
+        EXPECT_EQ(bits[k], PhiloxAt(rng.seed, rng.stream, offset + index + k)) << offset << " " << index << " " << k;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lamina

@@ -126,6 +126,7 @@ inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
   return r;
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
 inline float __uint_as_float(uint32_t u) {
   float f;
   std::memcpy(&f, &u, sizeof f);
