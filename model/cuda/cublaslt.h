@@ -49,6 +49,9 @@ class CublasLt {
   size_t cached_algorithms() const { return algos_.size(); }
 
  private:
+  // Computes a product with a dimension that is not a multiple of 8 as two; false if it has none.
+  bool SplitUnaligned(const GemmSpec& s, cudaStream_t stream);
+
   using Key = std::array<int64_t, 18>;
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
