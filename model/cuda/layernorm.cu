@@ -3,6 +3,7 @@
 // rows and then over the chunks in order, so they are deterministic.
 #include <algorithm>
 #include <initializer_list>
+#include <utility>
 
 #include "model/cuda/common.cuh"
 #include "model/cuda/kernels.h"
@@ -238,12 +239,11 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
                                     accumulate, rows, hidden);
                               }));
         LAMINA_CUDA_CHECK_LAUNCH();
-        const unsigned fin = static_cast<unsigned>(CeilDiv(hidden, row_sums::kThreads));
-        row_sums::ChunkFinalizeKernel<<<fin, row_sums::kThreads, 0, stream>>>(partial, 1.0f, dgamma, chunks, hidden);
-        LAMINA_CUDA_CHECK_LAUNCH();
-        row_sums::ChunkFinalizeKernel<<<fin, row_sums::kThreads, 0, stream>>>(partial + chunks * hidden, 1.0f, dbeta, chunks,
-                                                                              hidden);
-        LAMINA_CUDA_CHECK_LAUNCH();
+        for (const auto& [from, out] : {std::pair{partial, dgamma}, std::pair{partial + chunks * hidden, dbeta}}) {
+          row_sums::ChunkFinalizeKernel<<<row_sums::FinalizeBlocks(hidden), row_sums::kThreads,
+                                          row_sums::SmemBytes(1, 1), stream>>>(from, 1.0f, out, chunks, hidden);
+          LAMINA_CUDA_CHECK_LAUNCH();
+        }
       }));
 }
 

@@ -25,7 +25,28 @@ __device__ __forceinline__ void WarpMergeOnline(float& m, float& s) {
   }
 }
 
-template <typename TL, typename TD>
+// Columns c..c+V-1 of a row of `vocab` as fp32, those at or past vocab replaced by `fill`. V = 8:
+// one 16-byte access; rows are then a multiple of 8 apart, so the last group's reads stay inside
+// its row (the padding of padded rows, which is never used).
+template <int V, typename T>
+__device__ __forceinline__ void LoadGroup(const T* row, int64_t c, int64_t vocab, float fill, float (&v)[V]) {
+  LoadV<V>(row + c, v);
+#pragma unroll
+  for (int k = 0; k < V; ++k)
+    if (c + k >= vocab) v[k] = fill;
+}
+// Stores the columns of c..c+V-1 below vocab; the padding is never written.
+template <int V, typename T>
+__device__ __forceinline__ void StoreGroup(T* row, int64_t c, int64_t vocab, const float (&v)[V]) {
+  if constexpr (V == 8) {
+    if (c + 8 <= vocab) return Store8(row + c, v);
+  }
+#pragma unroll
+  for (int k = 0; k < V; ++k)
+    if (c + k < vocab) row[c + k] = FromF<T>(v[k]);
+}
+
+template <int V, typename TL, typename TD>
 __global__ void CrossEntropyKernel(const TL* logits, const int32_t* targets, float grad_scale, float* losses,
                                    TD* dlogits, int64_t vocab, int64_t pitch) {
   __shared__ float scratch_m[32], scratch_s[32];
@@ -34,14 +55,21 @@ __global__ void CrossEntropyKernel(const TL* logits, const int32_t* targets, flo
   const int32_t target = targets[row];
   const TL* z = logits + row * pitch;
   TD* dz = dlogits == nullptr ? nullptr : dlogits + row * pitch;
+  const int64_t first = V * static_cast<int64_t>(threadIdx.x), step = V * static_cast<int64_t>(blockDim.x);
   if (target < 0) {
     if (threadIdx.x == 0) losses[row] = 0.0f;
+    const float zeros[V] = {};
     if (dz != nullptr)
-      for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) dz[c] = FromF<TD>(0.0f);
+      for (int64_t c = first; c < vocab; c += step) StoreGroup<V>(dz, c, vocab, zeros);
     return;
   }
   float m = -INFINITY, s = 0.0f;
-  for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) MergeOnline(m, s, ToF(z[c]), 1.0f);
+  for (int64_t c = first; c < vocab; c += step) {
+    float v[V];
+    LoadGroup<V>(z, c, vocab, -INFINITY, v);
+#pragma unroll
+    for (int k = 0; k < V; ++k) MergeOnline(m, s, v[k], 1.0f);  // exp(-inf - m) adds 0 past vocab
+  }
   WarpMergeOnline(m, s);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   if (lane == 0) {
@@ -62,9 +90,15 @@ __global__ void CrossEntropyKernel(const TL* logits, const int32_t* targets, flo
   __syncthreads();
   if (dz == nullptr) return;
   const float max = shared_max, log_sum = shared_log_sum;
-  for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) {
-    const float p = __expf(ToF(z[c]) - max - log_sum);
-    dz[c] = FromF<TD>((c == target ? p - 1.0f : p) * grad_scale);
+  for (int64_t c = first; c < vocab; c += step) {
+    float v[V];
+    LoadGroup<V>(z, c, vocab, 0.0f, v);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float p = __expf(v[k] - max - log_sum);
+      v[k] = (c + k == target ? p - 1.0f : p) * grad_scale;
+    }
+    StoreGroup<V>(dz, c, vocab, v);
   }
 }
 
@@ -121,8 +155,11 @@ void LaunchCrossEntropy(Ref logits, const int32_t* targets, float grad_scale, fl
                         int64_t vocab, int64_t pitch, cudaStream_t stream) {
   if (n == 0) return;
   LAMINA_KERNEL_CHECK(vocab > 0 && pitch >= vocab);
+  // Eight columns per access where rows are 16-byte aligned (the padded logits).
+  const bool wide = pitch % 8 == 0 && Aligned16(logits.data) && (dlogits.data == nullptr || Aligned16(dlogits.data));
   LAMINA_DISPATCH_FLOAT(logits.dtype, TL, LAMINA_DISPATCH_FLOAT(dlogits.dtype, TD, {
-                          CrossEntropyKernel<TL, TD><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
+                          auto kernel = wide ? CrossEntropyKernel<8, TL, TD> : CrossEntropyKernel<1, TL, TD>;
+                          kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
                               static_cast<const TL*>(logits.data), targets, grad_scale, losses,
                               static_cast<TD*>(dlogits.data), vocab, pitch);
                         }));

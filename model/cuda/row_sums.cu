@@ -22,8 +22,8 @@ void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, int64_t pitch,
                                   static_cast<const T*>(x.data), partial, rows, cols, pitch);
                         }));
   LAMINA_CUDA_CHECK_LAUNCH();
-  const unsigned fin = static_cast<unsigned>(CeilDiv(cols, row_sums::kThreads));
-  row_sums::ChunkFinalizeKernel<<<fin, row_sums::kThreads, 0, stream>>>(partial, 1.0f, out, chunks, cols);
+  row_sums::ChunkFinalizeKernel<<<row_sums::FinalizeBlocks(cols), row_sums::kThreads, row_sums::SmemBytes(1, 1),
+                                  stream>>>(partial, 1.0f, out, chunks, cols);
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 

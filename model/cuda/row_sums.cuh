@@ -110,26 +110,34 @@ __global__ void __launch_bounds__(kThreads)
       reinterpret_cast<float*>(smem));
 }
 
-// out[c] += scale * the sum over chunks, in order, of partial[chunk][c]; one thread per column.
-__global__ void ChunkFinalizeKernel(const float* partial, float scale, float* out, int64_t chunks, int64_t cols) {
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (c >= cols) return;
-  float acc = 0.0f;
-  for (int64_t k = 0; k < chunks; ++k) acc += partial[k * cols + c];
-  out[c] += acc * scale;
+// out[c] += scale * (the sum over chunks of partial[chunk][c]), 32 columns a block: grid
+// FinalizeBlocks(cols), smem SmemBytes(1, 1). The 8 warps split the chunks and are added in warp
+// order, so the order of the additions is fixed (one thread walking all chunks of a column left
+// a chain of a few hundred dependent loads per column).
+__global__ void __launch_bounds__(kThreads) ChunkFinalizeKernel(const float* partial, float scale, float* out,
+                                                                int64_t chunks, int64_t cols) {
+  LAMINA_DYNAMIC_SMEM(smem);
+  SumRowsOfTile<1, 1>(
+      chunks, blockIdx.x * int64_t{32}, cols,
+      [&](int64_t i, int64_t c, float (&t)[1][1]) { t[0][0] = partial[i * cols + c]; },
+      [&](int64_t c, int, float sum) { out[c] += sum * scale; }, reinterpret_cast<float*>(smem));
 }
+inline unsigned FinalizeBlocks(int64_t cols) { return static_cast<unsigned>((cols + 31) / 32); }
 
 // The word-embedding gradient from ids sorted stably (sorted_ids, with order[i] the token of
 // sorted position i): dword[id] += scale * (sum of dout over the id's tokens). Blocks walk the
-// sorted positions with a grid stride and take each run of equal ids that starts at one of them,
-// so a run of thousands of [MASK] tokens is split over 8 warps instead of walked by one thread
-// per column.
+// (sorted position, column tile) pairs with a grid stride and take each run of equal ids that
+// starts at their position, for their tile of 32 * V columns: a run of thousands of [MASK]
+// tokens is split over 8 warps of each of hidden / (32 V) blocks, instead of walked by one
+// thread per column.
 template <int V, typename TG>
 __global__ void __launch_bounds__(kThreads) WordRunSumKernel(const int32_t* sorted_ids, const int32_t* order,
                                                              const TG* dout, float scale, float* dword, int64_t rows,
                                                              int64_t hidden) {
   LAMINA_DYNAMIC_SMEM(smem);
-  for (int64_t start = blockIdx.x; start < rows; start += gridDim.x) {
+  const int64_t tiles = (hidden + 32 * V - 1) / (32 * V);
+  for (int64_t item = blockIdx.x; item < rows * tiles; item += gridDim.x) {
+    const int64_t start = item / tiles, col0 = item % tiles * (32 * V);
     const int32_t id = sorted_ids[start];
     if (start > 0 && sorted_ids[start - 1] == id) continue;  // inside a run another block takes
     // The run's end, kThreads positions at a time: the ids are sorted, so those of a window that
@@ -142,13 +150,12 @@ __global__ void __launch_bounds__(kThreads) WordRunSumKernel(const int32_t* sort
       if (same < kThreads) break;
     }
     float* dst = dword + static_cast<int64_t>(id) * hidden;
-    for (int64_t col0 = 0; col0 < hidden; col0 += 32 * V)
-      SumRowsOfTile<V, 1>(
-          end - start, col0, hidden,
-          [&](int64_t i, int64_t c, float (&t)[1][V]) {
-            LoadV<V>(dout + static_cast<int64_t>(order[start + i]) * hidden + c, t[0]);
-          },
-          [&](int64_t c, int, float sum) { dst[c] += sum * scale; }, reinterpret_cast<float*>(smem));
+    SumRowsOfTile<V, 1>(
+        end - start, col0, hidden,
+        [&](int64_t i, int64_t c, float (&t)[1][V]) {
+          LoadV<V>(dout + static_cast<int64_t>(order[start + i]) * hidden + c, t[0]);
+        },
+        [&](int64_t c, int, float sum) { dst[c] += sum * scale; }, reinterpret_cast<float*>(smem));
   }
 }
 

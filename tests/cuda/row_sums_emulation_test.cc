@@ -96,8 +96,8 @@ void CheckColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int64_t pitch
                 static_cast<unsigned>(chunks), rs::kThreads, rs::SmemBytes(V, 1), x, partial.data(), rows, cols,
                 pitch);
   });
-  emu::Launch(rs::ChunkFinalizeKernel, static_cast<unsigned>((cols + rs::kThreads - 1) / rs::kThreads), 1,
-              rs::kThreads, 0, static_cast<const float*>(partial.data()), 1.0f, out.data(), chunks, cols);
+  emu::Launch(rs::ChunkFinalizeKernel, rs::FinalizeBlocks(cols), 1, rs::kThreads, rs::SmemBytes(1, 1),
+              static_cast<const float*>(partial.data()), 1.0f, out.data(), chunks, cols);
   std::vector<double> want(cols, 0.0), scale(cols, 0.0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
@@ -163,10 +163,10 @@ TEST(RowSumsEmulation, LayerNormParameterGradients) {
     });
     const std::vector<float> dgamma0 = Nonzero(gen, hidden), dbeta0 = Nonzero(gen, hidden);
     std::vector<float> dgamma = dgamma0, dbeta = dbeta0;
-    const unsigned fin = static_cast<unsigned>((hidden + rs::kThreads - 1) / rs::kThreads);
-    emu::Launch(rs::ChunkFinalizeKernel, fin, 1, rs::kThreads, 0, static_cast<const float*>(partial.data()),
-                1.0f, dgamma.data(), chunks, hidden);
-    emu::Launch(rs::ChunkFinalizeKernel, fin, 1, rs::kThreads, 0,
+    const unsigned fin = rs::FinalizeBlocks(hidden);
+    emu::Launch(rs::ChunkFinalizeKernel, fin, 1, rs::kThreads, rs::SmemBytes(1, 1),
+                static_cast<const float*>(partial.data()), 1.0f, dgamma.data(), chunks, hidden);
+    emu::Launch(rs::ChunkFinalizeKernel, fin, 1, rs::kThreads, rs::SmemBytes(1, 1),
                 static_cast<const float*>(partial.data() + chunks * hidden), 1.0f, dbeta.data(), chunks, hidden);
     std::vector<double> want_g(hidden, 0.0), want_b(hidden, 0.0), scale_g(hidden, 0.0), scale_b(hidden, 0.0);
     for (int64_t r = 0; r < rows; ++r)
