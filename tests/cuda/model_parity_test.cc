@@ -170,17 +170,17 @@ TEST_P(CudaModelParityTest, ForwardBackwardMatchesReference) {
 
 // 50 LAMB steps of the tiny model on each backend from the same parameters, batches and dropout
 // masks. Each step's loss is taken before that step's update, so step k's difference carries the
-// bf16 error of k updates plus that of one forward. Bound: 2e-2 relative per step and at the end,
-// twice the one-step bound of ForwardBackwardMatchesReference to leave room for the drift of the
-// parameters; not yet tried on a GPU. MakeBatch's labels are random, so training can only learn
+// bf16 error of k updates plus that of one forward. Bound: 2e-3 relative per step and at the end;
+// on an H100 (2026-11-23) the largest difference over the six variants' 50 steps was 3.2e-4
+// (T-Fixup), Post-LN and Pre-LN 0.7-1e-4. MakeBatch's labels are random, so training can only learn
 // their distribution: the loss falls from about ln(50) towards ln(45), on the CPU by ~0.05 (Post-LN,
 // Pre-LN) to ~0.17 (T-Fixup) between the first and last five steps, and it fell for each of 300
-// seeds tried per variant (1e-3 did not fall reliably). The bound (~0.08 on a loss of ~3.9) would
-// let a flat curve through, so the GPU curve must fall too.
+// seeds tried per variant (a peak learning rate of 1e-3 did not fall reliably). The GPU curve must
+// fall too.
 TEST_P(CudaModelParityTest, TrainingLossCurvesMatchReference) {
   const uint32_t seed = seed_;
 
-  constexpr double kBound = 2e-2;
+  constexpr double kBound = 2e-3;
   absl::StatusOr<std::vector<double>> cc = MlmLossCurve(*cpu_model_, seed, kCurveSteps);
   absl::StatusOr<std::vector<double>> gc = MlmLossCurve(*gpu_model_, seed, kCurveSteps);
   ASSERT_TRUE(cc.ok()) << "cpu, seed " << seed << ": " << cc.status();
