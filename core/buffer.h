@@ -51,7 +51,9 @@ class Arena {
   size_t peak_ = 0;
 };
 
-// Copies between any two devices (host<->device through cudaMemcpy when built with CUDA).
+// Copies between any two devices (host<->device through cudaMemcpy when built with CUDA). The copy
+// is ordered on the legacy default stream only: it does not wait for work on a backend's
+// non-blocking stream, so synchronise that first (Backend::Synchronize).
 absl::Status CopyBytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 
 // Whether this build has CUDA and a usable GPU is present.

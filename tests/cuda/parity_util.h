@@ -108,6 +108,9 @@ class CudaParityTest : public ::testing::Test {
   }
   std::vector<int32_t> GpuInts(const Pair& p) {
     std::vector<int32_t> v(p.gpu.numel());
+    // CopyBytes does not wait for the backend's (non-blocking) stream; under compute-sanitizer
+    // the copy overtook ArgMax and read unwritten rows.
+    gpu_->Synchronize();
     LAMINA_CHECK(CopyBytes(v.data(), Device::kCpu, p.gpu.data, Device::kCuda, p.gpu.bytes()).ok());
     return v;
   }
