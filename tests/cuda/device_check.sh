@@ -4,22 +4,33 @@
 # warps (attention, and the row sums of the embedding, LayerNorm and bias gradients) under
 # racecheck and synccheck. Run from the repository root with .deps/ prepared by
 # ../shared/tools/device-deps.sh:   tests/cuda/device_check.sh OUTDIR [gtest filter]
+# With LAMINA_DEVICE_PACK=DIR (made by tests/cuda/device_pack.sh on the development machine and
+# carried along) it runs those binaries instead of building.
 set -uo pipefail
 out=${1:?usage: device_check.sh OUTDIR [filter]}
 filter=${2:-*}
 build=${LAMINA_DEVICE_BUILD:-/tmp/lamina-build}
 mkdir -p "$out"
-export CMAKE_PREFIX_PATH=$PWD/.deps/usr LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+pack=${LAMINA_DEVICE_PACK:-}
+deps=$PWD/.deps/usr/lib/x86_64-linux-gnu
+export CMAKE_PREFIX_PATH=$PWD/.deps/usr LD_LIBRARY_PATH=$deps:$deps/blas:${LD_LIBRARY_PATH:-}${pack:+:$PWD/$pack/lib}
 export CPATH=$PWD/.deps/usr/include:$PWD/.deps/usr/include/x86_64-linux-gnu
 export LAMINA_SOURCE_DIR=$PWD
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLA_VENDOR=Generic -DLAMINA_CUDA=ON \
-  -DLAMINA_CUDA_ARCH=90a >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
 targets=$(ls tests/cuda/*_test.cc | sed 's#tests/cuda/\(.*\)_test.cc#test_cuda_\1#')
-start=$(date +%s)
-cmake --build "$build" -j16 --target lamina_model $targets >"$out/build.log" 2>&1 ||
-  { grep -E "error|FAILED" "$out/build.log" | head -40; exit 1; }
-echo "build: $(($(date +%s) - start)) s"
+if [ -n "$pack" ]; then
+  mkdir -p "$build/tests"
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)" \
+    "$pack/bins.tar.xz" | tar xf - -C "$build/tests" || exit 1
+  echo "prebuilt binaries from $pack"
+else
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLA_VENDOR=Generic -DLAMINA_CUDA=ON \
+    -DLAMINA_CUDA_ARCH=90a >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+  start=$(date +%s)
+  cmake --build "$build" -j16 --target lamina_model $targets >"$out/build.log" 2>&1 ||
+    { grep -E "error|FAILED" "$out/build.log" | head -40; exit 1; }
+  echo "build: $(($(date +%s) - start)) s"
+fi
 status=0
 for t in $targets; do
   LAMINA_CUDA_TIMING=1 "$build/tests/$t" --gtest_filter="$filter" >"$out/$t.log" 2>&1 || status=1
