@@ -5,6 +5,7 @@
 // offsets that are and are not a multiple of 4, and a sequence whose keys are all masked.
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -127,22 +128,22 @@ void CheckRows(std::mt19937& gen, const Case& c) {
   ExpectNear(want_d2, size_d, got_d2, 4e-3, "recomputed dropped probabilities");
 }
 
-TEST(AttentionSoftmaxEmulation, FourColumnsPerAccess) {
-  std::mt19937 gen(5);
-  for (const Case& c : {Case{2, 2, 4, 0.0f, 0}, Case{1, 1, 132, 0.1f, 0}, Case{1, 1, 136, 0.1f, 6},
-                        Case{2, 1, 8, 0.5f, 3}}) {
-    CheckRows<4, float>(gen, c);
-    CheckRows<4, bf16_t>(gen, c);
+// Each case with f32 and with bf16 saved probabilities.
+template <int V>
+void CheckCases(uint32_t seed, std::initializer_list<Case> cases) {
+  std::mt19937 gen(seed);
+  for (const Case& c : cases) {
+    CheckRows<V, float>(gen, c);
+    CheckRows<V, bf16_t>(gen, c);
   }
 }
 
+TEST(AttentionSoftmaxEmulation, FourColumnsPerAccess) {
+  CheckCases<4>(5, {Case{2, 2, 4, 0.0f, 0}, Case{1, 1, 132, 0.1f, 0}, Case{1, 1, 136, 0.1f, 6}, Case{2, 1, 8, 0.5f, 3}});
+}
+
 TEST(AttentionSoftmaxEmulation, OneColumnPerAccessAnyLength) {
-  std::mt19937 gen(6);
-  for (const Case& c : {Case{2, 2, 1, 0.1f, 0}, Case{2, 1, 7, 0.1f, 1}, Case{1, 1, 130, 0.1f, 2},
-                        Case{2, 1, 12, 0.0f, 0}}) {
-    CheckRows<1, float>(gen, c);
-    CheckRows<1, bf16_t>(gen, c);
-  }
+  CheckCases<1>(6, {Case{2, 2, 1, 0.1f, 0}, Case{2, 1, 7, 0.1f, 1}, Case{1, 1, 130, 0.1f, 2}, Case{2, 1, 12, 0.0f, 0}});
 }
 
 #else
