@@ -75,7 +75,9 @@ TEST(BertModel, BackwardReportsFinalGradientsFromTheEnd) {
         EXPECT_EQ(reports.back().first, 0) << what;
         for (size_t k = 0; k < reports.size(); ++k) {
           const auto& [from, grads] = reports[k];
-          if (k > 0) EXPECT_LT(from, reports[k - 1].first) << what;
+          if (k > 0) {
+            EXPECT_LT(from, reports[k - 1].first) << what;
+          }
           for (int64_t i = from; i < static_cast<int64_t>(grads.size()); ++i)
             ASSERT_EQ(grads[i], final_grads[i]) << what << ": report " << k << " (from " << from << ") at " << i;
         }
