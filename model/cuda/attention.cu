@@ -4,28 +4,15 @@
 #include "model/cuda/kernels.h"
 
 namespace lamina::cuda {
-namespace {
-
-using attention::kRowsPerBlock;
-
-// Four columns per access when every row of seq elements starts aligned to it.
-bool FourWide(int64_t seq, std::initializer_list<const void*> pointers) {
-  if (seq % 4 != 0) return false;
-  for (const void* p : pointers)
-    if (!Aligned16(p)) return false;
-  return true;
-}
-
-}  // namespace
 
 void LaunchAttentionSoftmax(const float* scores, const int32_t* key_mask, float scale, int64_t batch, int64_t heads,
                             int64_t seq, float p, RngContext rng, Ref probs, uint16_t* dropped, cudaStream_t stream) {
   const int64_t rows = batch * heads * seq;
   if (rows == 0) return;
-  const bool wide = FourWide(seq, {scores, probs.data, dropped});
+  const bool wide = seq % 4 == 0 && Aligned16({scores, probs.data, dropped});  // rows start aligned
   LAMINA_DISPATCH_FLOAT(probs.dtype, TP, {
     auto kernel = wide ? attention::SoftmaxForwardKernel<4, TP> : attention::SoftmaxForwardKernel<1, TP>;
-    kernel<<<static_cast<unsigned>(CeilDiv(rows, kRowsPerBlock)), kRowsPerBlock * 32, 0, stream>>>(
+    kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(
         scores, key_mask, scale, rows, heads, seq, p, rng, static_cast<TP*>(probs.data), dropped);
   });
   LAMINA_CUDA_CHECK_LAUNCH();
@@ -36,10 +23,10 @@ void LaunchAttentionSoftmaxBackward(const float* ddropped, Ref probs, float scal
                                     cudaStream_t stream) {
   const int64_t rows = batch * heads * seq;
   if (rows == 0) return;
-  const bool wide = FourWide(seq, {ddropped, probs.data, dropped, dscores});
+  const bool wide = seq % 4 == 0 && Aligned16({ddropped, probs.data, dropped, dscores});
   LAMINA_DISPATCH_FLOAT(probs.dtype, TP, {
     auto kernel = wide ? attention::SoftmaxBackwardKernel<4, TP> : attention::SoftmaxBackwardKernel<1, TP>;
-    kernel<<<static_cast<unsigned>(CeilDiv(rows, kRowsPerBlock)), kRowsPerBlock * 32, 0, stream>>>(
+    kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(
         ddropped, static_cast<const TP*>(probs.data), scale, rows, seq, p, rng, dropped, dscores);
   });
   LAMINA_CUDA_CHECK_LAUNCH();

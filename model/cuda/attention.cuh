@@ -17,6 +17,8 @@ namespace lamina::cuda::attention {
 namespace {
 
 constexpr int kRowsPerBlock = 8;
+constexpr int kThreads = 32 * kRowsPerBlock;  // one warp per row
+inline unsigned RowGrid(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
 
 // Whether column c + k of a row is an unmasked key.
 __device__ __forceinline__ bool Unmasked(const int32_t* keys, int64_t c, int k, int64_t seq) {

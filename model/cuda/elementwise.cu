@@ -90,8 +90,9 @@ void Launch2(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream, F f) {
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
-// Dropout eight elements per thread, drawing whole Philox blocks (two when the stream offset is a
-// multiple of 4) instead of one per element; the keep decision is DropoutKeep's, bit for bit.
+// Dropout eight elements per thread, drawing two Philox blocks for them (four when the stream
+// offset is not a multiple of 4) instead of one per element; the keep decision is DropoutKeep's,
+// bit for bit.
 template <typename TO, typename TA>
 __global__ void Dropout8Kernel(const TA* x, TO* out, int64_t n8, RngContext rng, float p, float scale) {
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n8;

@@ -128,9 +128,7 @@ void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref do
   });
   // The chunks' [type_vocab, hidden] partials summed in chunk order, as a column sum of that width.
   const int64_t type_cols = type_vocab * hidden;
-  row_sums::ChunkFinalizeKernel<<<row_sums::FinalizeBlocks(type_cols), row_sums::kThreads, row_sums::SmemBytes(1, 1),
-                                  stream>>>(type_partial, scale, dtype, chunks, type_cols);
-  LAMINA_CUDA_CHECK_LAUNCH();
+  LaunchChunkFinalize(type_partial, scale, dtype, chunks, type_cols, stream);
 }
 
 }  // namespace lamina::cuda

@@ -55,6 +55,9 @@ size_t ColumnSumScratchBytes(int64_t rows, int64_t cols);
 // elements.
 void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, int64_t pitch, float* out, void* scratch,
                                cudaStream_t stream);
+// out[c] += scale * (the sum over chunks, in a fixed order, of partial[chunk * cols + c]).
+void LaunchChunkFinalize(const float* partial, float scale, float* out, int64_t chunks, int64_t cols,
+                         cudaStream_t stream);
 
 // ---- attention softmax (rows = batch * heads * seq rows of seq scores each) ----
 // scores: f32 unscaled q.k. probs = softmax(scale * scores) over unmasked keys (masked: 0);

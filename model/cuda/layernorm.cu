@@ -3,7 +3,6 @@
 // rows and then over the chunks in order, so they are deterministic.
 #include <algorithm>
 #include <initializer_list>
-#include <utility>
 
 #include "model/cuda/common.cuh"
 #include "model/cuda/kernels.h"
@@ -151,10 +150,7 @@ __global__ void LayerNormBackwardDx8Kernel(const TG* dout, const TX* x, const TW
 
 // Whether rows of `hidden` elements can take the register-cached 8-wide kernels.
 bool WideRows(int64_t hidden, std::initializer_list<const void*> pointers) {
-  if (hidden % 8 != 0 || hidden > 32 * 8 * kMaxChunks) return false;
-  for (const void* p : pointers)
-    if (p != nullptr && !Aligned16(p)) return false;
-  return true;
+  return hidden % 8 == 0 && hidden <= 32 * 8 * kMaxChunks && Aligned16(pointers);
 }
 
 template <typename TG, typename TX, typename TW, typename TD>
@@ -239,11 +235,8 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
                                     accumulate, rows, hidden);
                               }));
         LAMINA_CUDA_CHECK_LAUNCH();
-        for (const auto& [from, out] : {std::pair{partial, dgamma}, std::pair{partial + chunks * hidden, dbeta}}) {
-          row_sums::ChunkFinalizeKernel<<<row_sums::FinalizeBlocks(hidden), row_sums::kThreads,
-                                          row_sums::SmemBytes(1, 1), stream>>>(from, 1.0f, out, chunks, hidden);
-          LAMINA_CUDA_CHECK_LAUNCH();
-        }
+        LaunchChunkFinalize(partial, 1.0f, dgamma, chunks, hidden, stream);
+        LaunchChunkFinalize(partial + chunks * hidden, 1.0f, dbeta, chunks, hidden, stream);
       }));
 }
 

@@ -156,7 +156,7 @@ void LaunchCrossEntropy(Ref logits, const int32_t* targets, float grad_scale, fl
   if (n == 0) return;
   LAMINA_KERNEL_CHECK(vocab > 0 && pitch >= vocab);
   // Eight columns per access where rows are 16-byte aligned (the padded logits).
-  const bool wide = pitch % 8 == 0 && Aligned16(logits.data) && (dlogits.data == nullptr || Aligned16(dlogits.data));
+  const bool wide = pitch % 8 == 0 && Aligned16({logits.data, dlogits.data});
   LAMINA_DISPATCH_FLOAT(logits.dtype, TL, LAMINA_DISPATCH_FLOAT(dlogits.dtype, TD, {
                           auto kernel = wide ? CrossEntropyKernel<8, TL, TD> : CrossEntropyKernel<1, TL, TD>;
                           kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(

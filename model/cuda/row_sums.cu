@@ -1,4 +1,4 @@
-// Column sums (bias gradients) with the kernels of row_sums.cuh.
+// Column sums (bias gradients) and the chunk finalize with the kernels of row_sums.cuh.
 #include "model/cuda/common.cuh"
 #include "model/cuda/kernels.h"
 #include "model/cuda/row_sums.cuh"
@@ -22,8 +22,14 @@ void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, int64_t pitch,
                                   static_cast<const T*>(x.data), partial, rows, cols, pitch);
                         }));
   LAMINA_CUDA_CHECK_LAUNCH();
+  LaunchChunkFinalize(partial, 1.0f, out, chunks, cols, stream);
+}
+
+void LaunchChunkFinalize(const float* partial, float scale, float* out, int64_t chunks, int64_t cols,
+                         cudaStream_t stream) {
+  if (cols == 0) return;
   row_sums::ChunkFinalizeKernel<<<row_sums::FinalizeBlocks(cols), row_sums::kThreads, row_sums::SmemBytes(1, 1),
-                                  stream>>>(partial, 1.0f, out, chunks, cols);
+                                  stream>>>(partial, scale, out, chunks, cols);
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 

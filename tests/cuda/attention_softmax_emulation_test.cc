@@ -70,8 +70,7 @@ void CheckRows(std::mt19937& gen, const Case& c) {
 
   std::vector<TP> probs(n, TP{});
   std::vector<bf16_t> dropped(n, FloatToBf16Bits(NAN)), dscores(n, FloatToBf16Bits(NAN));
-  const unsigned blocks = static_cast<unsigned>((rows + at::kRowsPerBlock - 1) / at::kRowsPerBlock);
-  emu::Launch(at::SoftmaxForwardKernel<V, TP>, blocks, 1, at::kRowsPerBlock * 32, 0,
+  emu::Launch(at::SoftmaxForwardKernel<V, TP>, at::RowGrid(rows), 1, at::kThreads, 0,
               static_cast<const float*>(scores.data()), static_cast<const int32_t*>(mask.data()), scale, rows,
               c.heads, c.seq, c.p, rng, probs.data(), dropped.data());
 
@@ -99,7 +98,7 @@ void CheckRows(std::mt19937& gen, const Case& c) {
   std::vector<double> size_d(n, 1.0 / (1.0 - c.p));
   ExpectNear(want_d, size_d, got_d, 4e-3, "dropped probabilities");
 
-  emu::Launch(at::SoftmaxBackwardKernel<V, TP>, blocks, 1, at::kRowsPerBlock * 32, 0,
+  emu::Launch(at::SoftmaxBackwardKernel<V, TP>, at::RowGrid(rows), 1, at::kThreads, 0,
               static_cast<const float*>(ddropped.data()), static_cast<const TP*>(probs.data()), scale, rows, c.seq,
               c.p, rng, dropped.data(), dscores.data());
   // dscores = scale * P * (dP - sum_j dP_j P_j), dP = keep * g / (1 - p), from the saved P.
