@@ -73,7 +73,15 @@ LAMINA_HD void PhiloxDraws4(const RngContext& rng, uint64_t index, uint32_t (&bi
     return;
   }
   const Philox4x32 second = PhiloxBlock(rng.seed, rng.stream, (i >> 2) + 1);
-  for (uint32_t k = 0; k < 4; ++k) bits[k] = skip + k < 4 ? first.v[skip + k] : second.v[skip + k - 4];
+  // Word j of the pair, by selects: indexing v with a run-time j would put both blocks in a GPU
+  // thread's local memory.
+  auto word = [&](uint32_t j) {
+    const uint32_t w = j & 3;
+    const uint32_t a = w == 0 ? first.v[0] : w == 1 ? first.v[1] : w == 2 ? first.v[2] : first.v[3];
+    const uint32_t b = w == 0 ? second.v[0] : w == 1 ? second.v[1] : w == 2 ? second.v[2] : second.v[3];
+    return j < 4 ? a : b;
+  };
+  for (uint32_t k = 0; k < 4; ++k) bits[k] = word(skip + k);
 }
 
 // Uniform in [0, 1) with 24 bits, exactly representable in float: the same value on every device.

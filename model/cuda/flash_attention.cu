@@ -34,7 +34,7 @@ void LaunchFlashAttentionForward(const FlashShape& s, const uint16_t* qkv, const
   const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
   const int H = heads * D;
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    LaunchWithSmem(FlashForwardKernel<DP>, ForwardSmemBytes<DP>(), grid, stream, qkv, key_mask, T, heads, H, D, p, rng,
+    LaunchWithSmem(FlashForwardKernel<DP>, SmemBytes<ForwardSmem<DP>>(), grid, stream, qkv, key_mask, T, heads, H, D, p, rng,
                    out, lse);
   });
 }
@@ -55,9 +55,9 @@ void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, con
   LAMINA_CUDA_CHECK_LAUNCH();
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    LaunchWithSmem(FlashBackwardQueryKernel<DP>, QuerySmemBytes<DP>(), grid, stream, qkv, key_mask, dout, lse, delta,
+    LaunchWithSmem(FlashBackwardQueryKernel<DP>, SmemBytes<QuerySmem<DP>>(), grid, stream, qkv, key_mask, dout, lse, delta,
                    T, heads, H, D, p, rng, dqkv);
-    LaunchWithSmem(FlashBackwardKeyKernel<DP>, KeySmemBytes<DP>(), grid, stream, qkv, key_mask, dout, lse, delta, T,
+    LaunchWithSmem(FlashBackwardKeyKernel<DP>, SmemBytes<KeySmem<DP>>(), grid, stream, qkv, key_mask, dout, lse, delta, T,
                    heads, H, D, p, rng, dqkv);
   });
 }

@@ -1,172 +1,183 @@
-// The attention core as fused tiled kernels (flash attention, Dao et al. 2022): the [T, T] scores
-// never leave shared memory. The forward pass keeps an online softmax per query row and saves
-// one logsumexp per row; the backward pass recomputes the probabilities from it. Same definition,
-// masks and dropout stream as the reference (model/cpu/attention.cc) and the GEMM path
-// (model/cuda/attention.cu).
+// The attention core as fused tiled kernels (flash attention, Dao et al. 2022; the work split of
+// FlashAttention-2): the [T, T] scores never leave the registers. The forward pass keeps an online
+// softmax per query row and saves one logsumexp per row; the backward pass recomputes the
+// probabilities from it. Same definition, masks and dropout stream as the reference
+// (model/cpu/attention.cc) and the GEMM path (model/cuda/attention.cu).
 //
 // Shapes: a block takes 64 queries (forward, dQ) or 64 keys (dK/dV) of one (batch, head) and
-// walks the other side in tiles of 64; each of its 4 warps owns 16 of the block's rows. Products
-// are warp-level bf16 WMMA (16x16x16, fp32 accumulators) on shared-memory tiles; the row-wise
-// softmax work goes through shared memory too, so nothing depends on the fragments' register
-// layout. Head dims are padded with zeros to DP, a multiple of 16 (16, 32, 64 or 128).
+// walks the other side in tiles of 64, loaded with cp.async one tile ahead of the one being
+// computed. Each of its 4 warps owns 16 of the block's rows: their operand fragments stay in
+// registers for the whole walk, and each step's [16, 64] score tile is an mma.sync accumulator
+// (model/cuda/mma.cuh) that is scaled, masked, exponentiated and dropped out in place, then
+// repacked as the bf16 A operand of the next product. Head dims are padded with zeros to DP, a
+// multiple of 16 (16, 32, 64 or 128).
 //
 // Backward without atomics, so results are deterministic: one kernel accumulates dK and dV for a
 // tile of keys over all queries, another dQ for a tile of queries over all keys (S and dP are
-// computed twice). Delta_i = dO_i . O_i (= sum_j P_ij dP_ij, with or without dropout) comes from
-// a small kernel first.
+// computed twice: 7 products where atomics would take 5). Delta_i = dO_i . O_i (= sum_j P_ij dP_ij,
+// with or without dropout) comes from a small kernel first.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#include <cuda_bf16.h>
-#include <mma.h>
-#endif
-
 #include "core/philox.h"
 #include "model/cuda/common.cuh"
+#include "model/cuda/mma.cuh"
 
 // Internal linkage: one translation unit per binary includes this (the launchers, or the
 // emulation test), and the two must not meet at link time.
 namespace lamina::cuda::flash {
 namespace {
 
-
-namespace wmma = nvcuda::wmma;
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
-using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
-using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>;
-using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
-
-constexpr int kTile = 64;      // rows of a block, and columns of a step
-constexpr int kWarps = 4;      // 16 rows each
+constexpr int kTile = 64;  // rows of a block, and columns of a step
+constexpr int kWarps = 4;  // 16 rows each
 constexpr int kThreads = 32 * kWarps;
-constexpr int kLdS = kTile + 4;  // f32 [16, 64] score tiles (a multiple of 4 floats; 32-byte rows of fragments)
-constexpr int kLdP = kTile + 8;  // bf16 [16, 64] probability tiles (a multiple of 8 elements)
+constexpr int kStepTiles = kTile / 8;  // C tiles across a warp's [16, 64] score tile
 constexpr float kLog2e = 1.4426950408889634f;
 
 template <int DP>
 struct Dims {
-  static constexpr int kLdT = DP + 8;                                    // bf16 [64, DP] operand tiles
-  static constexpr int kLdO = (DP > kTile ? DP : kTile) + 4;             // f32 per-warp [16, max(DP, 64)]
-  static constexpr int kWarpF32 = 16 * kLdO;                             // one per-warp f32 tile
-  static constexpr int kWarpBf16 = 16 * kLdP;                            // one per-warp bf16 tile
+  // bf16 [64, DP] operand tiles. The 16-byte pad keeps rows 16-byte aligned for ldmatrix and
+  // cp.async, and puts the 8 rows an ldmatrix reads at once on different banks.
+  static constexpr int kLd = DP + 8;
+  static constexpr int kTileElems = kTile * kLd;
+  static constexpr int kSteps = DP / 16;  // k-steps of a product over the head dim
+  static constexpr int kOutTiles = DP / 8;  // C tiles across a [16, DP] result
 };
 
-__device__ __forceinline__ const __nv_bfloat16* AsBf16(const bf16_t* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
+// buffers[buf] of a double buffer, as a select: an index into the pointer pair would put the
+// pair in local memory.
+template <typename T>
+__device__ __forceinline__ T* Pick(T* const (&buffers)[2], int buf) {
+  return buf != 0 ? buffers[1] : buffers[0];
+}
 
-// Shared memory carve-up: every region is a multiple of 128 bytes, so fragment pointers stay
-// 32-byte aligned.
+constexpr size_t Round128(size_t b) { return (b + 127) / 128 * 128; }
+
+// Carves shared memory into regions of whole 128-byte lines. With a null base it only counts, so
+// the launchers size the shared memory with the same code that the kernels lay it out with.
 struct SmemCursor {
-  unsigned char* p;
+  unsigned char* base;
+  size_t used = 0;
   template <typename T>
-  __device__ T* Take(int elems) {
-    T* r = reinterpret_cast<T*>(p);
-    p += (static_cast<size_t>(elems) * sizeof(T) + 127) / 128 * 128;
+  LAMINA_HD T* Take(int elems) {
+    T* r = base != nullptr ? reinterpret_cast<T*>(base + used) : nullptr;
+    used += Round128(static_cast<size_t>(elems) * sizeof(T));
     return r;
   }
 };
-constexpr size_t Round128(size_t b) { return (b + 127) / 128 * 128; }
+template <typename Layout>
+size_t SmemBytes() {
+  SmemCursor cur{nullptr};
+  Layout layout(cur);
+  return cur.used;
+}
 
-// Rows t0..t0+63 of one head's columns [col, col + D) of a [rows, ld] bf16 matrix whose row of
-// token t is `base + t * ld`, into a [64, DP] tile; rows past T and columns past D are zero.
+// Rows t0..t0+63 of one head's columns [0, D) of a bf16 matrix with row stride ld (from `base`,
+// the head's token 0), into a [64, DP] tile with cp.async; rows past T and columns past D are
+// zero-filled. The caller commits the group.
 template <int DP>
-__device__ void LoadTile(const bf16_t* base, int64_t ld, int t0, int T, int D, bf16_t* tile) {
+__device__ void LoadTileAsync(const bf16_t* base, int64_t ld, int t0, int T, int D, bf16_t* tile) {
   constexpr int kVecs = DP / 8;
   for (int idx = threadIdx.x; idx < kTile * kVecs; idx += kThreads) {
     const int r = idx / kVecs, c = (idx % kVecs) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (t0 + r < T && c < D) v = *reinterpret_cast<const uint4*>(base + static_cast<int64_t>(t0 + r) * ld + c);
-    *reinterpret_cast<uint4*>(tile + r * Dims<DP>::kLdT + c) = v;
+    const bool valid = t0 + r < T && c < D;
+    CopyAsync16(tile + r * Dims<DP>::kLd + c, valid ? base + static_cast<int64_t>(t0 + r) * ld + c : base, valid);
   }
 }
 
-// acc[16, 64] = A[16, DP] B^T with A rows and B rows (64 of them) in [*, DP] tiles: scores.
-template <int DP>
-__device__ void ProductABt(const bf16_t* a, const bf16_t* b, float* out) {
-  constexpr int ld = Dims<DP>::kLdT;
-#pragma unroll
-  for (int n = 0; n < kTile / 16; ++n) {
-    FragC acc;
-    wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-    for (int k = 0; k < DP / 16; ++k) {
-      FragA fa;
-      FragBCol fb;
-      wmma::load_matrix_sync(fa, AsBf16(a + k * 16), ld);
-      wmma::load_matrix_sync(fb, AsBf16(b + n * 16 * ld + k * 16), ld);
-      wmma::mma_sync(acc, fa, fb, acc);
-    }
-    wmma::store_matrix_sync(out + n * 16, acc, kLdS, wmma::mem_row_major);
-  }
-}
-
-// acc[n] += P[16, 64] X[64, DP] for the DP/16 column blocks n, P a bf16 [16, 64] tile.
-template <int DP>
-__device__ void AccumulatePX(const bf16_t* p, const bf16_t* x, FragC (&acc)[DP / 16]) {
-  constexpr int ld = Dims<DP>::kLdT;
-#pragma unroll
-  for (int k = 0; k < kTile / 16; ++k) {
-    FragA fa;
-    wmma::load_matrix_sync(fa, AsBf16(p + k * 16), kLdP);
-#pragma unroll
-    for (int n = 0; n < DP / 16; ++n) {
-      FragBRow fb;
-      wmma::load_matrix_sync(fb, AsBf16(x + k * 16 * ld + n * 16), ld);
-      wmma::mma_sync(acc[n], fa, fb, acc[n]);
-    }
-  }
-}
-
-// Dropout draws for a run of consecutive stream indices, one Philox block per four of them.
-struct DropoutRun {
+// Attention dropout: keep decisions as bits, four consecutive stream indices per Philox block.
+struct Dropout {
   RngContext rng;
   float p;
-  uint64_t block = ~0ull;
-  Philox4x32 bits{};
-  __device__ bool Keep(uint64_t index) {
-    const uint64_t i = rng.offset + index;
-    if ((i >> 2) != block) {
-      block = i >> 2;
-      bits = PhiloxBlock(rng.seed, rng.stream, block);
+  float keep_scale;  // 1 / (1 - p)
+
+  // Bit c set when stream index `index` + c is kept.
+  __device__ uint32_t Keep4(uint64_t index) const {
+    uint32_t draws[4];
+    PhiloxDraws4(rng, index, draws);
+    uint32_t bits = 0;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) bits |= (UniformFromBits(draws[c]) >= p ? 1u : 0u) << c;
+    return bits;
+  }
+
+  // Keep bits of a warp's [16, 64] tile held as C tiles whose element (r, j) has stream index
+  // first + r * T + j (rows are queries, columns keys): bit 4 nt + c for element c of C tile nt.
+  // Each lane draws one run of 4 per C tile (row g + 8 (t >> 1), columns 8 nt + 4 (t & 1)..+3)
+  // and the four lanes of a row group swap them with two shuffles.
+  __device__ uint32_t RowMajorKeep(uint64_t first, int T) const {
+    const int lane = static_cast<int>(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+    const uint64_t run = first + static_cast<uint64_t>(g + 8 * (t >> 1)) * T + 4 * (t & 1);
+    uint32_t mine = 0;
+#pragma unroll
+    for (int nt = 0; nt < kStepTiles; ++nt) mine |= Keep4(run + 8 * nt) << (4 * nt);
+    const int src = (lane & ~3) | (t >> 1);  // the lane that drew row g's columns 8 nt + 2t..
+    const uint32_t row_g = __shfl_sync(0xffffffffu, mine, src), row_g8 = __shfl_sync(0xffffffffu, mine, src | 2);
+    const int shift = (2 * t) & 3;  // column 2t within that run of 4
+    uint32_t keep = 0;
+#pragma unroll
+    for (int nt = 0; nt < kStepTiles; ++nt) {
+      keep |= ((row_g >> (4 * nt + shift)) & 3u) << (4 * nt);
+      keep |= ((row_g8 >> (4 * nt + shift)) & 3u) << (4 * nt + 2);
     }
-    const uint32_t k = static_cast<uint32_t>(i & 3);
-    const uint32_t b = k == 0 ? bits.v[0] : k == 1 ? bits.v[1] : k == 2 ? bits.v[2] : bits.v[3];
-    return UniformFromBits(b) >= p;
+    return keep;
+  }
+
+  // As RowMajorKeep for a transposed tile, element (r, j) at stream index first + j * T + r (rows
+  // are keys, columns queries). Lane 8 q + j' draws keys 4 q..4 q+3 of column 8 nt + j'; element c
+  // of C tile nt (key g + 8 (c >> 1), query 8 nt + 2t + (c & 1)) is bit g & 3 of one of four lanes.
+  __device__ uint32_t ColumnMajorKeep(uint64_t first, int T) const {
+    const int lane = static_cast<int>(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+    const uint64_t run = first + static_cast<uint64_t>(lane & 7) * T + 4 * (lane >> 3);
+    uint32_t mine = 0;
+#pragma unroll
+    for (int nt = 0; nt < kStepTiles; ++nt) mine |= Keep4(run + static_cast<uint64_t>(8 * nt) * T) << (4 * nt);
+    uint32_t keep = 0;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const uint32_t w = __shfl_sync(0xffffffffu, mine, 8 * ((g >> 2) + 2 * (c >> 1)) + 2 * t + (c & 1));
+#pragma unroll
+      for (int nt = 0; nt < kStepTiles; ++nt) keep |= ((w >> (4 * nt + (g & 3))) & 1u) << (4 * nt + c);
+    }
+    return keep;
   }
 };
+
+__device__ __forceinline__ bool Kept(uint32_t keep, int nt, int c) { return ((keep >> (4 * nt + c)) & 1u) != 0; }
 
 // What every kernel derives from its arguments and blockIdx.x: the (sequence, head) it works on,
 // where that head's rows start, its score scale and its dropout stream.
 struct BlockHead {
-  int b, h, bh;
+  int b, bh;
   int64_t first_token;  // b * T: the sequence's first row in [B*T, *] matrices
   int64_t col;          // h * D: the head's first column within q, k, v, out, dout
   int64_t ld;           // row stride of qkv: 3H
   const bf16_t* rows;   // q of the sequence's token 0 in this head; k at +H, v at +2H
   float scale;          // 1 / sqrt(D)
   float scale_log2;     // log2(e) / sqrt(D): scores in the log2 domain
-  float keep_scale;     // 1 / (1 - p) for kept dropout elements
-  DropoutRun drop;
+  Dropout drop;
 
   __device__ BlockHead(const bf16_t* qkv, int T, int heads, int H, int D, float p, RngContext rng)
       : b(static_cast<int>(blockIdx.x) / heads),
-        h(static_cast<int>(blockIdx.x) % heads),
         bh(static_cast<int>(blockIdx.x)),
         first_token(static_cast<int64_t>(b) * T),
-        col(static_cast<int64_t>(h) * D),
+        col(static_cast<int64_t>(static_cast<int>(blockIdx.x) % heads) * D),
         ld(3LL * H),
         rows(At(qkv, 3LL * H)),
         scale(rsqrtf(static_cast<float>(D))),
         scale_log2(kLog2e * scale),
-        keep_scale(p > 0.0f ? 1.0f / (1.0f - p) : 1.0f),
-        drop{rng, p} {}
+        drop{rng, p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f} {}
 
   // This head's columns at the sequence's token 0 of a matrix with row stride `stride`.
   template <typename T>
   __device__ T* At(T* base, int64_t stride) const {
     return base + first_token * stride + col;
+  }
+  // Stream index of element (query qi, key kj) of this head's [T, T] probabilities.
+  __device__ uint64_t DropIndex(int qi, int kj, int T) const {
+    return (static_cast<uint64_t>(bh) * T + qi) * T + kj;
   }
 
   // smask[j] = key_mask of key k0 + j of this sequence, 0 past its end.
@@ -176,105 +187,135 @@ struct BlockHead {
   }
 };
 
-// Writes rows r = lane/2 of a warp's f32 [16, DP] tile (ld kLdO), times `scale`, as bf16 into the
-// head's columns of a [rows, ld] matrix at token t0 + r: half a row per lane, 8 columns at a time.
+// Writes a warp's [16, DP] f32 result (C tiles; rows row0 + g and row0 + g + 8 in this lane), row r
+// times row_scale[r], as bf16 into a matrix with row stride ld from `base` (the head's token 0).
+// Rows from T and columns from D are not written.
 template <int DP>
-__device__ void StoreRows(const float* tile, float scale, bf16_t* base, int64_t ld, int t0, int T, int D) {
-  const int lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
-  if (t0 + r >= T) return;
-  bf16_t* row = base + static_cast<int64_t>(t0 + r) * ld;
-  for (int c = half * (DP / 2); c < half * (DP / 2) + DP / 2 && c < D; c += 8) {
-    float v[8];
+__device__ void StoreRows(const float (&c)[Dims<DP>::kOutTiles][4], const float (&row_scale)[2], bf16_t* base,
+                          int64_t ld, int row0, int T, int D) {
+  const int lane = static_cast<int>(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = tile[r * Dims<DP>::kLdO + c + k] * scale;
-    Store8(row + c, v);
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + g + 8 * r;
+    if (row >= T) continue;
+    bf16_t* dst = base + static_cast<int64_t>(row) * ld + 2 * t;
+#pragma unroll
+    for (int n = 0; n < Dims<DP>::kOutTiles; ++n)
+      if (8 * n < D)
+        *reinterpret_cast<uint32_t*>(dst + 8 * n) =
+            PackBf16x2(c[n][2 * r] * row_scale[r], c[n][2 * r + 1] * row_scale[r]);
   }
 }
 
+// The double-buffered K, V and key-mask tiles of a block that walks the keys (forward and dQ):
+// step i computes on buffer i % 2 while step i + 1 loads into the other.
 template <int DP>
-inline size_t ForwardSmemBytes() {
-  return 3 * Round128(kTile * Dims<DP>::kLdT * 2) + kWarps * (Round128(16 * kLdS * 4) + Round128(Dims<DP>::kWarpBf16 * 2) +
-                                                             Round128(Dims<DP>::kWarpF32 * 4)) +
-         Round128(kTile * 4);
-}
+struct KeyStepTiles {
+  bf16_t* k[2];
+  bf16_t* v[2];
+  int32_t* mask[2];
+  LAMINA_HD explicit KeyStepTiles(SmemCursor& cur) {
+    for (int i = 0; i < 2; ++i) {
+      k[i] = cur.Take<bf16_t>(Dims<DP>::kTileElems);
+      v[i] = cur.Take<bf16_t>(Dims<DP>::kTileElems);
+      mask[i] = cur.Take<int32_t>(kTile);
+    }
+  }
+  // Starts loading keys k0..k0+63 into buffer `buf`, as one cp.async group.
+  __device__ void Load(const BlockHead& bk, const int32_t* key_mask, int k0, int T, int H, int D, int buf) const {
+    LoadTileAsync<DP>(bk.rows + H, bk.ld, k0, T, D, Pick(k, buf));
+    LoadTileAsync<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, Pick(v, buf));
+    bk.LoadKeyMask(key_mask, k0, T, Pick(mask, buf));
+    CommitAsync();
+  }
+};
+
+template <int DP>
+struct ForwardSmem {
+  bf16_t* q;
+  KeyStepTiles<DP> keys;
+  LAMINA_HD explicit ForwardSmem(SmemCursor& cur) : q(cur.Take<bf16_t>(Dims<DP>::kTileElems)), keys(cur) {}
+};
 
 // grid (batch * heads, ceil(T / 64)). out: [B*T, H]; lse: f32 [B*heads*T], log2 domain.
 template <int DP>
 __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv, const int32_t* key_mask, int T,
                                                                int heads, int H, int D, float p, RngContext rng,
                                                                bf16_t* out, float* lse) {
-  LAMINA_DYNAMIC_SMEM(smem);
   using Dm = Dims<DP>;
+  LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
-  bf16_t* sq = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  bf16_t* sk = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  bf16_t* sv = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float* ws = nullptr;
-  bf16_t* wp = nullptr;
-  float* wo = nullptr;
-  for (int w = 0; w < kWarps; ++w) {  // per-warp regions, in warp order
-    float* s = cur.Take<float>(16 * kLdS);
-    bf16_t* pp = cur.Take<bf16_t>(Dm::kWarpBf16);
-    float* o = cur.Take<float>(Dm::kWarpF32);
-    if (w == warp) ws = s, wp = pp, wo = o;
-  }
-  int32_t* smask = cur.Take<int32_t>(kTile);
+  const ForwardSmem<DP> sm(cur);
+  const BlockHead bk(qkv, T, heads, H, D, p, rng);
+  const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+  const int g = lane >> 2, t = lane & 3;
+  const int q0 = static_cast<int>(blockIdx.y) * kTile, row0 = q0 + 16 * warp;
+  LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
+  sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
 
-  BlockHead bk(qkv, T, heads, H, D, p, rng);
-  const int q0 = blockIdx.y * kTile;
-  LoadTile<DP>(bk.rows, bk.ld, q0, T, D, sq);
-  for (int i = lane; i < Dm::kWarpF32; i += 32) wo[i] = 0.0f;
-
-  const int r = lane >> 1, half = lane & 1;  // this lane's row of the warp's 16, and half of the columns
-  const int qi = q0 + warp * 16 + r;
-  float m = -INFINITY, l = 0.0f;  // running max (log2 domain) and sum of this row
-  for (int k0 = 0; k0 < T; k0 += kTile) {
-    __syncthreads();  // every warp is done with the previous K, V and mask
-    LoadTile<DP>(bk.rows + H, bk.ld, k0, T, D, sk);
-    LoadTile<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, sv);
-    bk.LoadKeyMask(key_mask, k0, T, smask);
-    __syncthreads();
-    ProductABt<DP>(sq + warp * 16 * Dm::kLdT, sk, ws);
-    __syncwarp();
-
-    float* srow = ws + r * kLdS + half * 32;
-    float tile_max = -INFINITY;
-    for (int c = 0; c < 32; ++c) {
-      const float s = smask[half * 32 + c] != 0 ? srow[c] * bk.scale_log2 : -INFINITY;
-      srow[c] = s;
-      tile_max = fmaxf(tile_max, s);
-    }
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    const float m_new = fmaxf(m, tile_max);
-    const float corr = m == -INFINITY ? 0.0f : exp2f(m - m_new);
-    float sum = 0.0f;
-    const uint64_t index0 = (static_cast<uint64_t>(bk.bh) * T + qi) * T + k0 + half * 32;
-    bf16_t* prow = wp + r * kLdP + half * 32;
-    for (int c = 0; c < 32; ++c) {
-      const float s = srow[c];
-      const float pv = s == -INFINITY ? 0.0f : exp2f(s - m_new);
-      sum += pv;
-      const bool keep = p == 0.0f || pv == 0.0f || qi >= T || bk.drop.Keep(index0 + c);
-      prow[c] = FromF<bf16_t>(keep ? pv * bk.keep_scale : 0.0f);
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l = l * corr + sum;
-    m = m_new;
-    for (int c = half * (DP / 2); c < half * (DP / 2) + DP / 2; ++c) wo[r * Dm::kLdO + c] *= corr;
-    __syncwarp();
-
-    FragC acc[DP / 16];
+  uint32_t qa[Dm::kSteps][4];
+  float o[Dm::kOutTiles][4] = {};
+  // Rows g and g + 8 of the warp's 16: running max (log2 domain) and this lane's part of the sum.
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  for (int k0 = 0, step = 0; k0 < T; k0 += kTile, ++step) {
+    const int buf = step & 1;
+    WaitAsync<0>();
+    __syncthreads();  // this step's tiles are in; every warp is done with the other buffer
+    if (step == 0) {
 #pragma unroll
-    for (int n = 0; n < DP / 16; ++n) wmma::load_matrix_sync(acc[n], wo + n * 16, Dm::kLdO, wmma::mem_row_major);
-    AccumulatePX<DP>(wp, sv, acc);
+      for (int k = 0; k < Dm::kSteps; ++k) LoadA(qa[k], sm.q, Dm::kLd, 16 * warp, 16 * k);
+    }
+    if (k0 + kTile < T) sm.keys.Load(bk, key_mask, k0 + kTile, T, H, D, buf ^ 1);
+    const bf16_t *k_tile = Pick(sm.keys.k, buf), *v_tile = Pick(sm.keys.v, buf);
+    const int32_t* mask = Pick(sm.keys.mask, buf);
+
+    float s[kStepTiles][4] = {};
+    MmaABt<Dm::kSteps, kStepTiles>(s, qa, k_tile, Dm::kLd);
+    float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int n = 0; n < DP / 16; ++n) wmma::store_matrix_sync(wo + n * 16, acc[n], Dm::kLdO, wmma::mem_row_major);
-    __syncwarp();
+    for (int nt = 0; nt < kStepTiles; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const bool live = mask[8 * nt + 2 * t + (c & 1)] != 0;
+        s[nt][c] = live ? s[nt][c] * bk.scale_log2 : -INFINITY;
+        tile_max[c >> 1] = fmaxf(tile_max[c >> 1], s[nt][c]);
+      }
+    float base[2];  // what the exponents are taken from: the new max, or 0 while a row has no live key
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float m_new = fmaxf(m[r], tile_max[r]);
+      base[r] = m_new == -INFINITY ? 0.0f : m_new;
+      const float corr = exp2f(m[r] - base[r]);
+      l[r] *= corr;
+#pragma unroll
+      for (int n = 0; n < Dm::kOutTiles; ++n) o[n][2 * r] *= corr, o[n][2 * r + 1] *= corr;
+      m[r] = m_new;
+    }
+    const uint32_t keep = p > 0.0f ? bk.drop.RowMajorKeep(bk.DropIndex(row0, k0, T), T) : ~0u;
+#pragma unroll
+    for (int nt = 0; nt < kStepTiles; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float pv = exp2f(s[nt][c] - base[c >> 1]);
+        l[c >> 1] += pv;
+        s[nt][c] = Kept(keep, nt, c) ? pv * bk.drop.keep_scale : 0.0f;
+      }
+    uint32_t pa[kStepTiles / 2][4];
+    ToA<kStepTiles>(s, pa);
+    MmaAB<kStepTiles / 2, Dm::kOutTiles>(o, pa, v_tile, Dm::kLd);
   }
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // a row with no unmasked key stays 0
-  StoreRows<DP>(wo, inv, bk.At(out, H), H, q0 + warp * 16, T, D);
-  if (half == 0 && qi < T) lse[static_cast<int64_t>(bk.bh) * T + qi] = l > 0.0f ? m + log2f(l) : INFINITY;
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // a row with no unmasked key stays 0
+    const int qi = row0 + g + 8 * r;
+    if (t == 0 && qi < T) lse[static_cast<int64_t>(bk.bh) * T + qi] = l[r] > 0.0f ? m[r] + log2f(l[r]) : INFINITY;
+  }
+  StoreRows<DP>(o, inv, bk.At(out, H), H, row0, T, D);
 }
 
 // delta[(b*heads + h)*T + t] = dO . O over the head's D columns of token (b, t).
@@ -299,166 +340,180 @@ __global__ void AttentionDeltaKernel(const bf16_t* dout, const bf16_t* out, int6
 }
 
 template <int DP>
-inline size_t QuerySmemBytes() {
-  return 4 * Round128(kTile * Dims<DP>::kLdT * 2) +
-         kWarps * (2 * Round128(16 * kLdS * 4) + Round128(Dims<DP>::kWarpBf16 * 2) + Round128(Dims<DP>::kWarpF32 * 4)) +
-         Round128(kTile * 4);
-}
-
-template <int DP>
-inline size_t KeySmemBytes() {
-  return 4 * Round128(kTile * Dims<DP>::kLdT * 2) +
-         kWarps * (2 * Round128(16 * kLdS * 4) + 2 * Round128(Dims<DP>::kWarpBf16 * 2) + Round128(Dims<DP>::kWarpF32 * 4)) +
-         3 * Round128(kTile * 4);
-}
+struct QuerySmem {
+  bf16_t* q;
+  bf16_t* dout;
+  KeyStepTiles<DP> keys;
+  LAMINA_HD explicit QuerySmem(SmemCursor& cur)
+      : q(cur.Take<bf16_t>(Dims<DP>::kTileElems)), dout(cur.Take<bf16_t>(Dims<DP>::kTileElems)), keys(cur) {}
+};
 
 // dQ for 64 queries of one (batch, head): grid (batch * heads, ceil(T / 64)).
-//   S = Q K^T, P = exp2(S * bk.scale_log2 - lse), dP = (dO V^T) * M, dS = P (dP - delta), dQ = dS K / sqrt(D).
+//   S = Q K^T, P = exp2(S * scale_log2 - lse), dP = (dO V^T) * M, dS = P (dP - delta), dQ = dS K / sqrt(D).
 template <int DP>
 __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_t* qkv, const int32_t* key_mask,
                                                                      const bf16_t* dout, const float* lse,
                                                                      const float* delta, int T, int heads, int H,
                                                                      int D, float p, RngContext rng, bf16_t* dqkv) {
-  LAMINA_DYNAMIC_SMEM(smem);
   using Dm = Dims<DP>;
+  LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
-  bf16_t* sq = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  bf16_t* sdo = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  bf16_t* sk = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  bf16_t* sv = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float *ws = nullptr, *wdp = nullptr, *wo = nullptr;
-  bf16_t* wds = nullptr;
-  for (int w = 0; w < kWarps; ++w) {
-    float* s = cur.Take<float>(16 * kLdS);
-    float* dp = cur.Take<float>(16 * kLdS);
-    bf16_t* ds = cur.Take<bf16_t>(Dm::kWarpBf16);
-    float* o = cur.Take<float>(Dm::kWarpF32);
-    if (w == warp) ws = s, wdp = dp, wds = ds, wo = o;
-  }
-  int32_t* smask = cur.Take<int32_t>(kTile);
+  const QuerySmem<DP> sm(cur);
+  const BlockHead bk(qkv, T, heads, H, D, p, rng);
+  const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+  const int g = lane >> 2, t = lane & 3;
+  const int q0 = static_cast<int>(blockIdx.y) * kTile, row0 = q0 + 16 * warp;
+  LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
+  LoadTileAsync<DP>(bk.At(dout, H), H, q0, T, D, sm.dout);
+  sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
 
-  BlockHead bk(qkv, T, heads, H, D, p, rng);
-  const int q0 = blockIdx.y * kTile;
-  LoadTile<DP>(bk.rows, bk.ld, q0, T, D, sq);
-  LoadTile<DP>(bk.At(dout, H), H, q0, T, D, sdo);
-
-  const int r = lane >> 1, half = lane & 1;
-  const int qi = q0 + warp * 16 + r;
-  const float row_lse = qi < T ? lse[static_cast<int64_t>(bk.bh) * T + qi] : INFINITY;
-  const float row_delta = qi < T ? delta[static_cast<int64_t>(bk.bh) * T + qi] : 0.0f;
-  FragC acc[DP / 16];
+  float row_lse[2], row_delta[2];
 #pragma unroll
-  for (int n = 0; n < DP / 16; ++n) wmma::fill_fragment(acc[n], 0.0f);
-  for (int k0 = 0; k0 < T; k0 += kTile) {
+  for (int r = 0; r < 2; ++r) {
+    const int qi = row0 + g + 8 * r;
+    row_lse[r] = qi < T ? lse[static_cast<int64_t>(bk.bh) * T + qi] : INFINITY;
+    row_delta[r] = qi < T ? delta[static_cast<int64_t>(bk.bh) * T + qi] : 0.0f;
+  }
+  uint32_t qa[Dm::kSteps][4], da[Dm::kSteps][4];
+  float dq[Dm::kOutTiles][4] = {};
+  for (int k0 = 0, step = 0; k0 < T; k0 += kTile, ++step) {
+    const int buf = step & 1;
+    WaitAsync<0>();
     __syncthreads();
-    LoadTile<DP>(bk.rows + H, bk.ld, k0, T, D, sk);
-    LoadTile<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, sv);
-    bk.LoadKeyMask(key_mask, k0, T, smask);
-    __syncthreads();
-    ProductABt<DP>(sq + warp * 16 * Dm::kLdT, sk, ws);
-    ProductABt<DP>(sdo + warp * 16 * Dm::kLdT, sv, wdp);
-    __syncwarp();
-    const uint64_t index0 = (static_cast<uint64_t>(bk.bh) * T + qi) * T + k0 + half * 32;
-    for (int c = 0; c < 32; ++c) {
-      const int j = half * 32 + c;
-      const float pv = smask[j] != 0 ? exp2f(ws[r * kLdS + j] * bk.scale_log2 - row_lse) : 0.0f;
-      const bool keep = p == 0.0f || pv == 0.0f || bk.drop.Keep(index0 + c);
-      const float dp = keep ? wdp[r * kLdS + j] * bk.keep_scale : 0.0f;
-      wds[r * kLdP + j] = FromF<bf16_t>(pv * (dp - row_delta));
+    if (step == 0) {
+#pragma unroll
+      for (int k = 0; k < Dm::kSteps; ++k) {
+        LoadA(qa[k], sm.q, Dm::kLd, 16 * warp, 16 * k);
+        LoadA(da[k], sm.dout, Dm::kLd, 16 * warp, 16 * k);
+      }
     }
-    __syncwarp();
-    AccumulatePX<DP>(wds, sk, acc);
-  }
+    if (k0 + kTile < T) sm.keys.Load(bk, key_mask, k0 + kTile, T, H, D, buf ^ 1);
+    const bf16_t* k_tile = Pick(sm.keys.k, buf);
+    const int32_t* mask = Pick(sm.keys.mask, buf);
+
+    float s[kStepTiles][4] = {}, dp[kStepTiles][4] = {};
+    MmaABt<Dm::kSteps, kStepTiles>(s, qa, k_tile, Dm::kLd);
+    MmaABt<Dm::kSteps, kStepTiles>(dp, da, Pick(sm.keys.v, buf), Dm::kLd);
+    const uint32_t keep = p > 0.0f ? bk.drop.RowMajorKeep(bk.DropIndex(row0, k0, T), T) : ~0u;
 #pragma unroll
-  for (int n = 0; n < DP / 16; ++n) wmma::store_matrix_sync(wo + n * 16, acc[n], Dm::kLdO, wmma::mem_row_major);
-  __syncwarp();
-  StoreRows<DP>(wo, bk.scale, bk.At(dqkv, bk.ld), bk.ld, q0 + warp * 16, T, D);
+    for (int nt = 0; nt < kStepTiles; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int r = c >> 1;
+        const bool live = mask[8 * nt + 2 * t + (c & 1)] != 0;
+        const float pv = live ? exp2f(s[nt][c] * bk.scale_log2 - row_lse[r]) : 0.0f;
+        const float dpv = Kept(keep, nt, c) ? dp[nt][c] * bk.drop.keep_scale : 0.0f;
+        s[nt][c] = pv * (dpv - row_delta[r]);  // dS
+      }
+    uint32_t dsa[kStepTiles / 2][4];
+    ToA<kStepTiles>(s, dsa);
+    MmaAB<kStepTiles / 2, Dm::kOutTiles>(dq, dsa, k_tile, Dm::kLd);
+  }
+  const float scale[2] = {bk.scale, bk.scale};
+  StoreRows<DP>(dq, scale, bk.At(dqkv, bk.ld), bk.ld, row0, T, D);
 }
 
+template <int DP>
+struct KeySmem {
+  bf16_t* k;
+  bf16_t* v;
+  int32_t* mask;  // of the block's keys
+  bf16_t* q[2];
+  bf16_t* dout[2];
+  float* lse[2];
+  float* delta[2];
+  LAMINA_HD explicit KeySmem(SmemCursor& cur)
+      : k(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
+        v(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
+        mask(cur.Take<int32_t>(kTile)) {
+    for (int i = 0; i < 2; ++i) {
+      q[i] = cur.Take<bf16_t>(Dims<DP>::kTileElems);
+      dout[i] = cur.Take<bf16_t>(Dims<DP>::kTileElems);
+      lse[i] = cur.Take<float>(kTile);
+      delta[i] = cur.Take<float>(kTile);
+    }
+  }
+};
+
 // dK and dV for 64 keys of one (batch, head): grid (batch * heads, ceil(T / 64)). Each warp
-// computes the transposed tiles S^T = K Q^T and dP^T = V dO^T for its 16 keys, then
+// computes the transposed tiles S^T = K Q^T and dP~^T = V dO^T for its 16 keys, then
 //   dV += (P * M)^T dO,  dK += dS^T Q / sqrt(D).
 template <int DP>
 __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t* qkv, const int32_t* key_mask,
                                                                    const bf16_t* dout, const float* lse,
                                                                    const float* delta, int T, int heads, int H, int D,
                                                                    float p, RngContext rng, bf16_t* dqkv) {
-  LAMINA_DYNAMIC_SMEM(smem);
   using Dm = Dims<DP>;
+  LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
-  bf16_t* sk = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  bf16_t* sv = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  bf16_t* sq = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  bf16_t* sdo = cur.Take<bf16_t>(kTile * Dm::kLdT);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float *ws = nullptr, *wdp = nullptr, *wo = nullptr;
-  bf16_t *wpt = nullptr, *wds = nullptr;
-  for (int w = 0; w < kWarps; ++w) {
-    float* s = cur.Take<float>(16 * kLdS);
-    float* dp = cur.Take<float>(16 * kLdS);
-    bf16_t* pt = cur.Take<bf16_t>(Dm::kWarpBf16);
-    bf16_t* ds = cur.Take<bf16_t>(Dm::kWarpBf16);
-    float* o = cur.Take<float>(Dm::kWarpF32);
-    if (w == warp) ws = s, wdp = dp, wpt = pt, wds = ds, wo = o;
-  }
-  int32_t* smask = cur.Take<int32_t>(kTile);
-  float* slse = cur.Take<float>(kTile);
-  float* sdelta = cur.Take<float>(kTile);
-
-  BlockHead bk(qkv, T, heads, H, D, p, rng);
-  const int k0 = blockIdx.y * kTile;
-  LoadTile<DP>(bk.rows + H, bk.ld, k0, T, D, sk);
-  LoadTile<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, sv);
-  bk.LoadKeyMask(key_mask, k0, T, smask);
-  const int kw = warp * 16;  // this warp's keys within the tile
-  FragC dk[DP / 16], dv[DP / 16];
-#pragma unroll
-  for (int n = 0; n < DP / 16; ++n) {
-    wmma::fill_fragment(dk[n], 0.0f);
-    wmma::fill_fragment(dv[n], 0.0f);
-  }
-  for (int q0 = 0; q0 < T; q0 += kTile) {
-    __syncthreads();
-    LoadTile<DP>(bk.rows, bk.ld, q0, T, D, sq);
-    LoadTile<DP>(bk.At(dout, H), H, q0, T, D, sdo);
+  const KeySmem<DP> sm(cur);
+  const BlockHead bk(qkv, T, heads, H, D, p, rng);
+  const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+  const int g = lane >> 2, t = lane & 3;
+  const int k0 = static_cast<int>(blockIdx.y) * kTile, kw = 16 * warp;  // this warp's keys: k0 + kw..
+  auto load_queries = [&](int q0, int buf) {
+    LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, Pick(sm.q, buf));
+    LoadTileAsync<DP>(bk.At(dout, H), H, q0, T, D, Pick(sm.dout, buf));
     for (int i = threadIdx.x; i < kTile; i += kThreads) {
       const bool valid = q0 + i < T;
-      slse[i] = valid ? lse[static_cast<int64_t>(bk.bh) * T + q0 + i] : INFINITY;
-      sdelta[i] = valid ? delta[static_cast<int64_t>(bk.bh) * T + q0 + i] : 0.0f;
+      Pick(sm.lse, buf)[i] = valid ? lse[static_cast<int64_t>(bk.bh) * T + q0 + i] : INFINITY;
+      Pick(sm.delta, buf)[i] = valid ? delta[static_cast<int64_t>(bk.bh) * T + q0 + i] : 0.0f;
     }
+    CommitAsync();
+  };
+  LoadTileAsync<DP>(bk.rows + H, bk.ld, k0, T, D, sm.k);
+  LoadTileAsync<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, sm.v);
+  bk.LoadKeyMask(key_mask, k0, T, sm.mask);
+  load_queries(0, 0);
+
+  bool key_live[2];  // keys kw + g and kw + g + 8
+  float dk[Dm::kOutTiles][4] = {}, dv[Dm::kOutTiles][4] = {};
+  for (int q0 = 0, step = 0; q0 < T; q0 += kTile, ++step) {
+    const int buf = step & 1;
+    WaitAsync<0>();
     __syncthreads();
-    ProductABt<DP>(sk + kw * Dm::kLdT, sq, ws);   // S^T [16 keys, 64 queries]
-    ProductABt<DP>(sv + kw * Dm::kLdT, sdo, wdp);  // dP~^T
-    __syncwarp();
-    // Lane `lane` takes queries lane and lane + 32, each over the warp's 16 consecutive keys
-    // (consecutive dropout indices).
-    for (int qq = lane; qq < kTile; qq += 32) {
-      const int qi = q0 + qq;
-      const uint64_t index0 = (static_cast<uint64_t>(bk.bh) * T + qi) * T + k0 + kw;
-      for (int rk = 0; rk < 16; ++rk) {
-        const float pv =
-            smask[kw + rk] != 0 && qi < T ? exp2f(ws[rk * kLdS + qq] * bk.scale_log2 - slse[qq]) : 0.0f;
-        const bool keep = p == 0.0f || pv == 0.0f || bk.drop.Keep(index0 + rk);
-        const float dp = keep ? wdp[rk * kLdS + qq] * bk.keep_scale : 0.0f;
-        wpt[rk * kLdP + qq] = FromF<bf16_t>(keep ? pv * bk.keep_scale : 0.0f);
-        wds[rk * kLdP + qq] = FromF<bf16_t>(pv * (dp - sdelta[qq]));
-      }
+    if (step == 0) {
+      key_live[0] = sm.mask[kw + g] != 0;
+      key_live[1] = sm.mask[kw + g + 8] != 0;
     }
-    __syncwarp();
-    AccumulatePX<DP>(wpt, sdo, dv);
-    AccumulatePX<DP>(wds, sq, dk);
+    if (q0 + kTile < T) load_queries(q0 + kTile, buf ^ 1);
+    const bf16_t *q_tile = Pick(sm.q, buf), *dout_tile = Pick(sm.dout, buf);
+    const float *step_lse = Pick(sm.lse, buf), *step_delta = Pick(sm.delta, buf);
+
+    // K's and V's fragments are read again at every step rather than held: the registers go to
+    // the four [16, 64] and [16, DP] accumulators.
+    float st[kStepTiles][4] = {}, dpt[kStepTiles][4] = {};
+    {
+      uint32_t a[Dm::kSteps][4];
+#pragma unroll
+      for (int k = 0; k < Dm::kSteps; ++k) LoadA(a[k], sm.k, Dm::kLd, kw, 16 * k);
+      MmaABt<Dm::kSteps, kStepTiles>(st, a, q_tile, Dm::kLd);
+#pragma unroll
+      for (int k = 0; k < Dm::kSteps; ++k) LoadA(a[k], sm.v, Dm::kLd, kw, 16 * k);
+      MmaABt<Dm::kSteps, kStepTiles>(dpt, a, dout_tile, Dm::kLd);
+    }
+    const uint32_t keep = p > 0.0f ? bk.drop.ColumnMajorKeep(bk.DropIndex(q0, k0 + kw, T), T) : ~0u;
+#pragma unroll
+    for (int nt = 0; nt < kStepTiles; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int j = 8 * nt + 2 * t + (c & 1);  // query within the step
+        const float pv = key_live[c >> 1] ? exp2f(st[nt][c] * bk.scale_log2 - step_lse[j]) : 0.0f;
+        const bool kept = Kept(keep, nt, c);
+        const float dpv = kept ? dpt[nt][c] * bk.drop.keep_scale : 0.0f;
+        st[nt][c] = kept ? pv * bk.drop.keep_scale : 0.0f;  // (P * M)^T
+        dpt[nt][c] = pv * (dpv - step_delta[j]);  // dS^T
+      }
+    uint32_t pa[kStepTiles / 2][4], dsa[kStepTiles / 2][4];
+    ToA<kStepTiles>(st, pa);
+    ToA<kStepTiles>(dpt, dsa);
+    MmaAB<kStepTiles / 2, Dm::kOutTiles>(dv, pa, dout_tile, Dm::kLd);
+    MmaAB<kStepTiles / 2, Dm::kOutTiles>(dk, dsa, q_tile, Dm::kLd);
   }
   bf16_t* out = bk.At(dqkv, bk.ld);
-#pragma unroll
-  for (int n = 0; n < DP / 16; ++n) wmma::store_matrix_sync(wo + n * 16, dk[n], Dm::kLdO, wmma::mem_row_major);
-  __syncwarp();
-  StoreRows<DP>(wo, bk.scale, out + H, bk.ld, k0 + kw, T, D);
-  __syncwarp();
-#pragma unroll
-  for (int n = 0; n < DP / 16; ++n) wmma::store_matrix_sync(wo + n * 16, dv[n], Dm::kLdO, wmma::mem_row_major);
-  __syncwarp();
-  StoreRows<DP>(wo, 1.0f, out + 2 * H, bk.ld, k0 + kw, T, D);
+  const float dk_scale[2] = {bk.scale, bk.scale}, dv_scale[2] = {1.0f, 1.0f};
+  StoreRows<DP>(dk, dk_scale, out + H, bk.ld, k0 + kw, T, D);
+  StoreRows<DP>(dv, dv_scale, out + 2 * H, bk.ld, k0 + kw, T, D);
 }
 
 // Runs the body with DP bound to the padded head dim.

@@ -1,12 +1,9 @@
 // The fused attention kernels (model/cuda/flash_attention.cuh) run on CPU threads
-// (tests/cuda/emulation.h) and checked against the f32 reference, so that their tiling, masking,
-// online softmax, dropout indexing and shared-memory layout are tested on machines without a GPU.
-// This file adds a wmma whose fragments hold the whole 16x16 tile in every lane (the kernels
-// never look inside a fragment, so its layout does not matter); loads check 32-byte alignment,
-// the leading dimension and shared-memory bounds, as the hardware requires; each lane stores only
-// its share of a tile, so a missing __syncwarp before other lanes read it shows up as wrong
-// results. What this cannot show: the speed, and the real wmma/Philox code paths of nvcc (the GPU
-// parity test in ops_parity_test.cc covers those).
+// (tests/cuda/emulation.h, which also emulates mma.sync, ldmatrix and cp.async with their PTX
+// fragment layouts) and checked against the f32 reference, so that their tiling, fragment
+// indexing, masking, online softmax, dropout bits and double-buffered loads are tested on machines
+// without a GPU. What this cannot show: the speed, and nvcc's own code (the GPU parity test in
+// ops_parity_test.cc covers that).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -24,87 +21,6 @@
 #include "tests/cuda/parity_util.h"
 
 #if LAMINA_EMULATE
-
-namespace emu {
-
-// A fragment load/store touches 16 x 16 elements from p with leading dimension ld.
-inline void CheckAccess(const void* p, unsigned ld, size_t elem, unsigned ld_multiple) {
-  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) Fail("wmma pointer not 32-byte aligned", p);
-  if (ld % ld_multiple != 0) Fail("wmma leading dimension not a multiple of 16 bytes", p);
-  const unsigned char* first = static_cast<const unsigned char*>(p);
-  const unsigned char* last = first + (15 * static_cast<size_t>(ld) + 15) * elem;
-  if (first < block->smem || last >= block->smem_end) Fail("wmma access outside shared memory", p);
-}
-
-}  // namespace emu
-
-namespace nvcuda::wmma {
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-
-template <typename Use, int M, int N, int K, typename T, typename Layout = void>
-struct fragment {
-  float x[16 * 16];
-};
-using FragAcc = fragment<accumulator, 16, 16, 16, float>;
-
-inline float Bf(const __nv_bfloat16* p) {
-  uint16_t bits;
-  std::memcpy(&bits, p, sizeof bits);
-  return lamina::Bf16BitsToFloat(bits);
-}
-
-template <typename Use, typename T, typename L>
-void fill_fragment(fragment<Use, 16, 16, 16, T, L>& f, float v) {
-  std::fill(std::begin(f.x), std::end(f.x), v);
-}
-inline void load_matrix_sync(fragment<matrix_a, 16, 16, 16, __nv_bfloat16, row_major>& f, const __nv_bfloat16* p,
-                             unsigned ld) {
-  emu::CheckAccess(p, ld, 2, 8);
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c) f.x[r * 16 + c] = Bf(p + r * ld + c);
-}
-inline void load_matrix_sync(fragment<matrix_b, 16, 16, 16, __nv_bfloat16, row_major>& f, const __nv_bfloat16* p,
-                             unsigned ld) {
-  emu::CheckAccess(p, ld, 2, 8);
-  for (int k = 0; k < 16; ++k)
-    for (int n = 0; n < 16; ++n) f.x[k * 16 + n] = Bf(p + k * ld + n);
-}
-inline void load_matrix_sync(fragment<matrix_b, 16, 16, 16, __nv_bfloat16, col_major>& f, const __nv_bfloat16* p,
-                             unsigned ld) {
-  emu::CheckAccess(p, ld, 2, 8);
-  for (int k = 0; k < 16; ++k)
-    for (int n = 0; n < 16; ++n) f.x[k * 16 + n] = Bf(p + n * ld + k);
-}
-inline void load_matrix_sync(FragAcc& f, const float* p, unsigned ld, layout_t layout) {
-  emu::CheckAccess(p, ld, 4, 4);
-  if (layout != mem_row_major) emu::Fail("only row-major accumulators are emulated", p);
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c) f.x[r * 16 + c] = p[r * ld + c];
-}
-// Each lane writes its own share of the tile, as on the GPU.
-inline void store_matrix_sync(float* p, const FragAcc& f, unsigned ld, layout_t layout) {
-  emu::CheckAccess(p, ld, 4, 4);
-  if (layout != mem_row_major) emu::Fail("only row-major accumulators are emulated", p);
-  for (unsigned e = threadIdx.x % 32; e < 256; e += 32) p[(e / 16) * ld + e % 16] = f.x[e];
-}
-template <typename LA, typename LB>
-void mma_sync(FragAcc& d, const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, LA>& a,
-              const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, LB>& b, const FragAcc& c) {
-  float out[256];
-  for (int r = 0; r < 16; ++r)
-    for (int n = 0; n < 16; ++n) {
-      float acc = c.x[r * 16 + n];
-      for (int k = 0; k < 16; ++k) acc += a.x[r * 16 + k] * b.x[k * 16 + n];
-      out[r * 16 + n] = acc;
-    }
-  std::copy(std::begin(out), std::end(out), d.x);
-}
-}  // namespace nvcuda::wmma
 
 #include "model/cuda/flash_attention.cuh"  // its #pragma unroll: -Wno-unknown-pragmas in tests/CMakeLists.txt
 #endif  // LAMINA_EMULATE
@@ -158,7 +74,7 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
   const int H = nh * D;
   const unsigned gx = static_cast<unsigned>(batch * heads), gy = static_cast<unsigned>((seq + kTile - 1) / kTile);
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    emu::Launch(FlashForwardKernel<DP>, gx, gy, kThreads, ForwardSmemBytes<DP>(), qkv_b.data(), mask.data(), T, nh, H,
+    emu::Launch(FlashForwardKernel<DP>, gx, gy, kThreads, SmemBytes<ForwardSmem<DP>>(), qkv_b.data(), mask.data(), T, nh, H,
                 D, p, rng, out_b.data(), lse.data());
   });
   // The forward output the backward pass reads is the kernels' own (bf16) one.
@@ -166,9 +82,9 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
   emu::Launch(AttentionDeltaKernel, static_cast<unsigned>((tokens * heads + 63) / 64), 1, 64, 0, dout_b.data(),
               out_b.data(), tokens, T, nh, H, D, delta.data());
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    emu::Launch(FlashBackwardQueryKernel<DP>, gx, gy, kThreads, QuerySmemBytes<DP>(), qkv_b.data(), mask.data(),
+    emu::Launch(FlashBackwardQueryKernel<DP>, gx, gy, kThreads, SmemBytes<QuerySmem<DP>>(), qkv_b.data(), mask.data(),
                 dout_b.data(), lse.data(), delta.data(), T, nh, H, D, p, rng, dqkv_b.data());
-    emu::Launch(FlashBackwardKeyKernel<DP>, gx, gy, kThreads, KeySmemBytes<DP>(), qkv_b.data(), mask.data(),
+    emu::Launch(FlashBackwardKeyKernel<DP>, gx, gy, kThreads, SmemBytes<KeySmem<DP>>(), qkv_b.data(), mask.data(),
                 dout_b.data(), lse.data(), delta.data(), T, nh, H, D, p, rng, dqkv_b.data());
   });
 
