@@ -90,38 +90,37 @@ __device__ __forceinline__ void LoadA(uint32_t (&a)[4], const bf16_t* tile, int 
   LdMatrixX4(a, tile + (row0 + at.row) * ld + col0 + at.col);
 }
 
-// acc[16 x 8 NT] += A B^T: A is KS A fragments (16 x 16 KS) in registers, B the NT * 8 rows of a
-// bf16 tile stored [n][k] (row stride ld), e.g. the keys of a score product Q K^T.
-template <int KS, int NT>
-__device__ __forceinline__ void MmaABt(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const bf16_t* b, int ld) {
+// acc[16 x 8 NT] += A B with A as KS A fragments (16 x 16 KS) in registers and B read from a bf16
+// tile with row stride ld: stored [n][k] (kBStoredNK: B^T's rows, e.g. the keys of Q K^T) or
+// [k][n] (e.g. the values of P V, loaded transposed). B fragments come two n-tiles per ldmatrix.
+template <bool kBStoredNK, int KS, int NT>
+__device__ __forceinline__ void MmaAccumulate(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const bf16_t* b,
+                                              int ld) {
   static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
-  const LaneRow at = QuarterOrderB(static_cast<int>(threadIdx.x & 31));
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const LaneRow at = kBStoredNK ? QuarterOrderB(lane) : QuarterOrderA(lane);
 #pragma unroll
   for (int k = 0; k < KS; ++k)
 #pragma unroll
     for (int n = 0; n < NT; n += 2) {
       uint32_t f[4];  // n-tile n: f[0], f[1]; n-tile n + 1: f[2], f[3]
-      LdMatrixX4(f, b + (n * 8 + at.row) * ld + k * 16 + at.col);
+      if constexpr (kBStoredNK)
+        LdMatrixX4(f, b + (n * 8 + at.row) * ld + k * 16 + at.col);
+      else
+        LdMatrixX4Trans(f, b + (k * 16 + at.row) * ld + n * 8 + at.col);
       MmaBf16(acc[n], a[k], f[0], f[1]);
       MmaBf16(acc[n + 1], a[k], f[2], f[3]);
     }
 }
-
-// acc[16 x 8 NT] += A B: A is KS A fragments (16 x 16 KS) in registers, B a bf16 tile stored
-// [k][n] (row stride ld) with 16 KS rows and 8 NT columns, e.g. the values of P V.
+// acc += A B^T, B stored [n][k] (NT * 8 rows of 16 KS).
+template <int KS, int NT>
+__device__ __forceinline__ void MmaABt(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const bf16_t* b, int ld) {
+  MmaAccumulate<true>(acc, a, b, ld);
+}
+// acc += A B, B stored [k][n] (16 KS rows of NT * 8).
 template <int KS, int NT>
 __device__ __forceinline__ void MmaAB(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const bf16_t* b, int ld) {
-  static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
-  const LaneRow at = QuarterOrderA(static_cast<int>(threadIdx.x & 31));
-#pragma unroll
-  for (int k = 0; k < KS; ++k)
-#pragma unroll
-    for (int n = 0; n < NT; n += 2) {
-      uint32_t f[4];  // transposed quarters: n-tile n: f[0], f[1]; n-tile n + 1: f[2], f[3]
-      LdMatrixX4Trans(f, b + (k * 16 + at.row) * ld + n * 8 + at.col);
-      MmaBf16(acc[n], a[k], f[0], f[1]);
-      MmaBf16(acc[n + 1], a[k], f[2], f[3]);
-    }
+  MmaAccumulate<false>(acc, a, b, ld);
 }
 
 // The C tiles of a 16 x 8 NT f32 result as the NT / 2 A fragments of the same matrix in bf16.
