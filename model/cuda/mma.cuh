@@ -14,7 +14,8 @@
 //
 // The device versions are PTX; tests/cuda/emulation.h defines the same functions for the host
 // (MmaBf16, LdMatrixX4, LdMatrixX4Trans, CopyAsync16, CommitAsync, WaitAsync) with these
-// semantics, so kernels built on them run in the emulation tests.
+// semantics, so kernels built on them run in the emulation tests. tests/cuda/mma_probe_test.cc
+// checks both against plain products on the host, the device versions where a GPU is present.
 #pragma once
 
 #include <cstdint>
