@@ -5,6 +5,7 @@
 // on batch size, rank count, thread count, kernel launch shape or resume point.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "core/hd.h"
@@ -86,6 +87,13 @@ LAMINA_HD void PhiloxDraws4(const RngContext& rng, uint64_t index, uint32_t (&bi
 
 // Uniform in [0, 1) with 24 bits, exactly representable in float: the same value on every device.
 LAMINA_HD float UniformFromBits(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
+
+// The smallest 32-bit draw that dropout with probability p in [0, 1) keeps:
+// bits >= KeepThreshold(p) exactly when UniformFromBits(bits) >= p. One integer compare per
+// element instead of a shift, a conversion and a float compare (for kernels where that counts).
+// Exact: (bits >> 8) * 2^-24 and p * 2^24 are both exact in float, so the test is
+// (bits >> 8) >= ceil(p * 2^24), and p <= 1 - 2^-24 keeps the shifted threshold below 2^32.
+LAMINA_HD uint32_t KeepThreshold(float p) { return static_cast<uint32_t>(ceilf(p * 16777216.0f)) << 8; }
 
 // Dropout keeps element `index` when its uniform draw is >= p.
 LAMINA_HD bool DropoutKeep(const RngContext& rng, uint64_t index, float p) {

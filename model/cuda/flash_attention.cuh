@@ -90,8 +90,8 @@ __device__ void LoadTileAsync(const bf16_t* base, int64_t ld, int t0, int T, int
 // Attention dropout: keep decisions as bits, four consecutive stream indices per Philox block.
 struct Dropout {
   RngContext rng;
-  float p;
-  float keep_scale;  // 1 / (1 - p)
+  float keep_scale;    // 1 / (1 - p)
+  uint32_t threshold;  // KeepThreshold(p): a draw is kept when it is >= this
 
   // Bit c set when stream index `index` + c is kept.
   __device__ uint32_t Keep4(uint64_t index) const {
@@ -99,7 +99,7 @@ struct Dropout {
     PhiloxDraws4(rng, index, draws);
     uint32_t bits = 0;
 #pragma unroll
-    for (int c = 0; c < 4; ++c) bits |= (UniformFromBits(draws[c]) >= p ? 1u : 0u) << c;
+    for (int c = 0; c < 4; ++c) bits |= (draws[c] >= threshold ? 1u : 0u) << c;
     return bits;
   }
 
@@ -168,7 +168,7 @@ struct BlockHead {
         rows(At(qkv, 3LL * H)),
         scale(rsqrtf(static_cast<float>(D))),
         scale_log2(kLog2e * scale),
-        drop{rng, p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f} {}
+        drop{rng, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, KeepThreshold(p)} {}
 
   // This head's columns at the sequence's token 0 of a matrix with row stride `stride`.
   template <typename T>

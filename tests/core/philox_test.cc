@@ -1,6 +1,9 @@
 #include "core/philox.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -59,6 +62,26 @@ TEST(Philox, DropoutKeepRate) {
   const int n = 100000;
   for (int i = 0; i < n; ++i) kept += DropoutKeep(rng, i, 0.1f);
   EXPECT_NEAR(kept / double(n), 0.9, 0.005);
+}
+
+TEST(Philox, KeepThresholdDecidesAsTheUniformDraw) {
+  std::mt19937 gen(7);
+  std::vector<float> ps = {0.0f, 1e-9f, 0x1p-24f, 0.1f, 0.5f, 0.9f, 1.0f - 0x1p-24f};
+  for (int i = 0; i < 20; ++i) ps.push_back(std::uniform_real_distribution<float>(0.0f, 1.0f)(gen));
+  for (const float p : ps) {
+    const uint32_t threshold = KeepThreshold(p);
+    auto same = [&](uint32_t bits) {
+      ASSERT_EQ(bits >= threshold, UniformFromBits(bits) >= p) << "p " << p << " bits " << bits;
+    };
+    for (int64_t d = -1024; d <= 1024; ++d) same(static_cast<uint32_t>(std::clamp<int64_t>(threshold + d, 0, 0xffffffffll)));
+    for (int i = 0; i < 10000; ++i) same(static_cast<uint32_t>(gen()));
+    same(0);
+    same(0xffffffffu);
+  }
+  for (uint32_t high = 0; high < (1u << 24); ++high) {  // every draw for one p
+    const uint32_t bits = high << 8 | (high & 0xff);
+    ASSERT_EQ(bits >= KeepThreshold(0.1f), UniformFromBits(bits) >= 0.1f) << bits;
+  }
 }
 
 TEST(Philox, Draws4AreTheDrawsAtEachIndex) {
