@@ -124,7 +124,8 @@ class Backend {
   // rng, element index ((b*heads + h)*T + i)*T + j. out [B*T, H].
   // `saved` is the implementation's own record for backward, AttentionSavedElems(B, heads, T, D)
   // elements of act_dtype(): the reference and the CUDA GEMM path keep the softmax
-  // probabilities, the fused CUDA kernels one f32 logsumexp per query row.
+  // probabilities, the fused CUDA kernels one f32 logsumexp per query row and the dropout
+  // decisions as bits. Backward must get the forward's dropout_p and rng.
   virtual int64_t AttentionSavedElems(int64_t batch, int64_t heads, int64_t seq, int64_t head_dim) const {
     (void)head_dim;
     return batch * heads * seq * seq;

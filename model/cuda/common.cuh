@@ -188,6 +188,19 @@ inline unsigned GridFor(int64_t n, int threads) {
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 16 ? 65535 * 16 : blocks));
 }
 
+// 2^x by the hardware's approximate exp2 (ex2.approx.ftz: about 2 ulp; results below 2^-126, and
+// 2^-inf, are 0), without the denormal handling that exp2f adds around it. On the host (the
+// emulation tests) it is exp2f.
+__device__ __forceinline__ float Exp2Approx(float x) {
+#if defined(__CUDA_ARCH__)
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
+
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -284,7 +284,8 @@ class CudaBackend final : public Backend {
 
   // ---- attention ----
   int64_t AttentionSavedElems(int64_t batch, int64_t heads, int64_t seq, int64_t head_dim) const override {
-    if (UsesFlash(head_dim)) return batch * heads * seq * static_cast<int64_t>(sizeof(float) / sizeof(uint16_t));
+    if (UsesFlash(head_dim))
+      return static_cast<int64_t>(cuda::FlashAttentionSavedBytes({batch, heads, seq, head_dim}) / sizeof(uint16_t));
     return batch * heads * seq * seq;
   }
 
@@ -296,7 +297,7 @@ class CudaBackend final : public Backend {
     if (d.seq == 0 || d.head_dim == 0) return;
     if (UsesFlash(d.head_dim)) {
       cuda::LaunchFlashAttentionForward(FlashShapeOf(d, heads), Bf16(qkv, "qkv"), key_mask.as<int32_t>(), dropout_p,
-                                        rng, static_cast<uint16_t*>(out.data), Lse(saved), stream_);
+                                        rng, static_cast<uint16_t*>(out.data), saved.data, stream_);
       return;
     }
     const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
@@ -355,8 +356,8 @@ class CudaBackend final : public Backend {
       const cuda::FlashShape shape = FlashShapeOf(d, heads);
       const size_t bytes = cuda::FlashAttentionBackwardScratchBytes(shape);
       cuda::LaunchFlashAttentionBackward(shape, Bf16(dout, "dout"), Bf16(qkv, "qkv"), key_mask.as<int32_t>(),
-                                         Bf16(out, "out"), Lse(saved), dropout_p, rng,
-                                         static_cast<uint16_t*>(dqkv.data), Scratch(bytes), stream_);
+                                         Bf16(out, "out"), saved.data, dropout_p, static_cast<uint16_t*>(dqkv.data),
+                                         Scratch(bytes), stream_);
       return;
     }
     const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
@@ -536,11 +537,6 @@ class CudaBackend final : public Backend {
   }
   static cuda::FlashShape FlashShapeOf(const Dims& d, int64_t heads) {
     return cuda::FlashShape{d.batch, heads, d.seq, d.head_dim};
-  }
-  // The fused kernels keep f32 logsumexps in the act-dtype `saved` buffer.
-  static float* Lse(const TensorView& saved) {
-    LAMINA_CHECK(reinterpret_cast<uintptr_t>(saved.data) % alignof(float) == 0, "saved is not f32-aligned");
-    return static_cast<float*>(saved.data);
   }
 
   Dims CheckAttention(const TensorView& qkv, const TensorView& key_mask, int64_t heads, const TensorView& saved,

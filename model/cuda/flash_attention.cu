@@ -26,26 +26,36 @@ void CheckFlashShape(const FlashShape& s) {
 
 bool FlashAttentionSupports(int64_t head_dim) { return head_dim > 0 && head_dim <= 128 && head_dim % 8 == 0; }
 
+size_t FlashAttentionSavedBytes(const FlashShape& s) {
+  return static_cast<size_t>(SavedLayout(s.batch * s.heads, s.seq).bytes);
+}
+
 void LaunchFlashAttentionForward(const FlashShape& s, const uint16_t* qkv, const int32_t* key_mask, float p,
-                                 RngContext rng, uint16_t* out, float* lse, cudaStream_t stream) {
+                                 RngContext rng, uint16_t* out, void* saved, cudaStream_t stream) {
   CheckFlashShape(s);
-  LAMINA_KERNEL_CHECK(Aligned16(qkv) && Aligned16(out));
+  LAMINA_KERNEL_CHECK(Aligned16({qkv, out, saved}));
+  float* lse = static_cast<float*>(saved);
+  uint32_t* keep_bits =
+      reinterpret_cast<uint32_t*>(static_cast<char*>(saved) + SavedLayout(s.batch * s.heads, s.seq).keep_at);
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
   const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
   const int H = heads * D;
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    LaunchWithSmem(FlashForwardKernel<DP>, SmemBytes<ForwardSmem<DP>>(), grid, stream, qkv, key_mask, T, heads, H, D, p, rng,
-                   out, lse);
+    LaunchWithSmem(FlashForwardKernel<DP>, SmemBytes<ForwardSmem<DP>>(), grid, stream, qkv, key_mask, T, heads, H, D, p,
+                   rng, out, lse, keep_bits);
   });
 }
 
 size_t FlashAttentionBackwardScratchBytes(const FlashShape& s) { return s.batch * s.heads * s.seq * sizeof(float); }
 
 void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, const uint16_t* qkv,
-                                  const int32_t* key_mask, const uint16_t* out, const float* lse, float p,
-                                  RngContext rng, uint16_t* dqkv, void* scratch, cudaStream_t stream) {
+                                  const int32_t* key_mask, const uint16_t* out, const void* saved, float p,
+                                  uint16_t* dqkv, void* scratch, cudaStream_t stream) {
   CheckFlashShape(s);
-  LAMINA_KERNEL_CHECK(Aligned16(dout) && Aligned16(qkv) && Aligned16(out) && Aligned16(dqkv));
+  LAMINA_KERNEL_CHECK(Aligned16({dout, qkv, out, dqkv, saved}));
+  const float* lse = static_cast<const float*>(saved);
+  const uint32_t* keep_bits = reinterpret_cast<const uint32_t*>(static_cast<const char*>(saved) +
+                                                                SavedLayout(s.batch * s.heads, s.seq).keep_at);
   const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
   const int H = heads * D;
   float* delta = static_cast<float*>(scratch);
@@ -55,10 +65,10 @@ void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, con
   LAMINA_CUDA_CHECK_LAUNCH();
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    LaunchWithSmem(FlashBackwardQueryKernel<DP>, SmemBytes<QuerySmem<DP>>(), grid, stream, qkv, key_mask, dout, lse, delta,
-                   T, heads, H, D, p, rng, dqkv);
-    LaunchWithSmem(FlashBackwardKeyKernel<DP>, SmemBytes<KeySmem<DP>>(), grid, stream, qkv, key_mask, dout, lse, delta, T,
-                   heads, H, D, p, rng, dqkv);
+    LaunchWithSmem(FlashBackwardQueryKernel<DP>, SmemBytes<QuerySmem<DP>>(), grid, stream, qkv, key_mask, dout, lse,
+                   keep_bits, delta, T, heads, H, D, p, dqkv);
+    LaunchWithSmem(FlashBackwardKeyKernel<DP>, SmemBytes<KeySmem<DP>>(), grid, stream, qkv, key_mask, dout, lse,
+                   keep_bits, delta, T, heads, H, D, p, dqkv);
   });
 }
 

@@ -15,7 +15,9 @@
 // Backward without atomics, so results are deterministic: one kernel accumulates dK and dV for a
 // tile of keys over all queries, another dQ for a tile of queries over all keys (S and dP are
 // computed twice: 7 products where atomics would take 5). Delta_i = dO_i . O_i (= sum_j P_ij dP_ij,
-// with or without dropout) comes from a small kernel first.
+// with or without dropout) comes from a small kernel first. The dropout decisions are drawn once,
+// in the forward pass, and kept as bits (SavedLayout): one bit per score costs less memory traffic
+// than the two more Philox draws per four scores it saves.
 #pragma once
 
 #include <cstddef>
@@ -90,7 +92,6 @@ __device__ void LoadTileAsync(const bf16_t* base, int64_t ld, int t0, int T, int
 // Attention dropout: keep decisions as bits, four consecutive stream indices per Philox block.
 struct Dropout {
   RngContext rng;
-  float keep_scale;    // 1 / (1 - p)
   uint32_t threshold;  // KeepThreshold(p): a draw is kept when it is >= this
 
   // Bit c set when stream index `index` + c is kept.
@@ -124,31 +125,55 @@ struct Dropout {
     }
     return keep;
   }
-
-  // As RowMajorKeep for a transposed tile, element (r, j) at stream index first + j * T + r (rows
-  // are keys, columns queries). Lane 8 q + j' draws keys 4 q..4 q+3 of column 8 nt + j'; element c
-  // of C tile nt (key g + 8 (c >> 1), query 8 nt + 2t + (c & 1)) is bit g & 3 of one of four lanes.
-  __device__ uint32_t ColumnMajorKeep(uint64_t first, int T) const {
-    const int lane = static_cast<int>(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
-    const uint64_t run = first + static_cast<uint64_t>(lane & 7) * T + 4 * (lane >> 3);
-    uint32_t mine = 0;
-#pragma unroll
-    for (int nt = 0; nt < kStepTiles; ++nt) mine |= Keep4(run + static_cast<uint64_t>(8 * nt) * T) << (4 * nt);
-    uint32_t keep = 0;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const uint32_t w = __shfl_sync(0xffffffffu, mine, 8 * ((g >> 2) + 2 * (c >> 1)) + 2 * t + (c & 1));
-#pragma unroll
-      for (int nt = 0; nt < kStepTiles; ++nt) keep |= ((w >> (4 * nt + (g & 3))) & 1u) << (4 * nt + c);
-    }
-    return keep;
-  }
 };
+
+// The keep bits of a dK/dV warp's transposed tile (keys 16 warp.. of the key tile, 64 queries),
+// from the 128 words the forward pass stored for the same query and key tiles (words[32 w + lane]
+// is RowMajorKeep of forward warp w's lane). Element c of C tile nt is key 16 warp + g + 8 (c >> 1)
+// and query 8 nt + 2t + (c & 1): the forward held it in warp nt >> 1, lane 4 (2t + (c & 1)) + (g >> 1),
+// as element 2 (nt & 1) + (g & 1) of C tile 2 warp + (c >> 1). Eight words per lane.
+__device__ __forceinline__ uint32_t TransposedKeep(const uint32_t* words, int warp) {
+  const int lane = static_cast<int>(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+  uint32_t keep = 0;
+#pragma unroll
+  for (int half = 0; half < 4; ++half)  // nt >> 1
+#pragma unroll
+    for (int odd = 0; odd < 2; ++odd) {  // c & 1
+      const uint32_t w = words[32 * half + 4 * (2 * t + odd) + (g >> 1)];
+#pragma unroll
+      for (int nt1 = 0; nt1 < 2; ++nt1)
+#pragma unroll
+        for (int hi = 0; hi < 2; ++hi) {  // c >> 1
+          const uint32_t bit = (w >> (4 * (2 * warp + hi) + 2 * nt1 + (g & 1))) & 1u;
+          keep |= bit << (4 * (2 * half + nt1) + 2 * hi + odd);
+        }
+    }
+  return keep;
+}
 
 __device__ __forceinline__ bool Kept(uint32_t keep, int nt, int c) { return ((keep >> (4 * nt + c)) & 1u) != 0; }
 
+// What the forward pass leaves in `saved` for the backward pass: one f32 logsumexp per query row
+// ([B * heads * T], log2 domain, +inf for a row with no key), then, from a 16-byte boundary, the
+// dropout keep bits it drew: one 32-bit word (RowMajorKeep) per thread of each forward block and
+// key step, [B * heads][query tile][key tile][128]. The backward kernels read these instead of
+// drawing again.
+struct SavedLayout {
+  int64_t tiles;       // ceil(T / 64)
+  int64_t keep_at;     // byte offset of the keep words
+  int64_t bytes;       // in all
+  SavedLayout(int64_t batch_heads, int64_t T)
+      : tiles((T + kTile - 1) / kTile),
+        keep_at((batch_heads * T * 4 + 15) / 16 * 16),
+        bytes(keep_at + batch_heads * tiles * tiles * kThreads * 4) {}
+};
+// The keep word of this thread for query tile q_tile and key tile k_tile of (sequence, head) bh.
+__device__ __forceinline__ int64_t KeepWord(int bh, int q_tile, int k_tile, int tiles) {
+  return ((static_cast<int64_t>(bh) * tiles + q_tile) * tiles + k_tile) * kThreads + threadIdx.x;
+}
+
 // What every kernel derives from its arguments and blockIdx.x: the (sequence, head) it works on,
-// where that head's rows start, its score scale and its dropout stream.
+// where that head's rows start, and its score and dropout scales.
 struct BlockHead {
   int b, bh;
   int64_t first_token;  // b * T: the sequence's first row in [B*T, *] matrices
@@ -157,9 +182,9 @@ struct BlockHead {
   const bf16_t* rows;   // q of the sequence's token 0 in this head; k at +H, v at +2H
   float scale;          // 1 / sqrt(D)
   float scale_log2;     // log2(e) / sqrt(D): scores in the log2 domain
-  Dropout drop;
+  float keep_scale;     // 1 / (1 - p) for kept dropout elements
 
-  __device__ BlockHead(const bf16_t* qkv, int T, int heads, int H, int D, float p, RngContext rng)
+  __device__ BlockHead(const bf16_t* qkv, int T, int heads, int H, int D, float p)
       : b(static_cast<int>(blockIdx.x) / heads),
         bh(static_cast<int>(blockIdx.x)),
         first_token(static_cast<int64_t>(b) * T),
@@ -168,7 +193,7 @@ struct BlockHead {
         rows(At(qkv, 3LL * H)),
         scale(rsqrtf(static_cast<float>(D))),
         scale_log2(kLog2e * scale),
-        drop{rng, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, KeepThreshold(p)} {}
+        keep_scale(p > 0.0f ? 1.0f / (1.0f - p) : 1.0f) {}
 
   // This head's columns at the sequence's token 0 of a matrix with row stride `stride`.
   template <typename T>
@@ -237,19 +262,22 @@ struct ForwardSmem {
   LAMINA_HD explicit ForwardSmem(SmemCursor& cur) : q(cur.Take<bf16_t>(Dims<DP>::kTileElems)), keys(cur) {}
 };
 
-// grid (batch * heads, ceil(T / 64)). out: [B*T, H]; lse: f32 [B*heads*T], log2 domain.
+// grid (batch * heads, ceil(T / 64)). out: [B*T, H]; lse and keep_bits: SavedLayout (keep_bits
+// written only when p > 0).
 template <int DP>
 __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv, const int32_t* key_mask, int T,
                                                                int heads, int H, int D, float p, RngContext rng,
-                                                               bf16_t* out, float* lse) {
+                                                               bf16_t* out, float* lse, uint32_t* keep_bits) {
   using Dm = Dims<DP>;
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
   const ForwardSmem<DP> sm(cur);
-  const BlockHead bk(qkv, T, heads, H, D, p, rng);
+  const BlockHead bk(qkv, T, heads, H, D, p);
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
   const int q0 = static_cast<int>(blockIdx.y) * kTile, row0 = q0 + 16 * warp;
+  const int tiles = (T + kTile - 1) / kTile;
+  const Dropout drop{rng, KeepThreshold(p)};
   LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
   sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
 
@@ -287,20 +315,24 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
       tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
       const float m_new = fmaxf(m[r], tile_max[r]);
       base[r] = m_new == -INFINITY ? 0.0f : m_new;
-      const float corr = exp2f(m[r] - base[r]);
+      const float corr = Exp2Approx(m[r] - base[r]);
       l[r] *= corr;
 #pragma unroll
       for (int n = 0; n < Dm::kOutTiles; ++n) o[n][2 * r] *= corr, o[n][2 * r + 1] *= corr;
       m[r] = m_new;
     }
-    const uint32_t keep = p > 0.0f ? bk.drop.RowMajorKeep(bk.DropIndex(row0, k0, T), T) : ~0u;
+    uint32_t keep = ~0u;
+    if (p > 0.0f) {
+      keep = drop.RowMajorKeep(bk.DropIndex(row0, k0, T), T);
+      keep_bits[KeepWord(bk.bh, static_cast<int>(blockIdx.y), step, tiles)] = keep;
+    }
 #pragma unroll
     for (int nt = 0; nt < kStepTiles; ++nt)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        const float pv = exp2f(s[nt][c] - base[c >> 1]);
+        const float pv = Exp2Approx(s[nt][c] - base[c >> 1]);
         l[c >> 1] += pv;
-        s[nt][c] = Kept(keep, nt, c) ? pv * bk.drop.keep_scale : 0.0f;
+        s[nt][c] = Kept(keep, nt, c) ? pv * bk.keep_scale : 0.0f;
       }
     uint32_t pa[kStepTiles / 2][4];
     ToA<kStepTiles>(s, pa);
@@ -353,16 +385,18 @@ struct QuerySmem {
 template <int DP>
 __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_t* qkv, const int32_t* key_mask,
                                                                      const bf16_t* dout, const float* lse,
-                                                                     const float* delta, int T, int heads, int H,
-                                                                     int D, float p, RngContext rng, bf16_t* dqkv) {
+                                                                     const uint32_t* keep_bits, const float* delta,
+                                                                     int T, int heads, int H, int D, float p,
+                                                                     bf16_t* dqkv) {
   using Dm = Dims<DP>;
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
   const QuerySmem<DP> sm(cur);
-  const BlockHead bk(qkv, T, heads, H, D, p, rng);
+  const BlockHead bk(qkv, T, heads, H, D, p);
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
   const int q0 = static_cast<int>(blockIdx.y) * kTile, row0 = q0 + 16 * warp;
+  const int tiles = (T + kTile - 1) / kTile;
   LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
   LoadTileAsync<DP>(bk.At(dout, H), H, q0, T, D, sm.dout);
   sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
@@ -391,18 +425,19 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_
     const bf16_t* k_tile = Pick(sm.keys.k, buf);
     const int32_t* mask = Pick(sm.keys.mask, buf);
 
+    // The forward pass's keep bits for this thread and step: the same blocks, warps and lanes.
+    const uint32_t keep = p > 0.0f ? keep_bits[KeepWord(bk.bh, static_cast<int>(blockIdx.y), step, tiles)] : ~0u;
     float s[kStepTiles][4] = {}, dp[kStepTiles][4] = {};
     MmaABt<Dm::kSteps, kStepTiles>(s, qa, k_tile, Dm::kLd);
     MmaABt<Dm::kSteps, kStepTiles>(dp, da, Pick(sm.keys.v, buf), Dm::kLd);
-    const uint32_t keep = p > 0.0f ? bk.drop.RowMajorKeep(bk.DropIndex(row0, k0, T), T) : ~0u;
 #pragma unroll
     for (int nt = 0; nt < kStepTiles; ++nt)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int r = c >> 1;
         const bool live = mask[8 * nt + 2 * t + (c & 1)] != 0;
-        const float pv = live ? exp2f(s[nt][c] * bk.scale_log2 - row_lse[r]) : 0.0f;
-        const float dpv = Kept(keep, nt, c) ? dp[nt][c] * bk.drop.keep_scale : 0.0f;
+        const float pv = live ? Exp2Approx(s[nt][c] * bk.scale_log2 - row_lse[r]) : 0.0f;
+        const float dpv = Kept(keep, nt, c) ? dp[nt][c] * bk.keep_scale : 0.0f;
         s[nt][c] = pv * (dpv - row_delta[r]);  // dS
       }
     uint32_t dsa[kStepTiles / 2][4];
@@ -422,6 +457,7 @@ struct KeySmem {
   bf16_t* dout[2];
   float* lse[2];
   float* delta[2];
+  uint32_t* keep[2];  // the forward pass's keep words for the step's query tile and this key tile
   LAMINA_HD explicit KeySmem(SmemCursor& cur)
       : k(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
         v(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
@@ -431,6 +467,7 @@ struct KeySmem {
       dout[i] = cur.Take<bf16_t>(Dims<DP>::kTileElems);
       lse[i] = cur.Take<float>(kTile);
       delta[i] = cur.Take<float>(kTile);
+      keep[i] = cur.Take<uint32_t>(kThreads);
     }
   }
 };
@@ -441,16 +478,18 @@ struct KeySmem {
 template <int DP>
 __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t* qkv, const int32_t* key_mask,
                                                                    const bf16_t* dout, const float* lse,
-                                                                   const float* delta, int T, int heads, int H, int D,
-                                                                   float p, RngContext rng, bf16_t* dqkv) {
+                                                                   const uint32_t* keep_bits, const float* delta,
+                                                                   int T, int heads, int H, int D, float p,
+                                                                   bf16_t* dqkv) {
   using Dm = Dims<DP>;
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
   const KeySmem<DP> sm(cur);
-  const BlockHead bk(qkv, T, heads, H, D, p, rng);
+  const BlockHead bk(qkv, T, heads, H, D, p);
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
   const int k0 = static_cast<int>(blockIdx.y) * kTile, kw = 16 * warp;  // this warp's keys: k0 + kw..
+  const int tiles = (T + kTile - 1) / kTile;
   auto load_queries = [&](int q0, int buf) {
     LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, Pick(sm.q, buf));
     LoadTileAsync<DP>(bk.At(dout, H), H, q0, T, D, Pick(sm.dout, buf));
@@ -459,6 +498,8 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t*
       Pick(sm.lse, buf)[i] = valid ? lse[static_cast<int64_t>(bk.bh) * T + q0 + i] : INFINITY;
       Pick(sm.delta, buf)[i] = valid ? delta[static_cast<int64_t>(bk.bh) * T + q0 + i] : 0.0f;
     }
+    if (p > 0.0f)
+      Pick(sm.keep, buf)[threadIdx.x] = keep_bits[KeepWord(bk.bh, q0 / kTile, static_cast<int>(blockIdx.y), tiles)];
     CommitAsync();
   };
   LoadTileAsync<DP>(bk.rows + H, bk.ld, k0, T, D, sm.k);
@@ -492,16 +533,16 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t*
       for (int k = 0; k < Dm::kSteps; ++k) LoadA(a[k], sm.v, Dm::kLd, kw, 16 * k);
       MmaABt<Dm::kSteps, kStepTiles>(dpt, a, dout_tile, Dm::kLd);
     }
-    const uint32_t keep = p > 0.0f ? bk.drop.ColumnMajorKeep(bk.DropIndex(q0, k0 + kw, T), T) : ~0u;
+    const uint32_t keep = p > 0.0f ? TransposedKeep(Pick(sm.keep, buf), warp) : ~0u;
 #pragma unroll
     for (int nt = 0; nt < kStepTiles; ++nt)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int j = 8 * nt + 2 * t + (c & 1);  // query within the step
-        const float pv = key_live[c >> 1] ? exp2f(st[nt][c] * bk.scale_log2 - step_lse[j]) : 0.0f;
+        const float pv = key_live[c >> 1] ? Exp2Approx(st[nt][c] * bk.scale_log2 - step_lse[j]) : 0.0f;
         const bool kept = Kept(keep, nt, c);
-        const float dpv = kept ? dpt[nt][c] * bk.drop.keep_scale : 0.0f;
-        st[nt][c] = kept ? pv * bk.drop.keep_scale : 0.0f;  // (P * M)^T
+        const float dpv = kept ? dpt[nt][c] * bk.keep_scale : 0.0f;
+        st[nt][c] = kept ? pv * bk.keep_scale : 0.0f;  // (P * M)^T
         dpt[nt][c] = pv * (dpv - step_delta[j]);  // dS^T
       }
     uint32_t pa[kStepTiles / 2][4], dsa[kStepTiles / 2][4];

@@ -75,15 +75,17 @@ struct FlashShape {
 };
 // Head dims the fused kernels take: multiples of 8 up to 128.
 bool FlashAttentionSupports(int64_t head_dim);
-// qkv [B*T, 3H] bf16 as in Backend::AttentionForward; out [B*T, H] bf16; lse f32 [B*heads*T]:
-// the log2-domain logsumexp of each query row's scaled scores (+inf for a row with no key).
+// What the forward pass keeps for backward (16-byte aligned): each query row's log2-domain
+// logsumexp, and the dropout keep bits it drew (flash_attention.cuh, SavedLayout).
+size_t FlashAttentionSavedBytes(const FlashShape& s);
+// qkv [B*T, 3H] bf16 as in Backend::AttentionForward; out [B*T, H] bf16.
 void LaunchFlashAttentionForward(const FlashShape& s, const uint16_t* qkv, const int32_t* key_mask, float p,
-                                 RngContext rng, uint16_t* out, float* lse, cudaStream_t stream);
+                                 RngContext rng, uint16_t* out, void* saved, cudaStream_t stream);
 size_t FlashAttentionBackwardScratchBytes(const FlashShape& s);
-// out and lse from the forward pass; writes every element of dqkv.
+// out and saved from the forward pass, with the same p; writes every element of dqkv.
 void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, const uint16_t* qkv,
-                                  const int32_t* key_mask, const uint16_t* out, const float* lse, float p,
-                                  RngContext rng, uint16_t* dqkv, void* scratch, cudaStream_t stream);
+                                  const int32_t* key_mask, const uint16_t* out, const void* saved, float p,
+                                  uint16_t* dqkv, void* scratch, cudaStream_t stream);
 
 // ---- rows ----
 void LaunchGatherRows(Ref x, const int32_t* index, Ref out, int64_t n, int64_t cols, cudaStream_t stream);

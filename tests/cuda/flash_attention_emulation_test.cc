@@ -69,13 +69,18 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
   };
   const std::vector<uint16_t> qkv_b = bits(qkv), dout_b = bits(dout);
   std::vector<uint16_t> out_b(rows * hidden, 0xffff), dqkv_b(rows * 3 * hidden, 0xffff);  // NaN: unwritten
-  std::vector<float> lse(batch * heads * seq, NAN), delta(batch * heads * seq, NAN);
+  // The forward pass's record (logsumexps, keep bits), poisoned: NaN logsumexps, all-ones bits.
+  const SavedLayout layout(batch * heads, seq);
+  std::vector<uint32_t> saved_words(static_cast<size_t>(layout.bytes) / 4, 0xffffffffu);
+  float* lse = reinterpret_cast<float*>(saved_words.data());
+  uint32_t* keep_bits = saved_words.data() + layout.keep_at / 4;
+  std::vector<float> delta(batch * heads * seq, NAN);
   const int T = static_cast<int>(seq), nh = static_cast<int>(heads), D = static_cast<int>(head_dim);
   const int H = nh * D;
   const unsigned gx = static_cast<unsigned>(batch * heads), gy = static_cast<unsigned>((seq + kTile - 1) / kTile);
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
     emu::Launch(FlashForwardKernel<DP>, gx, gy, kThreads, SmemBytes<ForwardSmem<DP>>(), qkv_b.data(), mask.data(), T, nh, H,
-                D, p, rng, out_b.data(), lse.data());
+                D, p, rng, out_b.data(), lse, keep_bits);
   });
   // The forward output the backward pass reads is the kernels' own (bf16) one.
   const int64_t tokens = rows;
@@ -83,9 +88,9 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
               out_b.data(), tokens, T, nh, H, D, delta.data());
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
     emu::Launch(FlashBackwardQueryKernel<DP>, gx, gy, kThreads, SmemBytes<QuerySmem<DP>>(), qkv_b.data(), mask.data(),
-                dout_b.data(), lse.data(), delta.data(), T, nh, H, D, p, rng, dqkv_b.data());
+                dout_b.data(), lse, keep_bits, delta.data(), T, nh, H, D, p, dqkv_b.data());
     emu::Launch(FlashBackwardKeyKernel<DP>, gx, gy, kThreads, SmemBytes<KeySmem<DP>>(), qkv_b.data(), mask.data(),
-                dout_b.data(), lse.data(), delta.data(), T, nh, H, D, p, rng, dqkv_b.data());
+                dout_b.data(), lse, keep_bits, delta.data(), T, nh, H, D, p, dqkv_b.data());
   });
 
   std::vector<float> got_out(out_b.size());
