@@ -35,8 +35,7 @@ void LaunchFlashAttentionForward(const FlashShape& s, const uint16_t* qkv, const
   CheckFlashShape(s);
   LAMINA_KERNEL_CHECK(Aligned16({qkv, out, saved}));
   float* lse = static_cast<float*>(saved);
-  uint32_t* keep_bits =
-      reinterpret_cast<uint32_t*>(static_cast<char*>(saved) + SavedLayout(s.batch * s.heads, s.seq).keep_at);
+  uint32_t* keep_bits = SavedLayout(s.batch * s.heads, s.seq).KeepBits(saved);
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
   const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
   const int H = heads * D;
@@ -54,8 +53,7 @@ void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, con
   CheckFlashShape(s);
   LAMINA_KERNEL_CHECK(Aligned16({dout, qkv, out, dqkv, saved}));
   const float* lse = static_cast<const float*>(saved);
-  const uint32_t* keep_bits = reinterpret_cast<const uint32_t*>(static_cast<const char*>(saved) +
-                                                                SavedLayout(s.batch * s.heads, s.seq).keep_at);
+  const uint32_t* keep_bits = SavedLayout(s.batch * s.heads, s.seq).KeepBits(saved);
   const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
   const int H = heads * D;
   float* delta = static_cast<float*>(scratch);

@@ -159,17 +159,22 @@ __device__ __forceinline__ bool Kept(uint32_t keep, int nt, int c) { return ((ke
 // key step, [B * heads][query tile][key tile][128]. The backward kernels read these instead of
 // drawing again.
 struct SavedLayout {
-  int64_t tiles;       // ceil(T / 64)
-  int64_t keep_at;     // byte offset of the keep words
-  int64_t bytes;       // in all
+  int64_t keep_at;  // byte offset of the keep words
+  int64_t bytes;    // in all
   SavedLayout(int64_t batch_heads, int64_t T)
-      : tiles((T + kTile - 1) / kTile),
-        keep_at((batch_heads * T * 4 + 15) / 16 * 16),
-        bytes(keep_at + batch_heads * tiles * tiles * kThreads * 4) {}
+      : keep_at((batch_heads * T * 4 + 15) / 16 * 16),
+        bytes(keep_at + batch_heads * ((T + kTile - 1) / kTile) * ((T + kTile - 1) / kTile) * kThreads * 4) {}
+  // The keep words of a record laid out this way (from its logsumexps, at `saved`).
+  uint32_t* KeepBits(void* saved) const { return reinterpret_cast<uint32_t*>(static_cast<char*>(saved) + keep_at); }
+  const uint32_t* KeepBits(const void* saved) const {
+    return reinterpret_cast<const uint32_t*>(static_cast<const char*>(saved) + keep_at);
+  }
 };
-// The keep word of this thread for query tile q_tile and key tile k_tile of (sequence, head) bh.
-__device__ __forceinline__ int64_t KeepWord(int bh, int q_tile, int k_tile, int tiles) {
-  return ((static_cast<int64_t>(bh) * tiles + q_tile) * tiles + k_tile) * kThreads + threadIdx.x;
+// The keep word of this thread for query tile q_tile and key tile k_tile of (sequence, head) bh,
+// with T keys and queries.
+__device__ __forceinline__ int64_t KeepWord(int bh, int q_tile, int k_tile, int T) {
+  const int64_t tiles = (T + kTile - 1) / kTile;
+  return ((bh * tiles + q_tile) * tiles + k_tile) * kThreads + threadIdx.x;
 }
 
 // What every kernel derives from its arguments and blockIdx.x: the (sequence, head) it works on,
@@ -276,7 +281,6 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
   const int q0 = static_cast<int>(blockIdx.y) * kTile, row0 = q0 + 16 * warp;
-  const int tiles = (T + kTile - 1) / kTile;
   const Dropout drop{rng, KeepThreshold(p)};
   LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
   sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
@@ -324,7 +328,7 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
     uint32_t keep = ~0u;
     if (p > 0.0f) {
       keep = drop.RowMajorKeep(bk.DropIndex(row0, k0, T), T);
-      keep_bits[KeepWord(bk.bh, static_cast<int>(blockIdx.y), step, tiles)] = keep;
+      keep_bits[KeepWord(bk.bh, static_cast<int>(blockIdx.y), step, T)] = keep;
     }
 #pragma unroll
     for (int nt = 0; nt < kStepTiles; ++nt)
@@ -396,7 +400,6 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
   const int q0 = static_cast<int>(blockIdx.y) * kTile, row0 = q0 + 16 * warp;
-  const int tiles = (T + kTile - 1) / kTile;
   LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
   LoadTileAsync<DP>(bk.At(dout, H), H, q0, T, D, sm.dout);
   sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
@@ -426,7 +429,7 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_
     const int32_t* mask = Pick(sm.keys.mask, buf);
 
     // The forward pass's keep bits for this thread and step: the same blocks, warps and lanes.
-    const uint32_t keep = p > 0.0f ? keep_bits[KeepWord(bk.bh, static_cast<int>(blockIdx.y), step, tiles)] : ~0u;
+    const uint32_t keep = p > 0.0f ? keep_bits[KeepWord(bk.bh, static_cast<int>(blockIdx.y), step, T)] : ~0u;
     float s[kStepTiles][4] = {}, dp[kStepTiles][4] = {};
     MmaABt<Dm::kSteps, kStepTiles>(s, qa, k_tile, Dm::kLd);
     MmaABt<Dm::kSteps, kStepTiles>(dp, da, Pick(sm.keys.v, buf), Dm::kLd);
@@ -489,7 +492,6 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t*
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
   const int k0 = static_cast<int>(blockIdx.y) * kTile, kw = 16 * warp;  // this warp's keys: k0 + kw..
-  const int tiles = (T + kTile - 1) / kTile;
   auto load_queries = [&](int q0, int buf) {
     LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, Pick(sm.q, buf));
     LoadTileAsync<DP>(bk.At(dout, H), H, q0, T, D, Pick(sm.dout, buf));
@@ -499,7 +501,7 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t*
       Pick(sm.delta, buf)[i] = valid ? delta[static_cast<int64_t>(bk.bh) * T + q0 + i] : 0.0f;
     }
     if (p > 0.0f)
-      Pick(sm.keep, buf)[threadIdx.x] = keep_bits[KeepWord(bk.bh, q0 / kTile, static_cast<int>(blockIdx.y), tiles)];
+      Pick(sm.keep, buf)[threadIdx.x] = keep_bits[KeepWord(bk.bh, q0 / kTile, static_cast<int>(blockIdx.y), T)];
     CommitAsync();
   };
   LoadTileAsync<DP>(bk.rows + H, bk.ld, k0, T, D, sm.k);

@@ -62,9 +62,9 @@ struct Block {
   unsigned char* smem_end;
   std::barrier<> block;
   std::vector<std::unique_ptr<std::barrier<>>> warp;
-  static constexpr unsigned kExchangeWords = 8;      // per lane: an mma's six registers, or a pointer
-  std::vector<std::vector<uint32_t>> exchange;       // per warp, for the shuffles and warp-wide ops
-  std::atomic<int> count{0};                 // __syncthreads_count's tally
+  static constexpr unsigned kExchangeWords = 8;  // per lane: an mma's six registers, or a pointer
+  std::vector<std::vector<uint32_t>> exchange;   // per warp, for the shuffles and warp-wide ops
+  std::atomic<int> count{0};                     // __syncthreads_count's tally
 };
 
 inline thread_local Index3 thread_idx, block_idx, block_dim, grid_dim;

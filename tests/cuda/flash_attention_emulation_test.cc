@@ -30,8 +30,6 @@ namespace {
 
 #if LAMINA_EMULATE
 
-float RoundBf16(float x) { return Bf16BitsToFloat(FloatToBf16Bits(x)); }
-
 // Runs forward and backward of the fused kernels on CPU threads and of the reference, and
 // compares out, dq, dk and dv (each against its own norm) with the bf16 bound of the GPU tests.
 void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_dim, int64_t seq, float p) {
@@ -47,8 +45,8 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
     for (int64_t j = 0; j < len; ++j) mask[b * seq + j] = 1;
   }
   std::vector<float> qkv(rows * 3 * hidden), dout(rows * hidden);
-  for (float& x : qkv) x = RoundBf16(uni(gen));
-  for (float& x : dout) x = RoundBf16(uni(gen) / 2);
+  for (float& x : qkv) x = testing::CudaParityTest::RoundBf16(uni(gen));
+  for (float& x : dout) x = testing::CudaParityTest::RoundBf16(uni(gen) / 2);
   const RngContext rng{gen(), MakeStream(7, 2, 1), gen() % 7};  // an offset that is not a multiple of 4
 
   // Reference.
@@ -73,7 +71,7 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
   const SavedLayout layout(batch * heads, seq);
   std::vector<uint32_t> saved_words(static_cast<size_t>(layout.bytes) / 4, 0xffffffffu);
   float* lse = reinterpret_cast<float*>(saved_words.data());
-  uint32_t* keep_bits = saved_words.data() + layout.keep_at / 4;
+  uint32_t* keep_bits = layout.KeepBits(saved_words.data());
   std::vector<float> delta(batch * heads * seq, NAN);
   const int T = static_cast<int>(seq), nh = static_cast<int>(heads), D = static_cast<int>(head_dim);
   const int H = nh * D;

@@ -53,23 +53,23 @@ float F(uint16_t bits) { return Bf16BitsToFloat(bits); }
 // Compares the three products with the host's: abt = a bt^T, ab = a b, chain = bf16(abt) b[0:16].
 void ExpectProducts(const Operands& o, const std::vector<float>& abt, const std::vector<float>& ab,
                     const std::vector<float>& chain) {
+  double want_abt[16][16] = {};
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j)
+      for (int k = 0; k < 32; ++k) want_abt[i][j] += double{F(o.a[i * 32 + k])} * F(o.bt[j * 32 + k]);
   for (int i = 0; i < 16; ++i)
     for (int j = 0; j < 16; ++j) {
-      double want_abt = 0, want_ab = 0, want_chain = 0, chain_slack = 1e-4;
-      for (int k = 0; k < 32; ++k) {
-        want_abt += double{F(o.a[i * 32 + k])} * F(o.bt[j * 32 + k]);
-        want_ab += double{F(o.a[i * 32 + k])} * F(o.b[k * 16 + j]);
-      }
+      double want_ab = 0, want_chain = 0, chain_slack = 1e-4;
+      for (int k = 0; k < 32; ++k) want_ab += double{F(o.a[i * 32 + k])} * F(o.b[k * 16 + j]);
       for (int k = 0; k < 16; ++k) {
-        double abt_ik = 0;
-        for (int m = 0; m < 32; ++m) abt_ik += double{F(o.a[i * 32 + m])} * F(o.bt[k * 32 + m]);
-        want_chain += double{Bf16BitsToFloat(FloatToBf16Bits(static_cast<float>(abt_ik)))} * F(o.b[k * 16 + j]);
+        const double b_kj = F(o.b[k * 16 + j]);
+        want_chain += double{Bf16BitsToFloat(FloatToBf16Bits(static_cast<float>(want_abt[i][k])))} * b_kj;
         // The f32 sum behind bf16(abt) may round to the other neighbour: one bf16 step, 2^-7 of it.
-        chain_slack += std::abs(abt_ik) / 128 * std::abs(F(o.b[k * 16 + j]));
+        chain_slack += std::abs(want_abt[i][k]) / 128 * std::abs(b_kj);
       }
       char at[32];
       std::snprintf(at, sizeof at, "(%d, %d)", i, j);
-      EXPECT_NEAR(abt[i * 16 + j], want_abt, 1e-4) << "a bt^T " << at;
+      EXPECT_NEAR(abt[i * 16 + j], want_abt[i][j], 1e-4) << "a bt^T " << at;
       EXPECT_NEAR(ab[i * 16 + j], want_ab, 1e-4) << "a b " << at;
       EXPECT_NEAR(chain[i * 16 + j], want_chain, chain_slack) << "bf16(a bt^T) b " << at;
     }
