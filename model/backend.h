@@ -89,9 +89,11 @@ class Backend {
   // out = (x - mean) * rstd * gamma + beta per row; mean, rstd: f32 [rows] saved for backward.
   virtual void LayerNormForward(TensorView x, TensorView gamma, TensorView beta, float eps, TensorView out,
                                 TensorView mean, TensorView rstd) = 0;
-  // sum = a + b; out = LayerNorm(sum). The residual add fused with the norm that follows it.
-  virtual void AddLayerNormForward(TensorView a, TensorView b, TensorView gamma, TensorView beta, float eps,
-                                   TensorView sum, TensorView out, TensorView mean, TensorView rstd) = 0;
+  // sum = a + Dropout(b, p, rng); out = LayerNorm(sum). The branch's dropout and the residual add
+  // fused with the norm that follows them (one pass instead of three). sum may alias a.
+  virtual void AddLayerNormForward(TensorView a, TensorView b, float p, RngContext rng, TensorView gamma,
+                                   TensorView beta, float eps, TensorView sum, TensorView out, TensorView mean,
+                                   TensorView rstd) = 0;
   // dx (= or += if accumulate) from dout; dgamma, dbeta +=.
   virtual void LayerNormBackward(TensorView dout, TensorView x, TensorView gamma, TensorView mean, TensorView rstd,
                                  TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta) = 0;

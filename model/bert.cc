@@ -301,35 +301,38 @@ void BertModel::EncoderForward(const ForwardOptions& o) {
     be.LinearForward(L.attn_in, W(w.qkv_w, {3 * H, H}), W(w.qkv_b, {3 * H}), Activation::kNone, {}, L.qkv);
     be.AttentionForward(L.qkv, a.mask, nh, p_attn, Rng(l, kAttentionProbDropout, nh * T * T), L.att_saved, L.ctx);
     be.LinearForward(L.ctx, W(w.attn_out_w, hh), W(w.attn_out_b, h1), Activation::kNone, {}, a.branch);
-    be.Dropout(a.branch, p_hidden, Rng(l, kAttentionOutDropout, T * H), a.branch);
+    // The branch's dropout and the residual add are fused with the norm that follows them.
+    const RngContext attn_out_rng = Rng(l, kAttentionOutDropout, T * H);
     if (post) {
-      be.AddLayerNormForward(L.x_in, a.branch, W(w.ln_attn_g, h1), W(w.ln_attn_b, h1), eps, L.sum_a, L.x_mid,
-                             L.ln_attn_mean, L.ln_attn_rstd);
+      be.AddLayerNormForward(L.x_in, a.branch, p_hidden, attn_out_rng, W(w.ln_attn_g, h1), W(w.ln_attn_b, h1), eps,
+                             L.sum_a, L.x_mid, L.ln_attn_mean, L.ln_attn_rstd);
     } else if (pre) {
-      be.AddLayerNormForward(L.x_in, a.branch, W(w.ln_ffn_g, h1), W(w.ln_ffn_b, h1), eps, L.sum_a, L.ffn_in,
-                             L.ln_f_mean, L.ln_f_rstd);
+      be.AddLayerNormForward(L.x_in, a.branch, p_hidden, attn_out_rng, W(w.ln_ffn_g, h1), W(w.ln_ffn_b, h1), eps,
+                             L.sum_a, L.ffn_in, L.ln_f_mean, L.ln_f_rstd);
     } else {
+      be.Dropout(a.branch, p_hidden, attn_out_rng, a.branch);
       be.Add(L.x_in, a.branch, L.sum_a);
     }
     // Feed-forward block.
     be.LinearForward(L.ffn_in, W(w.ffn_in_w, {F, H}), W(w.ffn_in_b, {F}), Activation::kGelu, L.ffn_pre, L.ffn_act);
     be.LinearForward(L.ffn_act, W(w.ffn_out_w, {H, F}), W(w.ffn_out_b, h1), Activation::kNone, {}, a.branch);
-    be.Dropout(a.branch, p_hidden, Rng(l, kFfnOutDropout, T * H), a.branch);
+    const RngContext ffn_out_rng = Rng(l, kFfnOutDropout, T * H);
     if (post) {
-      be.AddLayerNormForward(L.x_mid, a.branch, W(w.ln_ffn_g, h1), W(w.ln_ffn_b, h1), eps, L.sum_f, L.out,
-                             L.ln_ffn_mean, L.ln_ffn_rstd);
+      be.AddLayerNormForward(L.x_mid, a.branch, p_hidden, ffn_out_rng, W(w.ln_ffn_g, h1), W(w.ln_ffn_b, h1), eps,
+                             L.sum_f, L.out, L.ln_ffn_mean, L.ln_ffn_rstd);
     } else if (pre) {
       // The residual add fused with the norm that reads it: the next layer's, or the final one.
       if (l + 1 < config_.layers) {
         LayerActs& next = a.layers[l + 1];
         const LayerOffsets& nw = pl.layers[l + 1];
-        be.AddLayerNormForward(L.x_mid, a.branch, W(nw.ln_attn_g, h1), W(nw.ln_attn_b, h1), eps, L.sum_f,
-                               next.attn_in, next.ln_a_mean, next.ln_a_rstd);
+        be.AddLayerNormForward(L.x_mid, a.branch, p_hidden, ffn_out_rng, W(nw.ln_attn_g, h1), W(nw.ln_attn_b, h1),
+                               eps, L.sum_f, next.attn_in, next.ln_a_mean, next.ln_a_rstd);
       } else {
-        be.AddLayerNormForward(L.x_mid, a.branch, W(pl.final_ln_g, h1), W(pl.final_ln_b, h1), eps, L.sum_f,
-                               a.final_out, a.final_mean, a.final_rstd);
+        be.AddLayerNormForward(L.x_mid, a.branch, p_hidden, ffn_out_rng, W(pl.final_ln_g, h1), W(pl.final_ln_b, h1),
+                               eps, L.sum_f, a.final_out, a.final_mean, a.final_rstd);
       }
     } else {
+      be.Dropout(a.branch, p_hidden, ffn_out_rng, a.branch);
       be.Add(L.x_mid, a.branch, L.sum_f);
     }
   }

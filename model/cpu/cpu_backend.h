@@ -43,8 +43,8 @@ class CpuBackend final : public Backend {
   // layernorm.cc
   void LayerNormForward(TensorView x, TensorView gamma, TensorView beta, float eps, TensorView out, TensorView mean,
                         TensorView rstd) override;
-  void AddLayerNormForward(TensorView a, TensorView b, TensorView gamma, TensorView beta, float eps, TensorView sum,
-                           TensorView out, TensorView mean, TensorView rstd) override;
+  void AddLayerNormForward(TensorView a, TensorView b, float p, RngContext rng, TensorView gamma, TensorView beta,
+                           float eps, TensorView sum, TensorView out, TensorView mean, TensorView rstd) override;
   void LayerNormBackward(TensorView dout, TensorView x, TensorView gamma, TensorView mean, TensorView rstd,
                          TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta) override;
 

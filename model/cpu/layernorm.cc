@@ -1,9 +1,11 @@
-// Layer normalisation over the last dimension, with the residual add fused in front of it.
+// Layer normalisation over the last dimension, with the residual add (and the dropout of the
+// branch added) fused in front of it.
 // Biased variance, rstd = 1 / sqrt(var + eps); row statistics accumulate in double.
 #include <cmath>
 
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/cpu_checks.h"
+#include "model/cpu/dropout_mask.h"
 
 namespace lamina {
 namespace {
@@ -56,16 +58,21 @@ void CpuBackend::LayerNormForward(TensorView x, TensorView gamma, TensorView bet
   NormalizeRows(xs, a.gamma, a.beta, eps, x.rows(), x.cols(), a.out, a.mean, a.rstd);
 }
 
-void CpuBackend::AddLayerNormForward(TensorView a, TensorView b, TensorView gamma, TensorView beta, float eps,
-                                     TensorView sum, TensorView out, TensorView mean, TensorView rstd) {
+void CpuBackend::AddLayerNormForward(TensorView a, TensorView b, float p, RngContext rng, TensorView gamma,
+                                     TensorView beta, float eps, TensorView sum, TensorView out, TensorView mean,
+                                     TensorView rstd) {
   const float* as = cpu::F32(a, "a");
   const float* bs = cpu::F32(b, "b");
   float* s = cpu::F32(sum, "sum");
   const int64_t rows = a.rows(), cols = a.cols();
   cpu::CheckMatrix(b, rows, cols, "b");
   cpu::CheckMatrix(sum, rows, cols, "sum");
+  LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
   const NormArgs n = CheckNormArgs(rows, cols, gamma, beta, out, mean, rstd);
-  for (int64_t i = 0; i < rows * cols; ++i) s[i] = as[i] + bs[i];
+  const float scale = 1.0f / (1.0f - p);
+  cpu::DropoutMask mask(rng, p);
+  for (int64_t i = 0; i < rows * cols; ++i)
+    s[i] = as[i] + (p == 0.0f ? bs[i] : mask.Keep(static_cast<uint64_t>(i)) ? bs[i] * scale : 0.0f);
   NormalizeRows(s, n.gamma, n.beta, eps, rows, cols, n.out, n.mean, n.rstd);
 }
 

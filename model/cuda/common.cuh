@@ -6,6 +6,7 @@
 
 #include "core/bf16.h"
 #include "core/dtype.h"
+#include "core/philox.h"
 #include "model/cuda/common_host.h"
 #include "model/cuda/cuda_check.h"
 
@@ -109,6 +110,29 @@ __device__ __forceinline__ void LoadV(const T* p, float (&v)[V]) {
   }
 }
 
+// Stores V (8, 2 or 1) consecutive elements, as LoadV reads them.
+template <int V, typename T>
+__device__ __forceinline__ void StoreV(T* p, const float (&v)[V]) {
+  if constexpr (V == 8) {
+    Store8(p, v);
+  } else if constexpr (V == 2 && sizeof(T) == 4) {
+    *reinterpret_cast<float2*>(p) = make_float2(v[0], v[1]);
+  } else if constexpr (V == 2) {
+    *reinterpret_cast<uint32_t*>(p) =
+        static_cast<uint32_t>(FloatToBf16Bits(v[0])) | static_cast<uint32_t>(FloatToBf16Bits(v[1])) << 16;
+  } else {
+    static_assert(V == 1, "widths are 8, 2 or 1");
+    *p = FromF<T>(v[0]);
+  }
+}
+
+// GELU in the erf form (as the reference, model/cpu/gelu.h) and its derivative.
+__device__ __forceinline__ float GeluValue(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+__device__ __forceinline__ float GeluDerivative(float x) {
+  constexpr float kInvSqrt2Pi = 0.3989422804014327f;
+  return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * __expf(-0.5f * x * x) * kInvSqrt2Pi;
+}
+
 // Elements c..c+3 of a row of n as fp32. V = 4: one access (16 bytes of f32, 8 of bf16), for rows
 // aligned to it with c + 4 <= n; V = 1: one access each, `fill` past n.
 template <int V, typename T>
@@ -199,6 +223,17 @@ __device__ __forceinline__ float Exp2Approx(float x) {
 #else
   return exp2f(x);
 #endif
+}
+
+// Inverted dropout of the eight elements with stream indices index..index+7: v[k] = keep ? v[k] *
+// scale : 0, with scale = 1 / (1 - p). The decisions are DropoutKeep's, bit for bit, from two
+// Philox blocks (four when the stream offset is not a multiple of 4) instead of eight.
+__device__ __forceinline__ void Dropout8(const RngContext& rng, uint64_t index, float p, float scale, float (&v)[8]) {
+  uint32_t bits[2][4];
+  PhiloxDraws4(rng, index, bits[0]);
+  PhiloxDraws4(rng, index + 4, bits[1]);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = UniformFromBits(bits[k / 4][k % 4]) >= p ? v[k] * scale : 0.0f;
 }
 
 __device__ __forceinline__ float WarpSum(float v) {

@@ -170,18 +170,19 @@ class CudaBackend final : public Backend {
   void LayerNormForward(TensorView x, TensorView gamma, TensorView beta, float eps, TensorView out, TensorView mean,
                         TensorView rstd) override {
     CheckNorm(x, gamma, beta, out, mean, rstd);
-    cuda::LaunchLayerNormForward(R(x, "x"), Ref{}, R(gamma, "gamma"), R(beta, "beta"), eps, Ref{}, R(out, "out"),
-                                 F32(mean, "mean"), F32(rstd, "rstd"), x.rows(), x.cols(), stream_);
+    cuda::LaunchLayerNormForward(R(x, "x"), Ref{}, 0.0f, RngContext{}, R(gamma, "gamma"), R(beta, "beta"), eps, Ref{},
+                                 R(out, "out"), F32(mean, "mean"), F32(rstd, "rstd"), x.rows(), x.cols(), stream_);
   }
 
-  void AddLayerNormForward(TensorView a, TensorView b, TensorView gamma, TensorView beta, float eps, TensorView sum,
-                           TensorView out, TensorView mean, TensorView rstd) override {
+  void AddLayerNormForward(TensorView a, TensorView b, float p, RngContext rng, TensorView gamma, TensorView beta,
+                           float eps, TensorView sum, TensorView out, TensorView mean, TensorView rstd) override {
     CheckNorm(a, gamma, beta, out, mean, rstd);
     CheckMatrix(b, a.rows(), a.cols(), "b");
     CheckMatrix(sum, a.rows(), a.cols(), "sum");
     LAMINA_CHECK(a.dtype == b.dtype && a.dtype == sum.dtype, "AddLayerNorm dtypes ", a.ToString(), " ", b.ToString(),
                  " ", sum.ToString());
-    cuda::LaunchLayerNormForward(R(a, "a"), R(b, "b"), R(gamma, "gamma"), R(beta, "beta"), eps, R(sum, "sum"),
+    LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
+    cuda::LaunchLayerNormForward(R(a, "a"), R(b, "b"), p, rng, R(gamma, "gamma"), R(beta, "beta"), eps, R(sum, "sum"),
                                  R(out, "out"), F32(mean, "mean"), F32(rstd, "rstd"), a.rows(), a.cols(), stream_);
   }
 
@@ -227,12 +228,14 @@ class CudaBackend final : public Backend {
     CheckMatrix(w, n, k, "w");
     CheckMatrix(dw, n, k, "dw");
     const int64_t pitch = RowPitch(dout, m, n, act == Activation::kNone, "dout");
+    if (!db.empty()) CheckNumel(db, n, "db");
     if (act == Activation::kGelu) {
+      // dpre over dout, and the bias gradient's column sums in the same pass.
       CheckMatrix(pre_act, m, n, "pre_act");
-      cuda::LaunchGeluBackward(R(dout, "dout"), R(pre_act, "pre_act"), R(dout, "dout"), m * n, stream_);
-    }
-    if (!db.empty()) {
-      CheckNumel(db, n, "db");
+      cuda::LaunchGeluBackwardColumnSum(R(dout, "dout"), R(pre_act, "pre_act"), m, n,
+                                        db.empty() ? nullptr : F32(db, "db"),
+                                        Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
+    } else if (!db.empty()) {
       cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, pitch, F32(db, "db"),
                                       Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
     }

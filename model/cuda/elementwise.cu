@@ -7,13 +7,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float GeluValue(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-
-__device__ __forceinline__ float GeluDerivative(float x) {
-  constexpr float kInvSqrt2Pi = 0.3989422804014327f;
-  return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * __expf(-0.5f * x * x) * kInvSqrt2Pi;
-}
-
 // out[i] = f(in...) over a grid-stride loop; F maps floats to a float.
 template <typename TO, typename TA, typename F>
 __global__ void Map1(const TA* a, TO* out, int64_t n, F f) {
@@ -90,20 +83,14 @@ void Launch2(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream, F f) {
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
-// Dropout eight elements per thread, drawing two Philox blocks for them (four when the stream
-// offset is not a multiple of 4) instead of one per element; the keep decision is DropoutKeep's,
-// bit for bit.
+// Dropout eight elements per thread (Dropout8: two Philox blocks for them instead of eight).
 template <typename TO, typename TA>
 __global__ void Dropout8Kernel(const TA* x, TO* out, int64_t n8, RngContext rng, float p, float scale) {
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n8;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float v[8];
     Load8(x + 8 * j, v);
-    uint32_t bits[2][4];
-    PhiloxDraws4(rng, 8 * static_cast<uint64_t>(j), bits[0]);
-    PhiloxDraws4(rng, 8 * static_cast<uint64_t>(j) + 4, bits[1]);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = UniformFromBits(bits[k / 4][k % 4]) >= p ? v[k] * scale : 0.0f;
+    Dropout8(rng, 8 * static_cast<uint64_t>(j), p, scale, v);
     Store8(out + 8 * j, v);
   }
 }

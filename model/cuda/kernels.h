@@ -41,9 +41,10 @@ void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref do
                              int64_t type_vocab, void* scratch, size_t scratch_bytes, cudaStream_t stream);
 
 // ---- layer norm ----
-// With b.data set: sum = a + b (stored in sum's dtype) and the norm is of the stored sum.
-void LaunchLayerNormForward(Ref a, Ref b, Ref gamma, Ref beta, float eps, Ref sum, Ref out, float* mean, float* rstd,
-                            int64_t rows, int64_t hidden, cudaStream_t stream);
+// With b.data set: sum = a + dropout(b) (p and rng as LaunchDropout's; stored in sum's dtype) and
+// the norm is of the stored sum.
+void LaunchLayerNormForward(Ref a, Ref b, float p, RngContext rng, Ref gamma, Ref beta, float eps, Ref sum, Ref out,
+                            float* mean, float* rstd, int64_t rows, int64_t hidden, cudaStream_t stream);
 size_t LayerNormBackwardScratchBytes(int64_t rows, int64_t hidden);
 void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, const float* rstd, Ref dx, bool accumulate,
                              float* dgamma, float* dbeta, int64_t rows, int64_t hidden, void* scratch,
@@ -55,6 +56,11 @@ size_t ColumnSumScratchBytes(int64_t rows, int64_t cols);
 // elements.
 void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, int64_t pitch, float* out, void* scratch,
                                cudaStream_t stream);
+// dout = dout * GELU'(pre) in place ([rows, cols], dense), and out[c] += the column sums of the
+// result (the bias gradient, ColumnSumScratchBytes of scratch) in the same pass; with out null,
+// the GELU backward alone.
+void LaunchGeluBackwardColumnSum(Ref dout, Ref pre, int64_t rows, int64_t cols, float* out, void* scratch,
+                                 cudaStream_t stream);
 // out[c] += scale * (the sum over chunks, in a fixed order, of partial[chunk * cols + c]).
 void LaunchChunkFinalize(const float* partial, float scale, float* out, int64_t chunks, int64_t cols,
                          cudaStream_t stream);

@@ -1,4 +1,7 @@
-// Column sums (bias gradients) and the chunk finalize with the kernels of row_sums.cuh.
+// Column sums (bias gradients, alone or with the GELU backward) and the chunk finalize with the
+// kernels of row_sums.cuh.
+#include <algorithm>
+
 #include "model/cuda/common.cuh"
 #include "model/cuda/kernels.h"
 #include "model/cuda/row_sums.cuh"
@@ -21,6 +24,30 @@ void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, int64_t pitch,
                               <<<grid, row_sums::kThreads, row_sums::SmemBytes(V, 1), stream>>>(
                                   static_cast<const T*>(x.data), partial, rows, cols, pitch);
                         }));
+  LAMINA_CUDA_CHECK_LAUNCH();
+  LaunchChunkFinalize(partial, 1.0f, out, chunks, cols, stream);
+}
+
+void LaunchGeluBackwardColumnSum(Ref dout, Ref pre, int64_t rows, int64_t cols, float* out, void* scratch,
+                                 cudaStream_t stream) {
+  if (out == nullptr) {
+    LaunchGeluBackward(dout, pre, dout, rows * cols, stream);
+    return;
+  }
+  if (rows == 0 || cols == 0) return;
+  const int64_t chunks = CeilDiv(rows, row_sums::kChunkRows);
+  float* partial = static_cast<float*>(scratch);
+  const int width = std::min(VectorWidth(dout.data, cols, cols, DTypeSize(dout.dtype)),
+                             VectorWidth(pre.data, cols, cols, DTypeSize(pre.dtype)));
+  LAMINA_DISPATCH_FLOAT(
+      dout.dtype, TG, LAMINA_DISPATCH_FLOAT(pre.dtype, TX, LAMINA_DISPATCH_WIDTH(width, V, {
+                                              const dim3 grid(static_cast<unsigned>(CeilDiv(cols, 32 * V)),
+                                                              static_cast<unsigned>(chunks));
+                                              row_sums::GeluBackwardColumnPartialKernel<V, TG, TX>
+                                                  <<<grid, row_sums::kThreads, row_sums::SmemBytes(V, 1), stream>>>(
+                                                      static_cast<TG*>(dout.data), static_cast<const TX*>(pre.data),
+                                                      partial, rows, cols);
+                                            })));
   LAMINA_CUDA_CHECK_LAUNCH();
   LaunchChunkFinalize(partial, 1.0f, out, chunks, cols, stream);
 }

@@ -1,5 +1,5 @@
-// Deterministic sums of many rows into one: bias gradients (column sums), LayerNorm's dgamma and
-// dbeta, and the word-embedding gradient (the rows of one id). All of them go through
+// Deterministic sums of many rows into one: bias gradients (column sums, alone or fused with the
+// GELU backward that produces them), LayerNorm's dgamma and dbeta, and the word-embedding gradient (the rows of one id). All of them go through
 // SumRowsOfTile: the warps of a block split the rows, each lane reads V adjacent columns with
 // one access (16 bytes for 8 bf16), and the warps' partial sums are added in warp order, so the
 // result depends on the shapes alone, never on timing.
@@ -82,6 +82,30 @@ __global__ void __launch_bounds__(kThreads) ColumnPartialKernel(const T* x, floa
   SumRowsOfTile<V, 1>(
       count, blockIdx.x * int64_t{32 * V}, cols,
       [&](int64_t i, int64_t c, float (&t)[1][V]) { LoadV<V>(x + (r0 + i) * pitch + c, t[0]); },
+      [&](int64_t c, int, float sum) { partial[chunk * cols + c] = sum; }, reinterpret_cast<float*>(smem));
+}
+
+// The GELU backward fused with the bias gradient's column sums, grid as ColumnPartialKernel's
+// over [rows, cols]: dpre = dout * GELU'(pre) is written over dout, and partial[chunk][c] is the
+// sum of the stored (rounded) dpre over the chunk's rows: the bias gradient of the product before
+// the GELU without reading dpre again.
+template <int V, typename TG, typename TX>
+__global__ void __launch_bounds__(kThreads) GeluBackwardColumnPartialKernel(TG* dout, const TX* pre, float* partial,
+                                                                            int64_t rows, int64_t cols) {
+  LAMINA_DYNAMIC_SMEM(smem);
+  const int64_t chunk = blockIdx.y, r0 = chunk * kChunkRows;
+  const int64_t count = rows - r0 < kChunkRows ? rows - r0 : kChunkRows;
+  SumRowsOfTile<V, 1>(
+      count, blockIdx.x * int64_t{32 * V}, cols,
+      [&](int64_t i, int64_t c, float (&t)[1][V]) {
+        const int64_t at = (r0 + i) * cols + c;
+        float x[V];
+        LoadV<V>(dout + at, t[0]);
+        LoadV<V>(pre + at, x);
+#pragma unroll
+        for (int v = 0; v < V; ++v) t[0][v] = ToF(FromF<TG>(t[0][v] * GeluDerivative(x[v])));
+        StoreV<V>(dout + at, t[0]);
+      },
       [&](int64_t c, int, float sum) { partial[chunk * cols + c] = sum; }, reinterpret_cast<float*>(smem));
 }
 

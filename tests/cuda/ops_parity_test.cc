@@ -172,14 +172,31 @@ TEST_F(CudaOpsTest, LayerNormForwardBackwardMatchReference) {
       ExpectClose(dbeta, 1e-5, "LayerNormBackward dbeta" + tag);
     }
 
-    // The fused residual add: the GPU normalises the bf16-rounded sum it stores.
-    Pair sum = Make({rows, hidden}, DType::kBF16);
-    cpu_->AddLayerNormForward(x.cpu, b.cpu, gamma.cpu, beta.cpu, 1e-5f, sum.cpu, out.cpu, mean.cpu, rstd.cpu);
-    gpu_->AddLayerNormForward(x.gpu, b.gpu, gamma.gpu, beta.gpu, 1e-5f, sum.gpu, out.gpu, mean.gpu, rstd.gpu);
-    ExpectClose(sum, kBf16Bound, "AddLayerNormForward sum");
-    ExpectClose(out, kBf16Bound, "AddLayerNormForward out");
-    ExpectClose(mean, kBf16Bound, "AddLayerNormForward mean");
-    ExpectClose(rstd, kBf16Bound, "AddLayerNormForward rstd");
+    // The fused dropout and residual add: the GPU normalises the bf16-rounded sum it stores. A
+    // stream offset that is not a multiple of 4 takes two Philox blocks per run of four.
+    for (const float p : {0.0f, 0.1f, 0.5f}) {
+      const uint64_t offset = static_cast<uint64_t>(4 * Int(0, 100) + (p == 0.5f ? Int(1, 3) : 0));
+      const RngContext drop{static_cast<uint64_t>(Int(0, 1 << 30)), MakeStream(Int(0, 100), Int(0, 11), 2), offset};
+      const std::string tag = " p" + std::to_string(p) + " offset " + std::to_string(offset);
+      Pair sum = Make({rows, hidden}, DType::kBF16);
+      cpu_->AddLayerNormForward(x.cpu, b.cpu, p, drop, gamma.cpu, beta.cpu, 1e-5f, sum.cpu, out.cpu, mean.cpu,
+                                rstd.cpu);
+      gpu_->AddLayerNormForward(x.gpu, b.gpu, p, drop, gamma.gpu, beta.gpu, 1e-5f, sum.gpu, out.gpu, mean.gpu,
+                                rstd.gpu);
+      // Element by element: a different keep decision moves one element by |b| / (1 - p), far
+      // more than bf16 rounding of the sum (a norm-wise bound could miss a few).
+      const std::vector<float> xs = Cpu(x), bs = Cpu(b), got = Gpu(sum), want = Cpu(sum);
+      int bad = 0;
+      for (size_t i = 0; i < want.size(); ++i)
+        if (!(std::fabs(got[i] - want[i]) <= 1.0 / 128 * (std::fabs(xs[i]) + 2 * std::fabs(bs[i])) + 1e-6) &&
+            ++bad <= 5)
+          ADD_FAILURE() << "AddLayerNormForward sum" << tag << " [" << i << "]: " << got[i] << ", expected "
+                        << want[i] << " (seed " << seed_ << ")";
+      ExpectClose(sum, kBf16Bound, "AddLayerNormForward sum" + tag);
+      ExpectClose(out, kBf16Bound, "AddLayerNormForward out" + tag);
+      ExpectClose(mean, kBf16Bound, "AddLayerNormForward mean" + tag);
+      ExpectClose(rstd, kBf16Bound, "AddLayerNormForward rstd" + tag);
+    }
   }
 }
 

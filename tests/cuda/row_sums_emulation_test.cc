@@ -1,7 +1,8 @@
 // The row-sum kernels (model/cuda/row_sums.cuh: bias gradients, LayerNorm's dgamma/dbeta, the
 // word-embedding gradient) run on CPU threads (tests/cuda/emulation.h) and checked against sums
 // in double, at each access width (8, 2 and 1 elements) the launchers pick, for bf16 and f32
-// inputs, across chunk and tile boundaries and runs of equal ids longer than a block.
+// inputs, across chunk and tile boundaries and runs of equal ids longer than a block; and the GELU
+// backward fused with the bias gradient.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -13,6 +14,7 @@
 
 #include "core/bf16.h"
 #include "gtest/gtest.h"
+#include "model/cpu/gelu.h"
 #include "tests/cuda/emulation.h"
 
 #if LAMINA_EMULATE
@@ -133,6 +135,64 @@ TEST(RowSumsEmulation, ColumnSumsAtEveryWidth) {
   cols = 8 * pick(1, 12);
   CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, cols, 2, 2);  // 4-byte aligned rows
   CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, cols, 1, 1);  // 2-byte aligned rows
+}
+
+// The GELU backward with the bias gradient in the same pass: dpre written over dout against the
+// reference derivative (model/cpu/gelu.h), and its column sums against double sums of the stored
+// (rounded) dpre, at widths 8, 2 and 1, across chunks.
+template <typename T>
+void CheckGeluBackwardColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int expect_width) {
+  SCOPED_TRACE(std::string(sizeof(T) == 2 ? "bf16" : "f32") + " rows " + std::to_string(rows) + " cols " +
+               std::to_string(cols));
+  Input<T> dout = RandomInput<T>(gen, rows * cols);
+  const Input<T> pre = RandomInput<T>(gen, rows * cols);
+  const int width = std::min(VectorWidth(dout.data.data(), cols, cols, sizeof(T)),
+                             VectorWidth(pre.data.data(), cols, cols, sizeof(T)));
+  ASSERT_EQ(width, expect_width);
+  const int64_t chunks = (rows + rs::kChunkRows - 1) / rs::kChunkRows;
+  std::vector<float> partial(chunks * cols, NAN);
+  LAMINA_DISPATCH_WIDTH(width, V, {
+    emu::Launch(rs::GeluBackwardColumnPartialKernel<V, T, T>, static_cast<unsigned>((cols + 32 * V - 1) / (32 * V)),
+                static_cast<unsigned>(chunks), rs::kThreads, rs::SmemBytes(V, 1), dout.data.data(),
+                static_cast<const T*>(pre.data.data()), partial.data(), rows, cols);
+  });
+  const std::vector<float> start = Nonzero(gen, cols);
+  std::vector<float> out = start;
+  emu::Launch(rs::ChunkFinalizeKernel, rs::FinalizeBlocks(cols), 1, rs::kThreads, rs::SmemBytes(1, 1),
+              static_cast<const float*>(partial.data()), 1.0f, out.data(), chunks, cols);
+  std::vector<double> want(cols, 0.0), scale(cols, 0.0);
+  int bad = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t i = r * cols + c;
+      float got;
+      if constexpr (sizeof(T) == 2) {
+        got = Bf16BitsToFloat(dout.data[i]);
+      } else {
+        got = dout.data[i];
+      }
+      const double expected = dout.value[i] * static_cast<double>(cpu::GeluDerivative(pre.value[i]));
+      // bf16 rounding of the result (2^-8 relative, with a margin), f32 arithmetic otherwise.
+      const double bound = (sizeof(T) == 2 ? 1.0 / 128 : 1e-5) * std::fabs(dout.value[i]) * 1.2 + 1e-7;
+      if (!(std::fabs(got - expected) <= bound) && ++bad <= 5)
+        ADD_FAILURE() << "dpre [" << i << "]: " << got << ", expected " << expected;
+      want[c] += got;
+      scale[c] += std::fabs(got);
+    }
+  EXPECT_EQ(bad, 0) << "dpre";
+  ExpectSums(out, start, want, scale, "bias gradient");
+}
+
+TEST(RowSumsEmulation, GeluBackwardWithBiasGradient) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 gen(seed);
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
+  CheckGeluBackwardColumnSum<bf16_t>(gen, pick(129, 300), 8 * pick(33, 40), 8);
+  CheckGeluBackwardColumnSum<float>(gen, pick(1, 200), 8 * pick(1, 12), 8);
+  CheckGeluBackwardColumnSum<bf16_t>(gen, pick(1, 200), 8 * pick(0, 4) + 2 * pick(1, 3), 2);
+  CheckGeluBackwardColumnSum<float>(gen, pick(1, 200), 8 * pick(0, 4) + 2 * pick(1, 3), 2);
+  CheckGeluBackwardColumnSum<bf16_t>(gen, pick(1, 200), 2 * pick(1, 40) + 1, 1);
 }
 
 TEST(RowSumsEmulation, LayerNormParameterGradients) {

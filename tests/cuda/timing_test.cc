@@ -198,8 +198,12 @@ TEST_F(CudaTimingTest, BertBaseOps) {
       {"Attention bwd (p=0.1)", TimeMs([&] { gpu_->AttentionBackward(ctx, qkv, mask, ctx, saved, heads, 0.1f, rng, dqkv); }),
        4 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (2 * M * 3 * H + M * H) + 14.0 * B * heads * T * T});
   rows.push_back({"AddLayerNorm fwd",
-                  TimeMs([&] { gpu_->AddLayerNormForward(x, y, gamma, beta, 1e-12f, x, dx, mean, rstd); }), 0,
-                  2.0 * 4 * M * H});
+                  TimeMs([&] { gpu_->AddLayerNormForward(x, y, 0.0f, rng, gamma, beta, 1e-12f, x, dx, mean, rstd); }),
+                  0, 2.0 * 4 * M * H});
+  rows.push_back(
+      {"Dropout + AddLayerNorm fwd (p=0.1)",
+       TimeMs([&] { gpu_->AddLayerNormForward(x, y, 0.1f, rng, gamma, beta, 1e-12f, x, dx, mean, rstd); }), 0,
+       2.0 * 4 * M * H});
   rows.push_back({"LayerNorm bwd",
                   TimeMs([&] { gpu_->LayerNormBackward(y, x, gamma, mean, rstd, dx, false, dg, dbeta); }), 0,
                   2.0 * 3 * M * H});

@@ -157,38 +157,54 @@ TEST_F(CpuOpsTest, LayerNormGradients) {
   EXPECT_TRUE(CheckGradient(beta, loss, dbeta, opt));
 }
 
+// sum = a + Dropout(b): with p = 0 the plain residual add, with p > 0 the branch's dropout fused
+// in front of it (the same mask as Dropout with the same stream).
 TEST_F(CpuOpsTest, AddLayerNormIsLayerNormOfTheSum) {
   const int64_t rows = 3, cols = 8;
   const float eps = 1e-5f;
-  std::vector<float> a = RandomVector(gen_, rows * cols, 2.0f), b = RandomVector(gen_, rows * cols, 2.0f),
-                     gamma = RandomVector(gen_, cols, 0.5f), beta = RandomVector(gen_, cols),
-                     weights = RandomVector(gen_, rows * cols), sum(rows * cols), out(rows * cols), mean(rows),
-                     rstd(rows);
-  for (float& g : gamma) g += 1.0f;
-  auto loss = [&] {
-    backend_->AddLayerNormForward(F32(a, {rows, cols}), F32(b, {rows, cols}), F32(gamma, {cols}), F32(beta, {cols}),
-                                  eps, F32(sum, {rows, cols}), F32(out, {rows, cols}), F32(mean, {rows}),
-                                  F32(rstd, {rows}));
-    return WeightedSum(out, weights);
-  };
-  loss();
-  for (int64_t i = 0; i < rows * cols; ++i) EXPECT_EQ(sum[i], a[i] + b[i]) << i;
-  std::vector<float> plain(rows * cols), plain_mean(rows), plain_rstd(rows);
-  backend_->LayerNormForward(F32(sum, {rows, cols}), F32(gamma, {cols}), F32(beta, {cols}), eps,
-                             F32(plain, {rows, cols}), F32(plain_mean, {rows}), F32(plain_rstd, {rows}));
-  EXPECT_EQ(out, plain);
-  EXPECT_EQ(mean, plain_mean);
-  EXPECT_EQ(rstd, plain_rstd);
-  // The gradient of the sum is the gradient of both addends.
-  std::vector<float> dsum(rows * cols), dgamma(cols, 0.0f), dbeta(cols, 0.0f);
-  backend_->LayerNormBackward(F32(weights, {rows, cols}), F32(sum, {rows, cols}), F32(gamma, {cols}), F32(mean, {rows}),
-                              F32(rstd, {rows}), F32(dsum, {rows, cols}), false, F32(dgamma, {cols}),
-                              F32(dbeta, {cols}));
-  testing::GradCheckOptions opt;
-  opt.eps = 3e-3;
-  EXPECT_TRUE(CheckGradient(a, loss, dsum, opt));
-  EXPECT_TRUE(CheckGradient(b, loss, dsum, opt));
-  EXPECT_TRUE(CheckGradient(gamma, loss, dgamma, opt));
+  for (const float p : {0.0f, 0.3f}) {
+    const RngContext rng{11, MakeStream(2, 3, 4), 6};
+    std::vector<float> a = RandomVector(gen_, rows * cols, 2.0f), b = RandomVector(gen_, rows * cols, 2.0f),
+                       gamma = RandomVector(gen_, cols, 0.5f), beta = RandomVector(gen_, cols),
+                       weights = RandomVector(gen_, rows * cols), sum(rows * cols), out(rows * cols), mean(rows),
+                       rstd(rows);
+    for (float& g : gamma) g += 1.0f;
+    auto loss = [&] {
+      backend_->AddLayerNormForward(F32(a, {rows, cols}), F32(b, {rows, cols}), p, rng, F32(gamma, {cols}),
+                                    F32(beta, {cols}), eps, F32(sum, {rows, cols}), F32(out, {rows, cols}),
+                                    F32(mean, {rows}), F32(rstd, {rows}));
+      return WeightedSum(out, weights);
+    };
+    loss();
+    std::vector<float> dropped(rows * cols);
+    backend_->Dropout(F32(b, {rows, cols}), p, rng, F32(dropped, {rows, cols}));
+    int kept = 0;
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      EXPECT_EQ(sum[i], a[i] + dropped[i]) << i << " p " << p;
+      kept += dropped[i] != 0.0f;
+    }
+    if (p > 0.0f) {
+      EXPECT_GT(kept, 0);
+      EXPECT_LT(kept, rows * cols);
+    }
+    std::vector<float> plain(rows * cols), plain_mean(rows), plain_rstd(rows);
+    backend_->LayerNormForward(F32(sum, {rows, cols}), F32(gamma, {cols}), F32(beta, {cols}), eps,
+                               F32(plain, {rows, cols}), F32(plain_mean, {rows}), F32(plain_rstd, {rows}));
+    EXPECT_EQ(out, plain);
+    EXPECT_EQ(mean, plain_mean);
+    EXPECT_EQ(rstd, plain_rstd);
+    // The gradient of the sum is the gradient of a, and of b through the dropout.
+    std::vector<float> dsum(rows * cols), db(rows * cols), dgamma(cols, 0.0f), dbeta(cols, 0.0f);
+    backend_->LayerNormBackward(F32(weights, {rows, cols}), F32(sum, {rows, cols}), F32(gamma, {cols}),
+                                F32(mean, {rows}), F32(rstd, {rows}), F32(dsum, {rows, cols}), false,
+                                F32(dgamma, {cols}), F32(dbeta, {cols}));
+    backend_->DropoutBackward(F32(dsum, {rows, cols}), p, rng, F32(db, {rows, cols}));
+    testing::GradCheckOptions opt;
+    opt.eps = 3e-3;
+    EXPECT_TRUE(CheckGradient(a, loss, dsum, opt));
+    EXPECT_TRUE(CheckGradient(b, loss, db, opt));
+    EXPECT_TRUE(CheckGradient(gamma, loss, dgamma, opt));
+  }
 }
 
 // ---- dense layers ----

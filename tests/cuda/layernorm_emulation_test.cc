@@ -1,0 +1,179 @@
+// The layer norm kernels (model/cuda/layernorm.cuh) run on CPU threads (tests/cuda/emulation.h)
+// and are checked against the CPU backend: the forward pass with the branch's dropout and the
+// residual add fused in (dropout off, on, and on from a stream offset that is not a multiple of
+// 4), and dx of the backward pass (written and accumulated), in bf16 and f32, for the 8-wide
+// register-cached kernels and the one-element kernels, with a row count that leaves a block part
+// empty.
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/bf16.h"
+#include "core/tensor.h"
+#include "gtest/gtest.h"
+#include "model/backend.h"
+#include "tests/cuda/emulation.h"
+
+#if LAMINA_EMULATE
+#include "model/cuda/layernorm.cuh"  // its #pragma unroll: -Wno-unknown-pragmas in tests/CMakeLists.txt
+#endif
+
+namespace lamina {
+namespace {
+
+#if LAMINA_EMULATE
+
+using cuda::bf16_t;
+namespace ln = cuda::layernorm;
+
+// Values as the element type T (bf16 bits or f32), and what they are as floats.
+template <typename T>
+struct Values {
+  std::vector<T> data;
+  std::vector<float> value;
+  explicit Values(const std::vector<float>& v) {
+    for (const float x : v) {
+      if constexpr (sizeof(T) == 2) {
+        data.push_back(FloatToBf16Bits(x));
+        value.push_back(Bf16BitsToFloat(data.back()));
+      } else {
+        data.push_back(x);
+        value.push_back(x);
+      }
+    }
+  }
+  // What a kernel's output of this type is as floats.
+  static std::vector<float> FloatsOf(const std::vector<T>& stored) {
+    std::vector<float> f;
+    for (const T x : stored) {
+      if constexpr (sizeof(T) == 2) {
+        f.push_back(Bf16BitsToFloat(x));
+      } else {
+        f.push_back(x);
+      }
+    }
+    return f;
+  }
+};
+
+std::vector<float> Random(std::mt19937& gen, size_t n, float scale) {
+  std::uniform_real_distribution<float> uni(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = uni(gen);
+  return v;
+}
+
+// |got - want| <= rel * size + abs, element by element.
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, const std::vector<float>& size,
+                double rel, double abs, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  int bad = 0;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= rel * size[i] + abs) && ++bad <= 5)
+      ADD_FAILURE() << what << " [" << i << "]: " << got[i] << ", expected " << want[i];
+  EXPECT_EQ(bad, 0) << what;
+}
+
+// Rounding of the stored element type: 2^-8 relative for bf16 (with a margin), f32 arithmetic
+// otherwise.
+template <typename T>
+constexpr double Rounding() {
+  return sizeof(T) == 2 ? 1.0 / 128 : 1e-5;
+}
+
+template <typename T>
+void CheckForward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, float p, uint64_t offset) {
+  SCOPED_TRACE("rows " + std::to_string(rows) + " hidden " + std::to_string(hidden) + (wide ? " 8-wide" : " scalar") +
+               " p " + std::to_string(p) + " offset " + std::to_string(offset) + (sizeof(T) == 2 ? " bf16" : " f32"));
+  const int64_t n = rows * hidden;
+  const Values<T> a(Random(gen, n, 2.0f)), b(Random(gen, n, 1.0f)), gamma(Random(gen, hidden, 1.0f)),
+      beta(Random(gen, hidden, 0.5f));
+  const RngContext rng{9, MakeStream(4, 2, 3), offset};
+  std::vector<T> sum(n), out(n);
+  std::vector<float> mean(rows, NAN), rstd(rows, NAN);
+  auto kernel = wide ? ln::LayerNormForward8Kernel<T, T, T> : ln::LayerNormForwardKernel<T, T, T>;
+  emu::Launch(kernel, static_cast<unsigned>((rows + ln::kRowsPerBlock - 1) / ln::kRowsPerBlock), 1,
+              ln::kRowsPerBlock * 32, 0, static_cast<const T*>(a.data.data()), static_cast<const T*>(b.data.data()),
+              ln::BranchDropout(rng, p), static_cast<const T*>(gamma.data.data()),
+              static_cast<const T*>(beta.data.data()), 1e-5f, sum.data(), out.data(), mean.data(), rstd.data(), rows,
+              hidden);
+
+  // The reference: sum = a + Dropout(b) in f32 (a dropped element differs by |b| / (1 - p), far
+  // more than the rounding), then the norm of the kernel's stored sum.
+  std::unique_ptr<Backend> cpu = MakeCpuBackend();
+  std::vector<float> av = a.value, bv = b.value, gv = gamma.value, bev = beta.value, want_sum(n), want_out(n),
+                     want_mean(rows), want_rstd(rows), size(n);
+  cpu->AddLayerNormForward(CpuF32(av.data(), {rows, hidden}), CpuF32(bv.data(), {rows, hidden}), p, rng,
+                           CpuF32(gv.data(), {hidden}), CpuF32(bev.data(), {hidden}), 1e-5f,
+                           CpuF32(want_sum.data(), {rows, hidden}), CpuF32(want_out.data(), {rows, hidden}),
+                           CpuF32(want_mean.data(), {rows}), CpuF32(want_rstd.data(), {rows}));
+  for (int64_t i = 0; i < n; ++i) size[i] = std::fabs(av[i]) + 2 * std::fabs(bv[i]);
+  std::vector<float> got_sum = Values<T>::FloatsOf(sum);
+  ExpectNear(got_sum, want_sum, size, Rounding<T>(), 1e-6, "sum");
+  cpu->LayerNormForward(CpuF32(got_sum.data(), {rows, hidden}), CpuF32(gv.data(), {hidden}),
+                        CpuF32(bev.data(), {hidden}), 1e-5f, CpuF32(want_out.data(), {rows, hidden}),
+                        CpuF32(want_mean.data(), {rows}), CpuF32(want_rstd.data(), {rows}));
+  for (int64_t i = 0; i < n; ++i) size[i] = std::fabs(want_out[i]) + std::fabs(bev[i % hidden]);
+  ExpectNear(Values<T>::FloatsOf(out), want_out, size, Rounding<T>(), 1e-5, "out");
+  ExpectNear(mean, want_mean, std::vector<float>(rows, 1.0f), 1e-5, 0.0, "mean");
+  ExpectNear(rstd, want_rstd, want_rstd, 1e-4, 0.0, "rstd");
+}
+
+template <typename T>
+void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, bool accumulate) {
+  SCOPED_TRACE("rows " + std::to_string(rows) + " hidden " + std::to_string(hidden) + (wide ? " 8-wide" : " scalar") +
+               (accumulate ? " accumulate" : "") + (sizeof(T) == 2 ? " bf16" : " f32"));
+  const int64_t n = rows * hidden;
+  const Values<T> dout(Random(gen, n, 1.0f)), x(Random(gen, n, 2.0f)), gamma(Random(gen, hidden, 1.0f)),
+      prev(Random(gen, n, 1.0f));
+  std::vector<float> mean(rows), rstd(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    mean[r] = Random(gen, 1, 0.5f)[0];
+    rstd[r] = 0.5f + std::fabs(Random(gen, 1, 1.0f)[0]);
+  }
+  std::vector<T> dx = prev.data;
+  auto kernel = wide ? ln::LayerNormBackwardDx8Kernel<T, T, T, T> : ln::LayerNormBackwardDxKernel<T, T, T, T>;
+  emu::Launch(kernel, static_cast<unsigned>((rows + ln::kRowsPerBlock - 1) / ln::kRowsPerBlock), 1,
+              ln::kRowsPerBlock * 32, 0, static_cast<const T*>(dout.data.data()), static_cast<const T*>(x.data.data()),
+              static_cast<const T*>(gamma.data.data()), static_cast<const float*>(mean.data()),
+              static_cast<const float*>(rstd.data()), dx.data(), accumulate, rows, hidden);
+
+  std::unique_ptr<Backend> cpu = MakeCpuBackend();
+  std::vector<float> gv = dout.value, xv = x.value, gav = gamma.value, want = prev.value, dgamma(hidden),
+                     dbeta(hidden), size(n);
+  cpu->LayerNormBackward(CpuF32(gv.data(), {rows, hidden}), CpuF32(xv.data(), {rows, hidden}),
+                         CpuF32(gav.data(), {hidden}), CpuF32(mean.data(), {rows}), CpuF32(rstd.data(), {rows}),
+                         CpuF32(want.data(), {rows, hidden}), accumulate, CpuF32(dgamma.data(), {hidden}),
+                         CpuF32(dbeta.data(), {hidden}));
+  // dx = rstd (g - mean(g) - xhat mean(g xhat)): each term is at most rstd |g| times a few.
+  for (int64_t i = 0; i < n; ++i)
+    size[i] = rstd[i / hidden] * 4 * (1 + std::fabs((xv[i] - mean[i / hidden]) * rstd[i / hidden])) +
+              (accumulate ? std::fabs(prev.value[i]) : 0.0f);
+  ExpectNear(Values<T>::FloatsOf(dx), want, size, Rounding<T>(), 0.0, "dx");
+}
+
+template <typename T>
+void CheckAll(uint32_t seed) {
+  std::mt19937 gen(seed);
+  for (const bool wide : {true, false}) {
+    const int64_t hidden = wide ? 8 * 37 : 101;  // 296: two full 8-element chunks per lane and a partial one
+    CheckForward<T>(gen, 13, hidden, wide, 0.0f, 0);
+    CheckForward<T>(gen, 13, hidden, wide, 0.1f, 4);
+    CheckForward<T>(gen, 9, hidden, wide, 0.5f, 6);
+    for (const bool accumulate : {false, true}) CheckBackward<T>(gen, 11, hidden, wide, accumulate);
+  }
+}
+
+TEST(LayerNormEmulation, Bf16) { CheckAll<bf16_t>(21); }
+TEST(LayerNormEmulation, F32) { CheckAll<float>(22); }
+
+#else
+
+TEST(LayerNormEmulation, NeedsTheCudaHeaders) { GTEST_SKIP() << "built without the CUDA toolkit's headers"; }
+
+#endif  // LAMINA_EMULATE
+
+}  // namespace
+}  // namespace lamina
