@@ -94,9 +94,13 @@ class Backend {
   virtual void AddLayerNormForward(TensorView a, TensorView b, float p, RngContext rng, TensorView gamma,
                                    TensorView beta, float eps, TensorView sum, TensorView out, TensorView mean,
                                    TensorView rstd) = 0;
-  // dx (= or += if accumulate) from dout; dgamma, dbeta +=.
+  // dx (= or += if accumulate) from dout; dgamma, dbeta +=. With `dropped` non-empty, also
+  // dropped = DropoutBackward(dx, p, rng) of the final (accumulated) dx in the same pass: the
+  // gradient of the branch whose dropout fed the norm's input (AddLayerNormForward's p and rng).
+  // dropped may alias dout; p = 0 with an empty `dropped` is the plain backward.
   virtual void LayerNormBackward(TensorView dout, TensorView x, TensorView gamma, TensorView mean, TensorView rstd,
-                                 TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta) = 0;
+                                 TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta, float p,
+                                 RngContext rng, TensorView dropped) = 0;
 
   // ---- dense layers ----
   // out = act(x W^T + b). x [M, K], w [N, K], b [N] or empty; out [M, N] (or padded rows with

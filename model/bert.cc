@@ -461,7 +461,7 @@ void BertModel::Backward(const GradReadyFn& ready) {
     be.LinearBackward(a.logits, a.head_ln, W(pl.word_emb, {V, H}), Activation::kNone, {}, a.d_head_a, false,
                       G(pl.word_emb, {V, H}), G(pl.mlm_bias, {V}));
     be.LayerNormBackward(a.d_head_a, a.head_act, W(pl.mlm_ln_g, {H}), a.head_mean, a.head_rstd, a.d_head_b, false,
-                         G(pl.mlm_ln_g, {H}), G(pl.mlm_ln_b, {H}));
+                         G(pl.mlm_ln_g, {H}), G(pl.mlm_ln_b, {H}), 0.0f, {}, {});
     be.LinearBackward(a.d_head_b, a.gathered, W(pl.mlm_dense_w, {H, H}), Activation::kGelu, a.head_pre, a.d_head_a,
                       false, G(pl.mlm_dense_w, {H, H}), G(pl.mlm_dense_b, {H}));
     be.ScatterAddRows(a.d_head_a, a.head_index, a.d_hidden);
@@ -490,12 +490,19 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
   const float p_attn = training ? config_.attention_dropout : 0.0f;
   const bool post = config_.norm == NormPlacement::kPost, pre = config_.norm == NormPlacement::kPre;
   const Shape hh{H, H}, h1{H};
+  // The backward pass of each residual norm also applies the backward of the dropout that fed its
+  // input (AddLayerNormForward's: the branch added to the residual; for Pre-LN's first norm, the
+  // embeddings' dropout) and leaves that branch's gradient in a.d_b, in the same pass. T-Fixup
+  // has no norms and runs the dropouts' backward on their own.
+  auto ffn_rng = [&](int64_t l) { return Rng(l, kFfnOutDropout, T * H); };
+  auto attn_rng = [&](int64_t l) { return Rng(l, kAttentionOutDropout, T * H); };
+  const RngContext emb_rng = Rng(-1, kEmbeddingDropout, T * H);
   // `d` holds the gradient w.r.t. the current layer's output and becomes that w.r.t. its input.
   TensorView d = a.d_hidden;
   if (pre) {
-    // Final LN: d(final_out) -> d(sum_f of the last layer).
+    // Final LN: d(final_out) -> d(sum_f of the last layer), and d(its FFN branch) in d_b.
     be.LayerNormBackward(d, a.layers.back().sum_f, W(pl.final_ln_g, h1), a.final_mean, a.final_rstd, a.d_a, false,
-                         G(pl.final_ln_g, h1), G(pl.final_ln_b, h1));
+                         G(pl.final_ln_g, h1), G(pl.final_ln_b, h1), p_hidden, ffn_rng(config_.layers - 1), a.d_b);
     d = a.d_a;  // Pre-LN uses d_a for nothing else
   }
   if (ready) ready(LayersEnd());  // the heads and the final LN
@@ -506,10 +513,11 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
     TensorView d_sum_f = d;  // gradient w.r.t. x_mid + branch
     if (post) {
       be.LayerNormBackward(d, L.sum_f, W(w.ln_ffn_g, h1), L.ln_ffn_mean, L.ln_ffn_rstd, a.d_a, false,
-                           G(w.ln_ffn_g, h1), G(w.ln_ffn_b, h1));
+                           G(w.ln_ffn_g, h1), G(w.ln_ffn_b, h1), p_hidden, ffn_rng(l), a.d_b);
       d_sum_f = a.d_a;
-    }
-    be.DropoutBackward(d_sum_f, p_hidden, Rng(l, kFfnOutDropout, T * H), a.d_b);
+    } else if (!pre) {
+      be.DropoutBackward(d_sum_f, p_hidden, ffn_rng(l), a.d_b);
+    }  // Pre-LN: the norm that read this layer's output (the next layer's or the final one) left it in d_b
     be.LinearBackward(a.d_b, L.ffn_act, W(w.ffn_out_w, {H, F}), Activation::kNone, {}, a.d_ffn, false,
                       G(w.ffn_out_w, {H, F}), G(w.ffn_out_b, h1));
     if (pre) {
@@ -517,7 +525,7 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
       be.LinearBackward(a.d_ffn, L.ffn_in, W(w.ffn_in_w, {F, H}), Activation::kGelu, L.ffn_pre, a.d_b, false,
                         G(w.ffn_in_w, {F, H}), G(w.ffn_in_b, {F}));
       be.LayerNormBackward(a.d_b, L.x_mid, W(w.ln_ffn_g, h1), L.ln_f_mean, L.ln_f_rstd, d_sum_f, true,
-                           G(w.ln_ffn_g, h1), G(w.ln_ffn_b, h1));
+                           G(w.ln_ffn_g, h1), G(w.ln_ffn_b, h1), p_hidden, attn_rng(l), a.d_b);
     } else {
       be.LinearBackward(a.d_ffn, L.ffn_in, W(w.ffn_in_w, {F, H}), Activation::kGelu, L.ffn_pre, d_sum_f, true,
                         G(w.ffn_in_w, {F, H}), G(w.ffn_in_b, {F}));
@@ -527,10 +535,11 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
     TensorView d_sum_a = d_x_mid;
     if (post) {
       be.LayerNormBackward(d_x_mid, L.sum_a, W(w.ln_attn_g, h1), L.ln_attn_mean, L.ln_attn_rstd, d, false,
-                           G(w.ln_attn_g, h1), G(w.ln_attn_b, h1));
+                           G(w.ln_attn_g, h1), G(w.ln_attn_b, h1), p_hidden, attn_rng(l), a.d_b);
       d_sum_a = d;
+    } else if (!pre) {
+      be.DropoutBackward(d_sum_a, p_hidden, attn_rng(l), a.d_b);
     }
-    be.DropoutBackward(d_sum_a, p_hidden, Rng(l, kAttentionOutDropout, T * H), a.d_b);
     be.LinearBackward(a.d_b, L.ctx, W(w.attn_out_w, hh), Activation::kNone, {}, a.d_ctx, false, G(w.attn_out_w, hh),
                       G(w.attn_out_b, h1));
     be.AttentionBackward(a.d_ctx, L.qkv, a.mask, L.ctx, L.att_saved, nh, p_attn, Rng(l, kAttentionProbDropout, nh * T * T),
@@ -539,7 +548,7 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
       be.LinearBackward(a.d_qkv, L.attn_in, W(w.qkv_w, {3 * H, H}), Activation::kNone, {}, a.d_b, false,
                         G(w.qkv_w, {3 * H, H}), G(w.qkv_b, {3 * H}));
       be.LayerNormBackward(a.d_b, L.x_in, W(w.ln_attn_g, h1), L.ln_a_mean, L.ln_a_rstd, d_sum_a, true,
-                           G(w.ln_attn_g, h1), G(w.ln_attn_b, h1));
+                           G(w.ln_attn_g, h1), G(w.ln_attn_b, h1), p_hidden, l > 0 ? ffn_rng(l - 1) : emb_rng, a.d_b);
     } else {
       be.LinearBackward(a.d_qkv, L.attn_in, W(w.qkv_w, {3 * H, H}), Activation::kNone, {}, d_sum_a, true,
                         G(w.qkv_w, {3 * H, H}), G(w.qkv_b, {3 * H}));
@@ -550,10 +559,10 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
   }
   // ---- embeddings ----
   TensorView d_emb = a.d_b;
-  be.DropoutBackward(d, p_hidden, Rng(-1, kEmbeddingDropout, T * H), d_emb);
+  if (!pre) be.DropoutBackward(d, p_hidden, emb_rng, d_emb);  // Pre-LN: the first layer's norm left it in d_b
   if (config_.norm != NormPlacement::kNone) {
     be.LayerNormBackward(d_emb, a.emb_sum, W(pl.emb_ln_g, h1), a.emb_mean, a.emb_rstd, a.d_ctx, false,
-                         G(pl.emb_ln_g, h1), G(pl.emb_ln_b, h1));
+                         G(pl.emb_ln_g, h1), G(pl.emb_ln_b, h1), 0.0f, {}, {});
     d_emb = a.d_ctx;
   }
   be.EmbeddingBackward(a.ids, a.types, d_emb, EmbeddingScale(config_), G(pl.word_emb, {config_.vocab_size, H}),

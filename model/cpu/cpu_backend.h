@@ -46,7 +46,8 @@ class CpuBackend final : public Backend {
   void AddLayerNormForward(TensorView a, TensorView b, float p, RngContext rng, TensorView gamma, TensorView beta,
                            float eps, TensorView sum, TensorView out, TensorView mean, TensorView rstd) override;
   void LayerNormBackward(TensorView dout, TensorView x, TensorView gamma, TensorView mean, TensorView rstd,
-                         TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta) override;
+                         TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta, float p,
+                         RngContext rng, TensorView dropped) override;
 
   // linear.cc
   void LinearForward(TensorView x, TensorView w, TensorView b, Activation act, TensorView pre_act,

@@ -77,9 +77,12 @@ void CpuBackend::AddLayerNormForward(TensorView a, TensorView b, float p, RngCon
 }
 
 // With xhat = (x - mean) * rstd and g = dout * gamma:
-//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dgamma += dout * xhat,  dbeta += dout.
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dgamma += dout * xhat,  dbeta += dout,
+// and the dropped copy of the final dx when asked for. Each row of dout is read before that row
+// of `dropped` is written, so the two may alias.
 void CpuBackend::LayerNormBackward(TensorView dout, TensorView x, TensorView gamma, TensorView mean, TensorView rstd,
-                                   TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta) {
+                                   TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta, float p,
+                                   RngContext rng, TensorView dropped) {
   const float* g = cpu::F32(dout, "dout");
   const float* xs = cpu::F32(x, "x");
   const float* gam = cpu::F32(gamma, "gamma");
@@ -96,6 +99,14 @@ void CpuBackend::LayerNormBackward(TensorView dout, TensorView x, TensorView gam
   cpu::CheckNumel(dbeta, cols, "dbeta");
   cpu::CheckNumel(mean, rows, "mean");
   cpu::CheckNumel(rstd, rows, "rstd");
+  float* drop = nullptr;
+  if (!dropped.empty()) {
+    drop = cpu::F32(dropped, "dropped");
+    cpu::CheckMatrix(dropped, rows, cols, "dropped");
+  }
+  LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
+  const float keep_scale = 1.0f / (1.0f - p);
+  cpu::DropoutMask mask(rng, p);
   for (int64_t r = 0; r < rows; ++r) {
     const float* grow = g + r * cols;
     const float* xr = xs + r * cols;
@@ -116,6 +127,11 @@ void CpuBackend::LayerNormBackward(TensorView dout, TensorView x, TensorView gam
       const float xhat = (xr[c] - m) * rstd_r;
       const float v = rstd_r * (grow[c] * gam[c] - mean_g - xhat * mean_g_xhat);
       drow[c] = accumulate ? drow[c] + v : v;
+    }
+    if (drop == nullptr) continue;
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t i = r * cols + c;
+      drop[i] = p == 0.0f || mask.Keep(static_cast<uint64_t>(i)) ? drow[c] * keep_scale : 0.0f;
     }
   }
 }

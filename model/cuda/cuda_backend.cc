@@ -187,10 +187,16 @@ class CudaBackend final : public Backend {
   }
 
   void LayerNormBackward(TensorView dout, TensorView x, TensorView gamma, TensorView mean, TensorView rstd,
-                         TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta) override {
+                         TensorView dx, bool accumulate, TensorView dgamma, TensorView dbeta, float p, RngContext rng,
+                         TensorView dropped) override {
     const int64_t rows = x.rows(), cols = x.cols();
     CheckMatrix(dout, rows, cols, "dout");
     CheckMatrix(dx, rows, cols, "dx");
+    LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
+    if (!dropped.empty()) {
+      CheckMatrix(dropped, rows, cols, "dropped");
+      LAMINA_CHECK(dropped.dtype == dx.dtype, "LayerNormBackward dropped ", dropped.ToString(), " dx ", dx.ToString());
+    }
     CheckNumel(gamma, cols, "gamma");
     CheckNumel(dgamma, cols, "dgamma");
     CheckNumel(dbeta, cols, "dbeta");
@@ -198,8 +204,8 @@ class CudaBackend final : public Backend {
     CheckNumel(rstd, rows, "rstd");
     void* scratch = Scratch(cuda::LayerNormBackwardScratchBytes(rows, cols));
     cuda::LaunchLayerNormBackward(R(dout, "dout"), R(x, "x"), R(gamma, "gamma"), F32(mean, "mean"), F32(rstd, "rstd"),
-                                  R(dx, "dx"), accumulate, F32(dgamma, "dgamma"), F32(dbeta, "dbeta"), rows, cols,
-                                  scratch, stream_);
+                                  R(dx, "dx"), accumulate, F32(dgamma, "dgamma"), F32(dbeta, "dbeta"), p, rng,
+                                  R(dropped, "dropped"), rows, cols, scratch, stream_);
   }
 
   // ---- dense layers ----

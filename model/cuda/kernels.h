@@ -46,9 +46,11 @@ void LaunchEmbeddingBackward(const int32_t* ids, const int32_t* type_ids, Ref do
 void LaunchLayerNormForward(Ref a, Ref b, float p, RngContext rng, Ref gamma, Ref beta, float eps, Ref sum, Ref out,
                             float* mean, float* rstd, int64_t rows, int64_t hidden, cudaStream_t stream);
 size_t LayerNormBackwardScratchBytes(int64_t rows, int64_t hidden);
+// dx (= or += when accumulate), dgamma and dbeta +=; with dropped.data set, also dropped =
+// dropout(dx) with p and rng (dropped in dx's dtype; it may alias dout).
 void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, const float* rstd, Ref dx, bool accumulate,
-                             float* dgamma, float* dbeta, int64_t rows, int64_t hidden, void* scratch,
-                             cudaStream_t stream);
+                             float* dgamma, float* dbeta, float p, RngContext rng, Ref dropped, int64_t rows,
+                             int64_t hidden, void* scratch, cudaStream_t stream);
 
 // ---- column sums (bias gradients) ----
 size_t ColumnSumScratchBytes(int64_t rows, int64_t cols);

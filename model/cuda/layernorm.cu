@@ -47,9 +47,10 @@ size_t LayerNormBackwardScratchBytes(int64_t rows, int64_t hidden) {
 }
 
 void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, const float* rstd, Ref dx, bool accumulate,
-                             float* dgamma, float* dbeta, int64_t rows, int64_t hidden, void* scratch,
-                             cudaStream_t stream) {
+                             float* dgamma, float* dbeta, float p, RngContext rng, Ref dropped, int64_t rows,
+                             int64_t hidden, void* scratch, cudaStream_t stream) {
   if (rows == 0 || hidden == 0) return;
+  LAMINA_KERNEL_CHECK(p >= 0.0f && p < 1.0f && (dropped.data == nullptr || dropped.dtype == dx.dtype));
   LAMINA_DISPATCH_FLOAT(
       dout.dtype, TG, LAMINA_DISPATCH_FLOAT(x.dtype, TX, {
         // The parameter sums read dout first: dx may alias it.
@@ -66,13 +67,14 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
         });
         LAMINA_CUDA_CHECK_LAUNCH();
         LAMINA_DISPATCH_FLOAT(gamma.dtype, TW, LAMINA_DISPATCH_FLOAT(dx.dtype, TD, {
-                                auto kernel = WideRows(hidden, {dout.data, x.data, gamma.data, dx.data})
-                                                  ? LayerNormBackwardDx8Kernel<TG, TX, TW, TD>
-                                                  : LayerNormBackwardDxKernel<TG, TX, TW, TD>;
+                                auto kernel =
+                                    WideRows(hidden, {dout.data, x.data, gamma.data, dx.data, dropped.data})
+                                        ? LayerNormBackwardDx8Kernel<TG, TX, TW, TD>
+                                        : LayerNormBackwardDxKernel<TG, TX, TW, TD>;
                                 kernel<<<RowBlocks(rows), kRowsPerBlock * 32, 0, stream>>>(
                                     static_cast<const TG*>(dout.data), static_cast<const TX*>(x.data),
                                     static_cast<const TW*>(gamma.data), mean, rstd, static_cast<TD*>(dx.data),
-                                    accumulate, rows, hidden);
+                                    accumulate, BranchDropout(rng, p), static_cast<TD*>(dropped.data), rows, hidden);
                               }));
         LAMINA_CUDA_CHECK_LAUNCH();
         LaunchChunkFinalize(partial, 1.0f, dgamma, chunks, hidden, stream);

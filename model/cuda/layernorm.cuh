@@ -1,7 +1,7 @@
 // Layer norm kernels: forward (optionally fused with the branch's dropout and the residual add
-// before it) and the backward pass's dx. One warp per row; statistics in fp32 with a two-pass
-// variance. The 8-wide kernels keep each lane's 8-element chunks of the row in registers, so x is
-// read once, with 16-byte accesses.
+// before it) and the backward pass's dx (optionally with that dropout's backward). One warp per
+// row; statistics in fp32 with a two-pass variance. The 8-wide kernels keep each lane's 8-element
+// chunks of the row in registers, so x is read once, with 16-byte accesses.
 //
 // Kernels only: model/cuda/layernorm.cu launches them (with the parameter gradients of
 // row_sums.cuh), and tests/cuda/layernorm_emulation_test.cc runs them on CPU threads.
@@ -17,8 +17,9 @@
 namespace lamina::cuda::layernorm {
 namespace {
 
-// The dropout of the branch b added to the residual: keep(i) ? b / (1 - p) : 0 with element index
-// i = row * hidden + column, DropoutKeep's decisions; p = 0 passes b through.
+// The dropout of the branch b added to the residual (and of its gradient in the backward pass):
+// keep(i) ? b / (1 - p) : 0 with element index i = row * hidden + column, DropoutKeep's
+// decisions; p = 0 passes b through.
 struct BranchDropout {
   RngContext rng;
   float p;
@@ -127,9 +128,13 @@ __global__ void LayerNormForward8Kernel(const TX* a, const TX* b, BranchDropout 
   }
 }
 
+// dx (= or += when accumulate) of the backward pass; with `dropped` set, also dropped =
+// drop(dx), the gradient of the branch whose dropout fed the norm's input. A row of dout is read
+// whole before any of it is written, so dropped may alias dout.
 template <typename TG, typename TX, typename TW, typename TD>
 __global__ void LayerNormBackwardDx8Kernel(const TG* dout, const TX* x, const TW* gamma, const float* mean,
-                                           const float* rstd, TD* dx, bool accumulate, int64_t rows, int64_t hidden) {
+                                           const float* rstd, TD* dx, bool accumulate, BranchDropout drop,
+                                           TD* dropped, int64_t rows, int64_t hidden) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
@@ -168,13 +173,18 @@ __global__ void LayerNormBackwardDx8Kernel(const TG* dout, const TX* x, const TW
         if (accumulate) v[k] += prev[k];
       }
       Store8(dx + base + c, v);
+      if (dropped != nullptr) {
+        drop.Apply8(base + c, v);
+        Store8(dropped + base + c, v);
+      }
     }
   }
 }
 
 template <typename TG, typename TX, typename TW, typename TD>
 __global__ void LayerNormBackwardDxKernel(const TG* dout, const TX* x, const TW* gamma, const float* mean,
-                                          const float* rstd, TD* dx, bool accumulate, int64_t rows, int64_t hidden) {
+                                          const float* rstd, TD* dx, bool accumulate, BranchDropout drop,
+                                          TD* dropped, int64_t rows, int64_t hidden) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
@@ -195,6 +205,8 @@ __global__ void LayerNormBackwardDxKernel(const TG* dout, const TX* x, const TW*
     float v = rs * (ToF(gr[c]) * ToF(gamma[c]) - mean_g - xhat * mean_gx);
     if (accumulate) v += ToF(dr[c]);
     dr[c] = FromF<TD>(v);
+    // Element c of dout was last read above, by this lane.
+    if (dropped != nullptr) dropped[row * hidden + c] = FromF<TD>(drop(v, row * hidden + c));
   }
 }
 

@@ -1,7 +1,8 @@
 // The layer norm kernels (model/cuda/layernorm.cuh) run on CPU threads (tests/cuda/emulation.h)
 // and are checked against the CPU backend: the forward pass with the branch's dropout and the
 // residual add fused in (dropout off, on, and on from a stream offset that is not a multiple of
-// 4), and dx of the backward pass (written and accumulated), in bf16 and f32, for the 8-wide
+// 4), and dx of the backward pass (written and accumulated) with that dropout's backward fused
+// in (over dout, or into a tensor of its own), in bf16 and f32, for the 8-wide
 // register-cached kernels and the one-element kernels, with a row count that leaves a block part
 // empty.
 #include <cmath>
@@ -121,10 +122,14 @@ void CheckForward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, fl
   ExpectNear(rstd, want_rstd, want_rstd, 1e-4, 0.0, "rstd");
 }
 
+// dx, and with p > 0 the dropped copy of the final dx: written over dout (alias), as Pre-LN
+// does, or into a tensor of its own.
 template <typename T>
-void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, bool accumulate) {
+void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, bool accumulate, float p,
+                   uint64_t offset, bool alias) {
   SCOPED_TRACE("rows " + std::to_string(rows) + " hidden " + std::to_string(hidden) + (wide ? " 8-wide" : " scalar") +
-               (accumulate ? " accumulate" : "") + (sizeof(T) == 2 ? " bf16" : " f32"));
+               (accumulate ? " accumulate" : "") + " p " + std::to_string(p) + " offset " + std::to_string(offset) +
+               (alias ? " over dout" : "") + (sizeof(T) == 2 ? " bf16" : " f32"));
   const int64_t n = rows * hidden;
   const Values<T> dout(Random(gen, n, 1.0f)), x(Random(gen, n, 2.0f)), gamma(Random(gen, hidden, 1.0f)),
       prev(Random(gen, n, 1.0f));
@@ -133,25 +138,32 @@ void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, b
     mean[r] = Random(gen, 1, 0.5f)[0];
     rstd[r] = 0.5f + std::fabs(Random(gen, 1, 1.0f)[0]);
   }
-  std::vector<T> dx = prev.data;
+  const RngContext rng{5, MakeStream(1, 2, 3), offset};
+  std::vector<T> dx = prev.data, g = dout.data, own(n);
+  T* dropped = p == 0.0f ? nullptr : alias ? g.data() : own.data();
   auto kernel = wide ? ln::LayerNormBackwardDx8Kernel<T, T, T, T> : ln::LayerNormBackwardDxKernel<T, T, T, T>;
   emu::Launch(kernel, static_cast<unsigned>((rows + ln::kRowsPerBlock - 1) / ln::kRowsPerBlock), 1,
-              ln::kRowsPerBlock * 32, 0, static_cast<const T*>(dout.data.data()), static_cast<const T*>(x.data.data()),
+              ln::kRowsPerBlock * 32, 0, static_cast<const T*>(g.data()), static_cast<const T*>(x.data.data()),
               static_cast<const T*>(gamma.data.data()), static_cast<const float*>(mean.data()),
-              static_cast<const float*>(rstd.data()), dx.data(), accumulate, rows, hidden);
+              static_cast<const float*>(rstd.data()), dx.data(), accumulate, ln::BranchDropout(rng, p), dropped, rows,
+              hidden);
 
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
-  std::vector<float> gv = dout.value, xv = x.value, gav = gamma.value, want = prev.value, dgamma(hidden),
-                     dbeta(hidden), size(n);
+  std::vector<float> gv = dout.value, xv = x.value, gav = gamma.value, want = prev.value, want_dropped(n),
+                     dgamma(hidden), dbeta(hidden), size(n);
   cpu->LayerNormBackward(CpuF32(gv.data(), {rows, hidden}), CpuF32(xv.data(), {rows, hidden}),
                          CpuF32(gav.data(), {hidden}), CpuF32(mean.data(), {rows}), CpuF32(rstd.data(), {rows}),
                          CpuF32(want.data(), {rows, hidden}), accumulate, CpuF32(dgamma.data(), {hidden}),
-                         CpuF32(dbeta.data(), {hidden}));
+                         CpuF32(dbeta.data(), {hidden}), p, rng,
+                         p == 0.0f ? TensorView{} : CpuF32(want_dropped.data(), {rows, hidden}));
   // dx = rstd (g - mean(g) - xhat mean(g xhat)): each term is at most rstd |g| times a few.
   for (int64_t i = 0; i < n; ++i)
     size[i] = rstd[i / hidden] * 4 * (1 + std::fabs((xv[i] - mean[i / hidden]) * rstd[i / hidden])) +
               (accumulate ? std::fabs(prev.value[i]) : 0.0f);
   ExpectNear(Values<T>::FloatsOf(dx), want, size, Rounding<T>(), 0.0, "dx");
+  if (dropped == nullptr) return;
+  for (float& v : size) v /= 1.0f - p;  // a dropped element of another decision is off by its whole size
+  ExpectNear(Values<T>::FloatsOf(alias ? g : own), want_dropped, size, Rounding<T>(), 0.0, "dropped");
 }
 
 template <typename T>
@@ -162,7 +174,9 @@ void CheckAll(uint32_t seed) {
     CheckForward<T>(gen, 13, hidden, wide, 0.0f, 0);
     CheckForward<T>(gen, 13, hidden, wide, 0.1f, 4);
     CheckForward<T>(gen, 9, hidden, wide, 0.5f, 6);
-    for (const bool accumulate : {false, true}) CheckBackward<T>(gen, 11, hidden, wide, accumulate);
+    CheckBackward<T>(gen, 11, hidden, wide, false, 0.0f, 0, false);
+    CheckBackward<T>(gen, 11, hidden, wide, false, 0.1f, 4, true);
+    CheckBackward<T>(gen, 11, hidden, wide, true, 0.5f, 6, false);
   }
 }
 

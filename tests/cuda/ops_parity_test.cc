@@ -157,19 +157,34 @@ TEST_F(CudaOpsTest, LayerNormForwardBackwardMatchReference) {
     ExpectClose(mean, 1e-5, "LayerNormForward mean");
     ExpectClose(rstd, 1e-5, "LayerNormForward rstd");
 
-    for (bool accumulate : {false, true}) {
+    // Plain; then with the branch dropout's backward fused in, written over dout (as Pre-LN does)
+    // and into its own tensor after an accumulation, from a stream offset that is not a multiple
+    // of 4.
+    for (int pass = 0; pass < 3; ++pass) {
+      const bool accumulate = pass == 2;
+      const float p = pass == 0 ? 0.0f : pass == 1 ? 0.1f : 0.5f;
+      const RngContext drop{static_cast<uint64_t>(Int(0, 1 << 30)), MakeStream(Int(0, 100), Int(0, 11), 3),
+                            static_cast<uint64_t>(4 * Int(0, 100) + (pass == 2 ? Int(1, 3) : 0))};
       Pair dout = Random({rows, hidden}, DType::kBF16), dx = Random({rows, hidden}, DType::kBF16);
       Pair dgamma = Random({hidden}, DType::kF32), dbeta = Random({hidden}, DType::kF32);
+      Pair none, own = Make({rows, hidden}, DType::kBF16);
+      Pair& dropped = pass == 0 ? none : pass == 1 ? dout : own;
       Set(mean, Cpu(mean));  // both read the reference statistics
       Set(rstd, Cpu(rstd));
       cpu_->LayerNormBackward(dout.cpu, x.cpu, gamma.cpu, mean.cpu, rstd.cpu, dx.cpu, accumulate, dgamma.cpu,
-                              dbeta.cpu);
+                              dbeta.cpu, p, drop, dropped.cpu);
       gpu_->LayerNormBackward(dout.gpu, x.gpu, gamma.gpu, mean.gpu, rstd.gpu, dx.gpu, accumulate, dgamma.gpu,
-                              dbeta.gpu);
-      const std::string tag = accumulate ? " (accumulate)" : "";
+                              dbeta.gpu, p, drop, dropped.gpu);
+      const std::string tag = std::string(accumulate ? " (accumulate)" : "") + " p" + std::to_string(p);
       ExpectClose(dx, kBf16Bound, "LayerNormBackward dx" + tag);
       ExpectClose(dgamma, 1e-5, "LayerNormBackward dgamma" + tag);
       ExpectClose(dbeta, 1e-5, "LayerNormBackward dbeta" + tag);
+      if (pass == 0) continue;
+      ExpectClose(dropped, kBf16Bound, "LayerNormBackward dropped" + tag);
+      const std::vector<float> got = Gpu(dropped), want = Cpu(dropped);
+      int64_t differ = 0;
+      for (size_t i = 0; i < want.size(); ++i) differ += (got[i] == 0.0f) != (want[i] == 0.0f);
+      EXPECT_EQ(differ, 0) << "LayerNormBackward dropout mask" << tag << " (seed " << seed_ << ")";
     }
 
     // The fused dropout and residual add: the GPU normalises the bf16-rounded sum it stores. A

@@ -204,9 +204,14 @@ TEST_F(CudaTimingTest, BertBaseOps) {
       {"Dropout + AddLayerNorm fwd (p=0.1)",
        TimeMs([&] { gpu_->AddLayerNormForward(x, y, 0.1f, rng, gamma, beta, 1e-12f, x, dx, mean, rstd); }), 0,
        2.0 * 4 * M * H});
-  rows.push_back({"LayerNorm bwd",
-                  TimeMs([&] { gpu_->LayerNormBackward(y, x, gamma, mean, rstd, dx, false, dg, dbeta); }), 0,
-                  2.0 * 3 * M * H});
+  rows.push_back(
+      {"LayerNorm bwd",
+       TimeMs([&] { gpu_->LayerNormBackward(y, x, gamma, mean, rstd, dx, false, dg, dbeta, 0.0f, rng, {}); }), 0,
+       2.0 * 3 * M * H});
+  rows.push_back(
+      {"LayerNorm bwd + Dropout bwd (p=0.1)",
+       TimeMs([&] { gpu_->LayerNormBackward(y, x, gamma, mean, rstd, dx, false, dg, dbeta, 0.1f, rng, y); }), 0,
+       2.0 * 4 * M * H});
   rows.push_back({"Dropout [M, H]", TimeMs([&] { gpu_->Dropout(x, 0.1f, rng, y); }), 0, 2.0 * 2 * M * H});
   rows.push_back({"CrossEntropy + dlogits in place [5120, 30522 of 30528]",
                   TimeMs([&] { gpu_->CrossEntropy(logits, V, targets, 1.0f, losses, logits); }), 0,

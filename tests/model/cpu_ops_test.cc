@@ -149,7 +149,8 @@ TEST_F(CpuOpsTest, LayerNormGradients) {
   // dx is overwritten: start it with garbage.
   std::vector<float> dx(rows * cols, 7.0f), dgamma(cols, 0.0f), dbeta(cols, 0.0f);
   backend_->LayerNormBackward(F32(weights, {rows, cols}), F32(x, {rows, cols}), F32(gamma, {cols}), F32(mean, {rows}),
-                              F32(rstd, {rows}), F32(dx, {rows, cols}), false, F32(dgamma, {cols}), F32(dbeta, {cols}));
+                              F32(rstd, {rows}), F32(dx, {rows, cols}), false, F32(dgamma, {cols}), F32(dbeta, {cols}),
+                              0.0f, {}, {});
   testing::GradCheckOptions opt;
   opt.eps = 3e-3;
   EXPECT_TRUE(CheckGradient(x, loss, dx, opt));
@@ -158,7 +159,8 @@ TEST_F(CpuOpsTest, LayerNormGradients) {
 }
 
 // sum = a + Dropout(b): with p = 0 the plain residual add, with p > 0 the branch's dropout fused
-// in front of it (the same mask as Dropout with the same stream).
+// in front of it (the same mask as Dropout with the same stream); the norm's backward gives b's
+// gradient through that dropout in the same pass.
 TEST_F(CpuOpsTest, AddLayerNormIsLayerNormOfTheSum) {
   const int64_t rows = 3, cols = 8;
   const float eps = 1e-5f;
@@ -193,12 +195,29 @@ TEST_F(CpuOpsTest, AddLayerNormIsLayerNormOfTheSum) {
     EXPECT_EQ(out, plain);
     EXPECT_EQ(mean, plain_mean);
     EXPECT_EQ(rstd, plain_rstd);
-    // The gradient of the sum is the gradient of a, and of b through the dropout.
+    // The gradient of the sum is the gradient of a, and of b through the dropout: the norm's
+    // backward gives it in the same pass (into `dropped`, here over its own dout, which it may
+    // alias), as DropoutBackward of dx gives it.
     std::vector<float> dsum(rows * cols), db(rows * cols), dgamma(cols, 0.0f), dbeta(cols, 0.0f);
+    std::vector<float> fused = weights, g2(cols, 0.0f), b2(cols, 0.0f), dsum2(rows * cols);
     backend_->LayerNormBackward(F32(weights, {rows, cols}), F32(sum, {rows, cols}), F32(gamma, {cols}),
                                 F32(mean, {rows}), F32(rstd, {rows}), F32(dsum, {rows, cols}), false,
-                                F32(dgamma, {cols}), F32(dbeta, {cols}));
+                                F32(dgamma, {cols}), F32(dbeta, {cols}), 0.0f, {}, {});
     backend_->DropoutBackward(F32(dsum, {rows, cols}), p, rng, F32(db, {rows, cols}));
+    backend_->LayerNormBackward(F32(fused, {rows, cols}), F32(sum, {rows, cols}), F32(gamma, {cols}),
+                                F32(mean, {rows}), F32(rstd, {rows}), F32(dsum2, {rows, cols}), false, F32(g2, {cols}),
+                                F32(b2, {cols}), p, rng, F32(fused, {rows, cols}));
+    EXPECT_EQ(dsum2, dsum);
+    EXPECT_EQ(fused, db);
+    EXPECT_EQ(g2, dgamma);
+    EXPECT_EQ(b2, dbeta);
+    // With accumulate, the dropout applies to the accumulated dx.
+    std::vector<float> acc = dsum, acc_dropped(rows * cols), want(rows * cols);
+    backend_->LayerNormBackward(F32(weights, {rows, cols}), F32(sum, {rows, cols}), F32(gamma, {cols}),
+                                F32(mean, {rows}), F32(rstd, {rows}), F32(acc, {rows, cols}), true, F32(g2, {cols}),
+                                F32(b2, {cols}), p, rng, F32(acc_dropped, {rows, cols}));
+    backend_->DropoutBackward(F32(acc, {rows, cols}), p, rng, F32(want, {rows, cols}));
+    EXPECT_EQ(acc_dropped, want);
     testing::GradCheckOptions opt;
     opt.eps = 3e-3;
     EXPECT_TRUE(CheckGradient(a, loss, dsum, opt));
@@ -311,7 +330,7 @@ TEST_F(CpuOpsTest, ParameterGradientsAccumulateOverTwoBackwards) {
     auto backward = [&](bool accumulate) {
       backend_->LayerNormBackward(F32(dout, {rows, cols}), F32(x, {rows, cols}), F32(gamma, {cols}), F32(mean, {rows}),
                                   F32(rstd, {rows}), F32(dx, {rows, cols}), accumulate, F32(dgamma, {cols}),
-                                  F32(dbeta, {cols}));
+                                  F32(dbeta, {cols}), 0.0f, {}, {});
     };
     backward(false);
     const std::vector<float> dx1 = dx, g1 = dgamma, b1 = dbeta;
