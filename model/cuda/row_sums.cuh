@@ -71,14 +71,22 @@ __device__ __forceinline__ void SumRowsOfTile(int64_t count, int64_t col0, int64
   __syncthreads();  // the next tile reuses smem
 }
 
+// The rows of the chunk of a column-partial block (blockIdx.y): its index, first row and count.
+struct RowChunk {
+  int64_t index, first, count;
+};
+__device__ __forceinline__ RowChunk BlockRowChunk(int64_t rows) {
+  const int64_t index = blockIdx.y, first = index * kChunkRows;
+  return {index, first, rows - first < kChunkRows ? rows - first : kChunkRows};
+}
+
 // grid (ceil(cols / (32 V)), ceil(rows / kChunkRows)): partial[chunk][c] = sum of x[r, c] over
 // the chunk's rows; x's rows start every `pitch` elements.
 template <int V, typename T>
 __global__ void __launch_bounds__(kThreads) ColumnPartialKernel(const T* x, float* partial, int64_t rows,
                                                                 int64_t cols, int64_t pitch) {
   LAMINA_DYNAMIC_SMEM(smem);
-  const int64_t chunk = blockIdx.y, r0 = chunk * kChunkRows;
-  const int64_t count = rows - r0 < kChunkRows ? rows - r0 : kChunkRows;
+  const auto [chunk, r0, count] = BlockRowChunk(rows);
   SumRowsOfTile<V, 1>(
       count, blockIdx.x * int64_t{32 * V}, cols,
       [&](int64_t i, int64_t c, float (&t)[1][V]) { LoadV<V>(x + (r0 + i) * pitch + c, t[0]); },
@@ -93,8 +101,7 @@ template <int V, typename TG, typename TX>
 __global__ void __launch_bounds__(kThreads) GeluBackwardColumnPartialKernel(TG* dout, const TX* pre, float* partial,
                                                                             int64_t rows, int64_t cols) {
   LAMINA_DYNAMIC_SMEM(smem);
-  const int64_t chunk = blockIdx.y, r0 = chunk * kChunkRows;
-  const int64_t count = rows - r0 < kChunkRows ? rows - r0 : kChunkRows;
+  const auto [chunk, r0, count] = BlockRowChunk(rows);
   SumRowsOfTile<V, 1>(
       count, blockIdx.x * int64_t{32 * V}, cols,
       [&](int64_t i, int64_t c, float (&t)[1][V]) {
@@ -117,8 +124,7 @@ __global__ void __launch_bounds__(kThreads)
     LayerNormParamPartialKernel(const TG* dout, const TX* x, const float* mean, const float* rstd, float* partial,
                                 int64_t rows, int64_t hidden, int64_t chunks) {
   LAMINA_DYNAMIC_SMEM(smem);
-  const int64_t chunk = blockIdx.y, r0 = chunk * kChunkRows;
-  const int64_t count = rows - r0 < kChunkRows ? rows - r0 : kChunkRows;
+  const auto [chunk, r0, count] = BlockRowChunk(rows);
   SumRowsOfTile<V, 2>(
       count, blockIdx.x * int64_t{32 * V}, hidden,
       [&](int64_t i, int64_t c, float (&t)[2][V]) {

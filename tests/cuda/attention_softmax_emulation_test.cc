@@ -13,6 +13,7 @@
 #include "core/bf16.h"
 #include "gtest/gtest.h"
 #include "tests/cuda/emulation.h"
+#include "tests/cuda/host_values.h"
 
 #if LAMINA_EMULATE
 #include "model/cuda/attention.cuh"  // its #pragma unroll: -Wno-unknown-pragmas in tests/CMakeLists.txt
@@ -26,8 +27,7 @@ namespace {
 using cuda::bf16_t;
 namespace at = cuda::attention;
 
-float AsFloat(float v) { return v; }
-float AsFloat(bf16_t v) { return Bf16BitsToFloat(v); }
+using testing::AsFloat;
 
 struct Case {
   int64_t batch, heads, seq;

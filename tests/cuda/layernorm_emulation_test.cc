@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "core/bf16.h"
 #include "core/tensor.h"
 #include "gtest/gtest.h"
 #include "model/backend.h"
 #include "tests/cuda/emulation.h"
+#include "tests/cuda/host_values.h"
 
 #if LAMINA_EMULATE
 #include "model/cuda/layernorm.cuh"  // its #pragma unroll: -Wno-unknown-pragmas in tests/CMakeLists.txt
@@ -29,42 +29,10 @@ namespace {
 using cuda::bf16_t;
 namespace ln = cuda::layernorm;
 
-// Values as the element type T (bf16 bits or f32), and what they are as floats.
-template <typename T>
-struct Values {
-  std::vector<T> data;
-  std::vector<float> value;
-  explicit Values(const std::vector<float>& v) {
-    for (const float x : v) {
-      if constexpr (sizeof(T) == 2) {
-        data.push_back(FloatToBf16Bits(x));
-        value.push_back(Bf16BitsToFloat(data.back()));
-      } else {
-        data.push_back(x);
-        value.push_back(x);
-      }
-    }
-  }
-  // What a kernel's output of this type is as floats.
-  static std::vector<float> FloatsOf(const std::vector<T>& stored) {
-    std::vector<float> f;
-    for (const T x : stored) {
-      if constexpr (sizeof(T) == 2) {
-        f.push_back(Bf16BitsToFloat(x));
-      } else {
-        f.push_back(x);
-      }
-    }
-    return f;
-  }
-};
-
-std::vector<float> Random(std::mt19937& gen, size_t n, float scale) {
-  std::uniform_real_distribution<float> uni(-scale, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = uni(gen);
-  return v;
-}
+using testing::AsFloats;
+using testing::HostValues;
+using testing::RandomFloats;
+using testing::RandomValues;
 
 // |got - want| <= rel * size + abs, element by element.
 void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, const std::vector<float>& size,
@@ -89,8 +57,8 @@ void CheckForward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, fl
   SCOPED_TRACE("rows " + std::to_string(rows) + " hidden " + std::to_string(hidden) + (wide ? " 8-wide" : " scalar") +
                " p " + std::to_string(p) + " offset " + std::to_string(offset) + (sizeof(T) == 2 ? " bf16" : " f32"));
   const int64_t n = rows * hidden;
-  const Values<T> a(Random(gen, n, 2.0f)), b(Random(gen, n, 1.0f)), gamma(Random(gen, hidden, 1.0f)),
-      beta(Random(gen, hidden, 0.5f));
+  const HostValues<T> a = RandomValues<T>(gen, n, 2.0f), b = RandomValues<T>(gen, n, 1.0f),
+                      gamma = RandomValues<T>(gen, hidden, 1.0f), beta = RandomValues<T>(gen, hidden, 0.5f);
   const RngContext rng{9, MakeStream(4, 2, 3), offset};
   std::vector<T> sum(n), out(n);
   std::vector<float> mean(rows, NAN), rstd(rows, NAN);
@@ -111,13 +79,13 @@ void CheckForward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, fl
                            CpuF32(want_sum.data(), {rows, hidden}), CpuF32(want_out.data(), {rows, hidden}),
                            CpuF32(want_mean.data(), {rows}), CpuF32(want_rstd.data(), {rows}));
   for (int64_t i = 0; i < n; ++i) size[i] = std::fabs(av[i]) + 2 * std::fabs(bv[i]);
-  std::vector<float> got_sum = Values<T>::FloatsOf(sum);
+  std::vector<float> got_sum = AsFloats(sum);
   ExpectNear(got_sum, want_sum, size, Rounding<T>(), 1e-6, "sum");
   cpu->LayerNormForward(CpuF32(got_sum.data(), {rows, hidden}), CpuF32(gv.data(), {hidden}),
                         CpuF32(bev.data(), {hidden}), 1e-5f, CpuF32(want_out.data(), {rows, hidden}),
                         CpuF32(want_mean.data(), {rows}), CpuF32(want_rstd.data(), {rows}));
   for (int64_t i = 0; i < n; ++i) size[i] = std::fabs(want_out[i]) + std::fabs(bev[i % hidden]);
-  ExpectNear(Values<T>::FloatsOf(out), want_out, size, Rounding<T>(), 1e-5, "out");
+  ExpectNear(AsFloats(out), want_out, size, Rounding<T>(), 1e-5, "out");
   ExpectNear(mean, want_mean, std::vector<float>(rows, 1.0f), 1e-5, 0.0, "mean");
   ExpectNear(rstd, want_rstd, want_rstd, 1e-4, 0.0, "rstd");
 }
@@ -131,12 +99,12 @@ void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, b
                (accumulate ? " accumulate" : "") + " p " + std::to_string(p) + " offset " + std::to_string(offset) +
                (alias ? " over dout" : "") + (sizeof(T) == 2 ? " bf16" : " f32"));
   const int64_t n = rows * hidden;
-  const Values<T> dout(Random(gen, n, 1.0f)), x(Random(gen, n, 2.0f)), gamma(Random(gen, hidden, 1.0f)),
-      prev(Random(gen, n, 1.0f));
+  const HostValues<T> dout = RandomValues<T>(gen, n, 1.0f), x = RandomValues<T>(gen, n, 2.0f),
+                      gamma = RandomValues<T>(gen, hidden, 1.0f), prev = RandomValues<T>(gen, n, 1.0f);
   std::vector<float> mean(rows), rstd(rows);
   for (int64_t r = 0; r < rows; ++r) {
-    mean[r] = Random(gen, 1, 0.5f)[0];
-    rstd[r] = 0.5f + std::fabs(Random(gen, 1, 1.0f)[0]);
+    mean[r] = RandomFloats(gen, 1, 0.5f)[0];
+    rstd[r] = 0.5f + std::fabs(RandomFloats(gen, 1, 1.0f)[0]);
   }
   const RngContext rng{5, MakeStream(1, 2, 3), offset};
   std::vector<T> dx = prev.data, g = dout.data, own(n);
@@ -160,10 +128,10 @@ void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, b
   for (int64_t i = 0; i < n; ++i)
     size[i] = rstd[i / hidden] * 4 * (1 + std::fabs((xv[i] - mean[i / hidden]) * rstd[i / hidden])) +
               (accumulate ? std::fabs(prev.value[i]) : 0.0f);
-  ExpectNear(Values<T>::FloatsOf(dx), want, size, Rounding<T>(), 0.0, "dx");
+  ExpectNear(AsFloats(dx), want, size, Rounding<T>(), 0.0, "dx");
   if (dropped == nullptr) return;
   for (float& v : size) v /= 1.0f - p;  // a dropped element of another decision is off by its whole size
-  ExpectNear(Values<T>::FloatsOf(alias ? g : own), want_dropped, size, Rounding<T>(), 0.0, "dropped");
+  ExpectNear(AsFloats(alias ? g : own), want_dropped, size, Rounding<T>(), 0.0, "dropped");
 }
 
 template <typename T>

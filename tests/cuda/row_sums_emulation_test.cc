@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "core/bf16.h"
 #include "gtest/gtest.h"
 #include "model/cpu/gelu.h"
 #include "tests/cuda/emulation.h"
+#include "tests/cuda/host_values.h"
 
 #if LAMINA_EMULATE
 #include "model/cuda/row_sums.cuh"  // its #pragma unroll: -Wno-unknown-pragmas in tests/CMakeLists.txt
@@ -30,28 +30,13 @@ using cuda::bf16_t;
 using cuda::VectorWidth;
 namespace rs = cuda::row_sums;
 
-// Values in [-2, 2] as the element type T (bf16 bits or f32), and what they are as floats.
-template <typename T>
-struct Input {
-  std::vector<T> data;
-  std::vector<float> value;
-};
+using testing::AsFloat;
+using testing::HostValues;
 
+// Values in [-2, 2] as the element type T.
 template <typename T>
-Input<T> RandomInput(std::mt19937& gen, int64_t n) {
-  std::uniform_real_distribution<float> uni(-2.0f, 2.0f);
-  Input<T> in;
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = uni(gen);
-    if constexpr (sizeof(T) == 2) {
-      in.data.push_back(FloatToBf16Bits(v));
-      in.value.push_back(Bf16BitsToFloat(in.data.back()));
-    } else {
-      in.data.push_back(v);
-      in.value.push_back(v);
-    }
-  }
-  return in;
+HostValues<T> RandomInput(std::mt19937& gen, int64_t n) {
+  return testing::RandomValues<T>(gen, n, 2.0f);
 }
 
 // got[i] against start[i] + want[i], where want[i] was summed in double and `scale[i]` bounds
@@ -84,7 +69,7 @@ void CheckColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int64_t pitch
                           std::to_string(cols) + " pitch " + std::to_string(pitch) + " offset " +
                           std::to_string(offset);
   SCOPED_TRACE(tag);
-  const Input<T> buffer = RandomInput<T>(gen, offset + rows * pitch);
+  const HostValues<T> buffer = RandomInput<T>(gen, offset + rows * pitch);
   const T* x = buffer.data.data() + offset;
   const float* value = buffer.value.data() + offset;
   const int width = VectorWidth(x, cols, pitch, sizeof(T));
@@ -144,8 +129,8 @@ template <typename T>
 void CheckGeluBackwardColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int expect_width) {
   SCOPED_TRACE(std::string(sizeof(T) == 2 ? "bf16" : "f32") + " rows " + std::to_string(rows) + " cols " +
                std::to_string(cols));
-  Input<T> dout = RandomInput<T>(gen, rows * cols);
-  const Input<T> pre = RandomInput<T>(gen, rows * cols);
+  HostValues<T> dout = RandomInput<T>(gen, rows * cols);
+  const HostValues<T> pre = RandomInput<T>(gen, rows * cols);
   const int width = std::min(VectorWidth(dout.data.data(), cols, cols, sizeof(T)),
                              VectorWidth(pre.data.data(), cols, cols, sizeof(T)));
   ASSERT_EQ(width, expect_width);
@@ -165,12 +150,7 @@ void CheckGeluBackwardColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, i
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       const int64_t i = r * cols + c;
-      float got;
-      if constexpr (sizeof(T) == 2) {
-        got = Bf16BitsToFloat(dout.data[i]);
-      } else {
-        got = dout.data[i];
-      }
+      const float got = AsFloat(dout.data[i]);
       const double expected = dout.value[i] * static_cast<double>(cpu::GeluDerivative(pre.value[i]));
       // bf16 rounding of the result (2^-8 relative, with a margin), f32 arithmetic otherwise.
       const double bound = (sizeof(T) == 2 ? 1.0 / 128 : 1e-5) * std::fabs(dout.value[i]) * 1.2 + 1e-7;
@@ -203,7 +183,7 @@ TEST(RowSumsEmulation, LayerNormParameterGradients) {
   for (const int64_t hidden : {8 * pick(20, 40), 8 * pick(0, 10) + 2 * pick(1, 3), 2 * pick(1, 40) + 1}) {
     const int64_t rows = pick(1, 300), chunks = (rows + rs::kChunkRows - 1) / rs::kChunkRows;
     SCOPED_TRACE("rows " + std::to_string(rows) + " hidden " + std::to_string(hidden));
-    const Input<bf16_t> dout = RandomInput<bf16_t>(gen, rows * hidden), x = RandomInput<bf16_t>(gen, rows * hidden);
+    const HostValues<bf16_t> dout = RandomInput<bf16_t>(gen, rows * hidden), x = RandomInput<bf16_t>(gen, rows * hidden);
     std::vector<float> mean(rows), rstd(rows);
     for (int64_t r = 0; r < rows; ++r) {
       double s = 0, sq = 0;
@@ -245,7 +225,7 @@ TEST(RowSumsEmulation, LayerNormParameterGradients) {
 
 // dword after WordRunSumKernel over `ids` with a grid of `blocks`.
 template <typename T>
-std::vector<float> WordGradient(const std::vector<int32_t>& ids, const Input<T>& dout, int64_t hidden, float scale,
+std::vector<float> WordGradient(const std::vector<int32_t>& ids, const HostValues<T>& dout, int64_t hidden, float scale,
                                 const std::vector<float>& dword0, unsigned blocks) {
   const int64_t rows = static_cast<int64_t>(ids.size());
   std::vector<int32_t> order(rows);
@@ -275,7 +255,7 @@ void CheckWordGradient(std::mt19937& gen, int64_t rows, int64_t hidden, int64_t 
   std::uniform_int_distribution<int32_t> any(0, static_cast<int32_t>(vocab - 1));
   std::vector<int32_t> ids(rows);
   for (int32_t& id : ids) id = masked(gen) ? kMask : any(gen);
-  const Input<T> dout = RandomInput<T>(gen, rows * hidden);
+  const HostValues<T> dout = RandomInput<T>(gen, rows * hidden);
   const std::vector<float> dword0 = Nonzero(gen, vocab * hidden);
   const float scale = 1.5f;
   const std::vector<float> got = WordGradient(ids, dout, hidden, scale, dword0, 7);
@@ -317,7 +297,7 @@ TEST(RowSumsEmulation, WordRunsAtTheWindowEdges) {
       SCOPED_TRACE("run " + std::to_string(run) + (tail ? " then another id" : " alone"));
       std::vector<int32_t> ids(run, 1);
       if (tail) ids.insert(ids.end(), 3, 2);
-      const Input<float> dout = RandomInput<float>(gen, static_cast<int64_t>(ids.size()) * hidden);
+      const HostValues<float> dout = RandomInput<float>(gen, static_cast<int64_t>(ids.size()) * hidden);
       const std::vector<float> dword0(vocab * hidden, 0.0f);
       const std::vector<float> got = WordGradient(ids, dout, hidden, 1.0f, dword0, 3);
       std::vector<double> want(vocab * hidden, 0.0), size(vocab * hidden, 0.0);
