@@ -45,13 +45,8 @@ AttentionDims CheckAttentionArgs(const TensorView& qkv, const TensorView& key_ma
 // pd = p * (keep ? 1 / (1 - p) : 0) for the [T, T] probabilities of one head, whose first element
 // has dropout index `base`.
 void ApplyDropout(const float* p, float dropout_p, const RngContext& rng, uint64_t base, int64_t n, float* pd) {
-  if (dropout_p == 0.0f) {
-    for (int64_t i = 0; i < n; ++i) pd[i] = p[i];
-    return;
-  }
-  const float scale = 1.0f / (1.0f - dropout_p);
   cpu::DropoutMask mask(rng, dropout_p);
-  for (int64_t i = 0; i < n; ++i) pd[i] = mask.Keep(base + i) ? p[i] * scale : 0.0f;
+  for (int64_t i = 0; i < n; ++i) pd[i] = mask.Apply(base + i, p[i]);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// DropoutKeep (core/philox.h) for consecutive indices, drawing each Philox block once for the four
-// indices it serves instead of once per index. The decisions are exactly DropoutKeep's.
+// DropoutKeep (core/philox.h) for consecutive indices, and the inverted dropout it decides,
+// drawing each Philox block once for the four indices it serves instead of once per index. The
+// decisions are exactly DropoutKeep's.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +11,10 @@ namespace lamina::cpu {
 
 class DropoutMask {
  public:
-  DropoutMask(const RngContext& rng, float p) : rng_(rng), p_(p) {}
+  DropoutMask(const RngContext& rng, float p) : rng_(rng), p_(p), scale_(1.0f / (1.0f - p)) {}
+
+  // Inverted dropout of element `index` with value x: x / (1 - p) when kept, else 0; x when p = 0.
+  float Apply(uint64_t index, float x) { return p_ == 0.0f ? x : Keep(index) ? x * scale_ : 0.0f; }
 
   // Whether element `index` of the tensor is kept.
   bool Keep(uint64_t index) {
@@ -27,6 +31,7 @@ class DropoutMask {
  private:
   RngContext rng_;
   float p_;
+  float scale_;
   bool have_block_ = false;
   uint64_t block_ = 0;
   Philox4x32 bits_{};

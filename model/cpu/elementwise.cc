@@ -63,9 +63,8 @@ void CpuBackend::Dropout(TensorView x, float p, RngContext rng, TensorView out) 
     if (n > 0 && o != xs) std::memmove(o, xs, x.bytes());
     return;
   }
-  const float scale = 1.0f / (1.0f - p);
   cpu::DropoutMask mask(rng, p);
-  for (int64_t i = 0; i < n; ++i) o[i] = mask.Keep(static_cast<uint64_t>(i)) ? xs[i] * scale : 0.0f;
+  for (int64_t i = 0; i < n; ++i) o[i] = mask.Apply(static_cast<uint64_t>(i), xs[i]);
 }
 
 void CpuBackend::DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) { Dropout(dout, p, rng, dx); }

@@ -69,10 +69,8 @@ void CpuBackend::AddLayerNormForward(TensorView a, TensorView b, float p, RngCon
   cpu::CheckMatrix(sum, rows, cols, "sum");
   LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
   const NormArgs n = CheckNormArgs(rows, cols, gamma, beta, out, mean, rstd);
-  const float scale = 1.0f / (1.0f - p);
   cpu::DropoutMask mask(rng, p);
-  for (int64_t i = 0; i < rows * cols; ++i)
-    s[i] = as[i] + (p == 0.0f ? bs[i] : mask.Keep(static_cast<uint64_t>(i)) ? bs[i] * scale : 0.0f);
+  for (int64_t i = 0; i < rows * cols; ++i) s[i] = as[i] + mask.Apply(static_cast<uint64_t>(i), bs[i]);
   NormalizeRows(s, n.gamma, n.beta, eps, rows, cols, n.out, n.mean, n.rstd);
 }
 
@@ -105,7 +103,6 @@ void CpuBackend::LayerNormBackward(TensorView dout, TensorView x, TensorView gam
     cpu::CheckMatrix(dropped, rows, cols, "dropped");
   }
   LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
-  const float keep_scale = 1.0f / (1.0f - p);
   cpu::DropoutMask mask(rng, p);
   for (int64_t r = 0; r < rows; ++r) {
     const float* grow = g + r * cols;
@@ -129,10 +126,7 @@ void CpuBackend::LayerNormBackward(TensorView dout, TensorView x, TensorView gam
       drow[c] = accumulate ? drow[c] + v : v;
     }
     if (drop == nullptr) continue;
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t i = r * cols + c;
-      drop[i] = p == 0.0f || mask.Keep(static_cast<uint64_t>(i)) ? drow[c] * keep_scale : 0.0f;
-    }
+    for (int64_t c = 0; c < cols; ++c) drop[r * cols + c] = mask.Apply(static_cast<uint64_t>(r * cols + c), drow[c]);
   }
 }
 

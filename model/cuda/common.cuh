@@ -225,16 +225,29 @@ __device__ __forceinline__ float Exp2Approx(float x) {
 #endif
 }
 
-// Inverted dropout of the eight elements with stream indices index..index+7: v[k] = keep ? v[k] *
-// scale : 0, with scale = 1 / (1 - p). The decisions are DropoutKeep's, bit for bit, from two
-// Philox blocks (four when the stream offset is not a multiple of 4) instead of eight.
-__device__ __forceinline__ void Dropout8(const RngContext& rng, uint64_t index, float p, float scale, float (&v)[8]) {
-  uint32_t bits[2][4];
-  PhiloxDraws4(rng, index, bits[0]);
-  PhiloxDraws4(rng, index + 4, bits[1]);
+// Inverted dropout by stream index: x / (1 - p) when element i is kept, else 0, with
+// DropoutKeep's decisions bit for bit; p = 0 passes x through. Built on the host, passed to the
+// kernels by value (the dropout kernel, and the LayerNorm kernels for the branch they add).
+struct ElementDropout {
+  RngContext rng;
+  float p;
+  float scale;  // 1 / (1 - p)
+  ElementDropout(RngContext r, float prob) : rng(r), p(prob), scale(1.0f / (1.0f - prob)) {}
+
+  __device__ float operator()(float x, int64_t i) const {
+    return p == 0.0f || DropoutKeep(rng, static_cast<uint64_t>(i), p) ? x * scale : 0.0f;
+  }
+  // Elements i..i+7, from two Philox blocks (four when the stream offset is not a multiple of 4)
+  // instead of eight.
+  __device__ void Apply8(int64_t i, float (&v)[8]) const {
+    if (p == 0.0f) return;
+    uint32_t bits[2][4];
+    PhiloxDraws4(rng, static_cast<uint64_t>(i), bits[0]);
+    PhiloxDraws4(rng, static_cast<uint64_t>(i) + 4, bits[1]);
 #pragma unroll
-  for (int k = 0; k < 8; ++k) v[k] = UniformFromBits(bits[k / 4][k % 4]) >= p ? v[k] * scale : 0.0f;
-}
+    for (int k = 0; k < 8; ++k) v[k] = UniformFromBits(bits[k / 4][k % 4]) >= p ? v[k] * scale : 0.0f;
+  }
+};
 
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll

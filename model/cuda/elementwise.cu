@@ -83,14 +83,15 @@ void Launch2(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream, F f) {
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
-// Dropout eight elements per thread (Dropout8: two Philox blocks for them instead of eight).
+// Dropout eight elements per thread (ElementDropout::Apply8: two Philox blocks for them instead
+// of eight).
 template <typename TO, typename TA>
-__global__ void Dropout8Kernel(const TA* x, TO* out, int64_t n8, RngContext rng, float p, float scale) {
+__global__ void Dropout8Kernel(const TA* x, TO* out, int64_t n8, ElementDropout drop) {
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n8;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float v[8];
     Load8(x + 8 * j, v);
-    Dropout8(rng, 8 * static_cast<uint64_t>(j), p, scale, v);
+    drop.Apply8(8 * j, v);
     Store8(out + 8 * j, v);
   }
 }
@@ -112,13 +113,6 @@ struct TanhBackwardOp {
 };
 struct AddOp {
   __device__ float operator()(float a, float b) const { return a + b; }
-};
-struct DropoutOp {
-  RngContext rng;
-  float p, scale;
-  __device__ float operator()(float x, int64_t i) const {
-    return DropoutKeep(rng, static_cast<uint64_t>(i), p) ? x * scale : 0.0f;
-  }
 };
 struct ScaleOp {
   float s;
@@ -148,16 +142,16 @@ void LaunchDropout(Ref x, float p, RngContext rng, Ref out, int64_t n, cudaStrea
     LaunchConvert(x, out, n, stream);
     return;
   }
-  const float scale = 1.0f / (1.0f - p);
+  const ElementDropout drop(rng, p);
   if (n % 8 == 0 && Aligned16(x.data) && Aligned16(out.data)) {
     LAMINA_DISPATCH_FLOAT(x.dtype, TA, LAMINA_DISPATCH_FLOAT(out.dtype, TO, {
                             Dropout8Kernel<TO, TA><<<GridFor(n / 8, kThreads), kThreads, 0, stream>>>(
-                                static_cast<const TA*>(x.data), static_cast<TO*>(out.data), n / 8, rng, p, scale);
+                                static_cast<const TA*>(x.data), static_cast<TO*>(out.data), n / 8, drop);
                           }));
     LAMINA_CUDA_CHECK_LAUNCH();
     return;
   }
-  Launch1(x, out, n, stream, DropoutOp{rng, p, scale});
+  Launch1(x, out, n, stream, drop);
 }
 
 void LaunchScale(float* x, float s, int64_t n, cudaStream_t stream) {

@@ -35,7 +35,7 @@ void LaunchLayerNormForward(Ref a, Ref b, float p, RngContext rng, Ref gamma, Re
                                                                    : LayerNormForwardKernel<TX, TW, TO>;
                                                 kernel<<<RowBlocks(rows), kRowsPerBlock * 32, 0, stream>>>(
                                                     static_cast<const TX*>(a.data), static_cast<const TX*>(b.data),
-                                                    BranchDropout(rng, p), static_cast<const TW*>(gamma.data),
+                                                    ElementDropout(rng, p), static_cast<const TW*>(gamma.data),
                                                     static_cast<const TW*>(beta.data), eps, static_cast<TX*>(sum.data),
                                                     static_cast<TO*>(out.data), mean, rstd, rows, hidden);
                                               })));
@@ -74,7 +74,7 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
                                 kernel<<<RowBlocks(rows), kRowsPerBlock * 32, 0, stream>>>(
                                     static_cast<const TG*>(dout.data), static_cast<const TX*>(x.data),
                                     static_cast<const TW*>(gamma.data), mean, rstd, static_cast<TD*>(dx.data),
-                                    accumulate, BranchDropout(rng, p), static_cast<TD*>(dropped.data), rows, hidden);
+                                    accumulate, ElementDropout(rng, p), static_cast<TD*>(dropped.data), rows, hidden);
                               }));
         LAMINA_CUDA_CHECK_LAUNCH();
         LaunchChunkFinalize(partial, 1.0f, dgamma, chunks, hidden, stream);

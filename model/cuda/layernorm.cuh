@@ -9,7 +9,6 @@
 
 #include <cstdint>
 
-#include "core/philox.h"
 #include "model/cuda/common.cuh"
 
 // Internal linkage: each translation unit that includes this gets its own copy (see
@@ -17,26 +16,10 @@
 namespace lamina::cuda::layernorm {
 namespace {
 
-// The dropout of the branch b added to the residual (and of its gradient in the backward pass):
-// keep(i) ? b / (1 - p) : 0 with element index i = row * hidden + column, DropoutKeep's
-// decisions; p = 0 passes b through.
-struct BranchDropout {
-  RngContext rng;
-  float p;
-  float scale;  // 1 / (1 - p)
-  BranchDropout(RngContext r, float prob) : rng(r), p(prob), scale(1.0f / (1.0f - prob)) {}
-  __device__ float operator()(float b, int64_t i) const {
-    return p == 0.0f || DropoutKeep(rng, static_cast<uint64_t>(i), p) ? b * scale : 0.0f;
-  }
-  __device__ void Apply8(int64_t i, float (&b)[8]) const {
-    if (p > 0.0f) Dropout8(rng, static_cast<uint64_t>(i), p, scale, b);
-  }
-};
-
 constexpr int kRowsPerBlock = 8;  // warps per block
 
 template <typename TX, typename TW, typename TO>
-__global__ void LayerNormForwardKernel(const TX* a, const TX* b, BranchDropout drop, const TW* gamma, const TW* beta,
+__global__ void LayerNormForwardKernel(const TX* a, const TX* b, ElementDropout drop, const TW* gamma, const TW* beta,
                                        float eps, TX* sum, TO* out, float* mean_out, float* rstd_out, int64_t rows,
                                        int64_t hidden) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
@@ -74,7 +57,7 @@ __global__ void LayerNormForwardKernel(const TX* a, const TX* b, BranchDropout d
 constexpr int kMaxChunks = 4;
 
 template <typename TX, typename TW, typename TO>
-__global__ void LayerNormForward8Kernel(const TX* a, const TX* b, BranchDropout drop, const TW* gamma, const TW* beta,
+__global__ void LayerNormForward8Kernel(const TX* a, const TX* b, ElementDropout drop, const TW* gamma, const TW* beta,
                                         float eps, TX* sum, TO* out, float* mean_out, float* rstd_out, int64_t rows,
                                         int64_t hidden) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
@@ -133,7 +116,7 @@ __global__ void LayerNormForward8Kernel(const TX* a, const TX* b, BranchDropout 
 // whole before any of it is written, so dropped may alias dout.
 template <typename TG, typename TX, typename TW, typename TD>
 __global__ void LayerNormBackwardDx8Kernel(const TG* dout, const TX* x, const TW* gamma, const float* mean,
-                                           const float* rstd, TD* dx, bool accumulate, BranchDropout drop,
+                                           const float* rstd, TD* dx, bool accumulate, ElementDropout drop,
                                            TD* dropped, int64_t rows, int64_t hidden) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
@@ -183,7 +166,7 @@ __global__ void LayerNormBackwardDx8Kernel(const TG* dout, const TX* x, const TW
 
 template <typename TG, typename TX, typename TW, typename TD>
 __global__ void LayerNormBackwardDxKernel(const TG* dout, const TX* x, const TW* gamma, const float* mean,
-                                          const float* rstd, TD* dx, bool accumulate, BranchDropout drop,
+                                          const float* rstd, TD* dx, bool accumulate, ElementDropout drop,
                                           TD* dropped, int64_t rows, int64_t hidden) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;

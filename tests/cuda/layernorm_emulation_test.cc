@@ -65,7 +65,7 @@ void CheckForward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, fl
   auto kernel = wide ? ln::LayerNormForward8Kernel<T, T, T> : ln::LayerNormForwardKernel<T, T, T>;
   emu::Launch(kernel, static_cast<unsigned>((rows + ln::kRowsPerBlock - 1) / ln::kRowsPerBlock), 1,
               ln::kRowsPerBlock * 32, 0, static_cast<const T*>(a.data.data()), static_cast<const T*>(b.data.data()),
-              ln::BranchDropout(rng, p), static_cast<const T*>(gamma.data.data()),
+              cuda::ElementDropout(rng, p), static_cast<const T*>(gamma.data.data()),
               static_cast<const T*>(beta.data.data()), 1e-5f, sum.data(), out.data(), mean.data(), rstd.data(), rows,
               hidden);
 
@@ -113,7 +113,7 @@ void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, b
   emu::Launch(kernel, static_cast<unsigned>((rows + ln::kRowsPerBlock - 1) / ln::kRowsPerBlock), 1,
               ln::kRowsPerBlock * 32, 0, static_cast<const T*>(g.data()), static_cast<const T*>(x.data.data()),
               static_cast<const T*>(gamma.data.data()), static_cast<const float*>(mean.data()),
-              static_cast<const float*>(rstd.data()), dx.data(), accumulate, ln::BranchDropout(rng, p), dropped, rows,
+              static_cast<const float*>(rstd.data()), dx.data(), accumulate, cuda::ElementDropout(rng, p), dropped, rows,
               hidden);
 
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
