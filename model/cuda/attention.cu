@@ -5,7 +5,7 @@
 
 namespace lamina::cuda {
 
-void LaunchAttentionSoftmax(const float* scores, const int32_t* key_mask, float scale, int64_t batch, int64_t heads,
+void LaunchAttentionSoftmax(const void* scores, const int32_t* key_mask, float scale, int64_t batch, int64_t heads,
                             int64_t seq, float p, RngContext rng, Ref probs, uint16_t* dropped, cudaStream_t stream) {
   const int64_t rows = batch * heads * seq;
   if (rows == 0) return;
@@ -13,12 +13,12 @@ void LaunchAttentionSoftmax(const float* scores, const int32_t* key_mask, float 
   LAMINA_DISPATCH_FLOAT(probs.dtype, TP, {
     auto kernel = wide ? attention::SoftmaxForwardKernel<4, TP> : attention::SoftmaxForwardKernel<1, TP>;
     kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(
-        scores, key_mask, scale, rows, heads, seq, p, rng, static_cast<TP*>(probs.data), dropped);
+        static_cast<const TP*>(scores), key_mask, scale, rows, heads, seq, p, rng, static_cast<TP*>(probs.data), dropped);
   });
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
-void LaunchAttentionSoftmaxBackward(const float* ddropped, Ref probs, float scale, int64_t batch, int64_t heads,
+void LaunchAttentionSoftmaxBackward(const void* ddropped, Ref probs, float scale, int64_t batch, int64_t heads,
                                     int64_t seq, float p, RngContext rng, uint16_t* dropped, uint16_t* dscores,
                                     cudaStream_t stream) {
   const int64_t rows = batch * heads * seq;
@@ -27,7 +27,7 @@ void LaunchAttentionSoftmaxBackward(const float* ddropped, Ref probs, float scal
   LAMINA_DISPATCH_FLOAT(probs.dtype, TP, {
     auto kernel = wide ? attention::SoftmaxBackwardKernel<4, TP> : attention::SoftmaxBackwardKernel<1, TP>;
     kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(
-        ddropped, static_cast<const TP*>(probs.data), scale, rows, seq, p, rng, dropped, dscores);
+        static_cast<const TP*>(ddropped), static_cast<const TP*>(probs.data), scale, rows, seq, p, rng, dropped, dscores);
   });
   LAMINA_CUDA_CHECK_LAUNCH();
 }

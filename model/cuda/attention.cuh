@@ -4,6 +4,11 @@
 // it (V = 4), and the dropout draws of those four columns from one Philox block (two when the
 // stream offset is not a multiple of 4), the same bits as DropoutKeep.
 //
+// The scores, the saved probabilities and the gradient of the dropped probabilities share one
+// type TP, the activations' (bf16 on the GPU): the [B, heads, T, T] tensors are most of the path's
+// memory traffic, and f32 would double it. Each lane reads its columns before it writes them, so
+// the probabilities may overwrite the scores and dscores the incoming gradient (in place).
+//
 // Kernels only: model/cuda/attention.cu launches them, and
 // tests/cuda/attention_softmax_emulation_test.cc runs them on CPU threads.
 #pragma once
@@ -28,13 +33,13 @@ __device__ __forceinline__ bool Unmasked(const int32_t* keys, int64_t c, int k, 
 // probs = softmax over unmasked keys of scale * scores (masked keys exactly 0; a row with no
 // unmasked key stays 0); dropped = keep ? probs / (1 - p) : 0 with element index row * seq + j.
 template <int V, typename TP>
-__global__ void SoftmaxForwardKernel(const float* scores, const int32_t* key_mask, float scale, int64_t rows,
+__global__ void SoftmaxForwardKernel(const TP* scores, const int32_t* key_mask, float scale, int64_t rows,
                                      int64_t heads, int64_t seq, float p, RngContext rng, TP* probs, bf16_t* dropped) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
   const int32_t* keys = key_mask + (row / (heads * seq)) * seq;
-  const float* s = scores + row * seq;
+  const TP* s = scores + row * seq;
   float max = -INFINITY;
   for (int64_t c = 4 * lane; c < seq; c += 128) {
     float v[4];
@@ -75,13 +80,13 @@ __global__ void SoftmaxForwardKernel(const float* scores, const int32_t* key_mas
 
 // With dP = ddropped * M: dscores = scale * P * (dP - sum_j dP_j P_j); dropped recomputed.
 template <int V, typename TP>
-__global__ void SoftmaxBackwardKernel(const float* ddropped, const TP* probs, float scale, int64_t rows, int64_t seq,
+__global__ void SoftmaxBackwardKernel(const TP* ddropped, const TP* probs, float scale, int64_t rows, int64_t seq,
                                       float p, RngContext rng, bf16_t* dropped, bf16_t* dscores) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
   const float keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  const float* g = ddropped + row * seq;
+  const TP* g = ddropped + row * seq;
   const TP* pr = probs + row * seq;
   float dot = 0.0f;
   for (int64_t c = 4 * lane; c < seq; c += 128) {

@@ -56,6 +56,10 @@ template <typename T>
 const T* Offset(const void* p, int64_t elems) {
   return static_cast<const T*>(p) + elems;
 }
+// Element `elems` of a buffer of r's dtype.
+void* Offset(cuda::Ref r, int64_t elems) {
+  return static_cast<char*>(r.data) + elems * static_cast<int64_t>(DTypeSize(r.dtype));
+}
 
 // C[m, n] = op(A) op(B) on whole row-major matrices: each leading dimension is the operand's
 // stored row length (A is [m, k], or [k, m] when trans_a; B is [k, n], or [n, k] when trans_b).
@@ -309,12 +313,14 @@ class CudaBackend final : public Backend {
                                         rng, static_cast<uint16_t*>(out.data), saved.data, stream_);
       return;
     }
+    // The scores go into `saved`, in its dtype, and the softmax overwrites them with the
+    // probabilities: bf16 scores halve the traffic of the path's largest tensors (as Megatron's
+    // and HF's eager attention do; the fused kernels keep them in f32 registers).
     const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
-    char* scratch = static_cast<char*>(Scratch(probs * (sizeof(float) + sizeof(uint16_t))));
-    float* scores = reinterpret_cast<float*>(scratch);
-    uint16_t* dropped = reinterpret_cast<uint16_t*>(scratch + probs * sizeof(float));
+    const Ref scores = R(saved, "saved");
+    uint16_t* dropped = static_cast<uint16_t*>(Scratch(probs * sizeof(uint16_t)));
     const void* x = qkv.data;
-    for (int64_t h = 0; h < heads; ++h) {  // S = Q K^T, unscaled, fp32
+    for (int64_t h = 0; h < heads; ++h) {  // S = Q K^T, unscaled
       GemmSpec s = HeadGemm(d);
       s.trans_b = true;
       s.m = d.seq;
@@ -326,14 +332,14 @@ class CudaBackend final : public Backend {
       s.b = Offset<uint16_t>(x, d.hidden + h * d.head_dim);
       s.ldb = 3 * d.hidden;
       s.stride_b = d.seq * 3 * d.hidden;
-      s.c = scores + h * tt;
+      s.c = Offset(scores, h * tt);
       s.ldc = d.seq;
       s.stride_c = heads * tt;
-      s.c_dtype = DType::kF32;
+      s.c_dtype = scores.dtype;
       gemm_.Gemm(s, stream_);
     }
-    cuda::LaunchAttentionSoftmax(scores, key_mask.as<int32_t>(), 1.0f / std::sqrt(static_cast<float>(d.head_dim)),
-                                 d.batch, heads, d.seq, dropout_p, rng, R(saved, "saved"), dropped, stream_);
+    cuda::LaunchAttentionSoftmax(scores.data, key_mask.as<int32_t>(), 1.0f / std::sqrt(static_cast<float>(d.head_dim)),
+                                 d.batch, heads, d.seq, dropout_p, rng, scores, dropped, stream_);
     for (int64_t h = 0; h < heads; ++h) {  // O = dropout(P) V
       GemmSpec s = HeadGemm(d);
       s.m = d.seq;
@@ -369,11 +375,16 @@ class CudaBackend final : public Backend {
                                          Scratch(bytes), stream_);
       return;
     }
+    // The gradient of the dropped probabilities is stored in the saved probabilities' dtype, and
+    // dscores (bf16) overwrites it when that is bf16 too.
     const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
-    char* scratch = static_cast<char*>(Scratch(probs * (sizeof(float) + 2 * sizeof(uint16_t))));
-    float* ddropped = reinterpret_cast<float*>(scratch);
-    uint16_t* dropped = reinterpret_cast<uint16_t*>(scratch + probs * sizeof(float));
-    uint16_t* dscores = dropped + probs;
+    const Ref probs_saved = R(saved, "saved");
+    const bool in_place = probs_saved.dtype == DType::kBF16;
+    const int64_t grad_bytes = probs * static_cast<int64_t>(DTypeSize(probs_saved.dtype));
+    char* scratch = static_cast<char*>(Scratch(grad_bytes + probs * (in_place ? 1 : 2) * sizeof(uint16_t)));
+    void* ddropped = scratch;
+    uint16_t* dropped = reinterpret_cast<uint16_t*>(scratch + grad_bytes);
+    uint16_t* dscores = in_place ? static_cast<uint16_t*>(ddropped) : dropped + probs;
     const void* x = qkv.data;
     const int64_t row3 = 3 * d.hidden, stride3 = d.seq * 3 * d.hidden;
     for (int64_t h = 0; h < heads; ++h) {  // d(dropout(P)) = dO V^T
@@ -388,13 +399,13 @@ class CudaBackend final : public Backend {
       s.b = Offset<uint16_t>(x, 2 * d.hidden + h * d.head_dim);
       s.ldb = row3;
       s.stride_b = stride3;
-      s.c = ddropped + h * tt;
+      s.c = Offset(Ref{ddropped, probs_saved.dtype}, h * tt);
       s.ldc = d.seq;
       s.stride_c = heads * tt;
-      s.c_dtype = DType::kF32;
+      s.c_dtype = probs_saved.dtype;
       gemm_.Gemm(s, stream_);
     }
-    cuda::LaunchAttentionSoftmaxBackward(ddropped, R(saved, "saved"), 1.0f / std::sqrt(static_cast<float>(d.head_dim)),
+    cuda::LaunchAttentionSoftmaxBackward(ddropped, probs_saved, 1.0f / std::sqrt(static_cast<float>(d.head_dim)),
                                          d.batch, heads, d.seq, dropout_p, rng, dropped, dscores, stream_);
     uint16_t* dx = static_cast<uint16_t*>(dqkv.data);
     for (int64_t h = 0; h < heads; ++h) {

@@ -68,12 +68,13 @@ void LaunchChunkFinalize(const float* partial, float scale, float* out, int64_t 
                          cudaStream_t stream);
 
 // ---- attention softmax (rows = batch * heads * seq rows of seq scores each) ----
-// scores: f32 unscaled q.k. probs = softmax(scale * scores) over unmasked keys (masked: 0);
-// dropped = dropout(probs) in bf16 with element index row * seq + j.
-void LaunchAttentionSoftmax(const float* scores, const int32_t* key_mask, float scale, int64_t batch, int64_t heads,
+// scores: unscaled q.k in probs' dtype, may be probs itself. probs = softmax(scale * scores) over
+// unmasked keys (masked: 0); dropped = dropout(probs) in bf16 with element index row * seq + j.
+void LaunchAttentionSoftmax(const void* scores, const int32_t* key_mask, float scale, int64_t batch, int64_t heads,
                             int64_t seq, float p, RngContext rng, Ref probs, uint16_t* dropped, cudaStream_t stream);
-// ddropped: f32 gradient w.r.t. dropped. Writes dropped again (for dV) and dscores = scale * dS in bf16.
-void LaunchAttentionSoftmaxBackward(const float* ddropped, Ref probs, float scale, int64_t batch, int64_t heads,
+// ddropped: gradient w.r.t. dropped, in probs' dtype. Writes dropped again (for dV) and
+// dscores = scale * dS in bf16, which may overwrite ddropped when that is bf16.
+void LaunchAttentionSoftmaxBackward(const void* ddropped, Ref probs, float scale, int64_t batch, int64_t heads,
                                     int64_t seq, float p, RngContext rng, uint16_t* dropped, uint16_t* dscores,
                                     cudaStream_t stream);
 

@@ -1,8 +1,10 @@
 // The GEMM attention path's row kernels (model/cuda/attention.cuh: scale + key mask + softmax +
 // dropout, and its backward) run on CPU threads (tests/cuda/emulation.h) and are checked against
 // the definition computed in double: four columns per access (rows a multiple of 4) and one
-// (any length, with a tail), probabilities saved as f32 and bf16, dropout off and on with stream
-// offsets that are and are not a multiple of 4, and a sequence whose keys are all masked.
+// (any length, with a tail), scores, probabilities and their gradient as f32 and as bf16, each
+// written over its input (as the backend runs them) and into its own buffer, dropout off and on
+// with stream offsets that are and are not a multiple of 4, and a sequence whose keys are all
+// masked.
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -35,10 +37,10 @@ struct Case {
   uint64_t offset;
 };
 
-std::string Describe(const Case& c, int width, bool bf16_probs) {
+std::string Describe(const Case& c, int width, bool bf16, bool in_place) {
   return "batch " + std::to_string(c.batch) + " heads " + std::to_string(c.heads) + " seq " + std::to_string(c.seq) +
          " p " + std::to_string(c.p) + " offset " + std::to_string(c.offset) + " width " + std::to_string(width) +
-         (bf16_probs ? " bf16" : " f32") + " probabilities";
+         (bf16 ? " bf16" : " f32") + (in_place ? " in place" : "");
 }
 
 // |got - want| within `rel` of `size` (the magnitude the value is computed from), and exact zeros
@@ -54,25 +56,35 @@ void ExpectNear(const std::vector<double>& want, const std::vector<double>& size
 }
 
 template <int V, typename TP>
-void CheckRows(std::mt19937& gen, const Case& c) {
-  SCOPED_TRACE(Describe(c, V, sizeof(TP) == 2));
+void CheckRows(std::mt19937& gen, const Case& c, bool in_place) {
+  SCOPED_TRACE(Describe(c, V, sizeof(TP) == 2, in_place));
   const int64_t rows = c.batch * c.heads * c.seq, n = rows * c.seq;
   const float scale = 0.125f;
   const RngContext rng{7, MakeStream(3, 1, 2), c.offset};
   std::normal_distribution<float> normal(0.0f, 8.0f);
-  std::vector<float> scores(n), ddropped(n);
-  for (float& s : scores) s = normal(gen);
-  for (float& g : ddropped) g = normal(gen) / 8.0f;
+  std::vector<float> score_values(n), grad_values(n);
+  for (float& s : score_values) s = normal(gen);
+  for (float& g : grad_values) g = normal(gen) / 8.0f;
+  // The kernels read scores and gradients in TP: the definition starts from the stored values.
+  const testing::HostValues<TP> stored_scores = testing::HostValues<TP>::From(score_values);
+  testing::HostValues<TP> ddropped = testing::HostValues<TP>::From(grad_values);
+  const std::vector<float>& scores = stored_scores.value;
   std::vector<int32_t> mask(c.batch * c.seq);
   for (int64_t b = 0; b < c.batch; ++b)  // the last sequence has no key at all when batch > 1
     for (int64_t t = 0; t < c.seq; ++t)
       mask[b * c.seq + t] = (b + 1 < c.batch || c.batch == 1) && (t == 0 || gen() % 4 != 0) ? 1 : 0;
 
-  std::vector<TP> probs(n, TP{});
-  std::vector<bf16_t> dropped(n, FloatToBf16Bits(NAN)), dscores(n, FloatToBf16Bits(NAN));
+  // In place, the probabilities overwrite the scores; otherwise the scores stay as they were.
+  std::vector<TP> score_buffer = stored_scores.data;
+  std::vector<TP> own_probs(n, TP{});
+  std::vector<TP>& probs = in_place ? score_buffer : own_probs;
+  std::vector<bf16_t> dropped(n, FloatToBf16Bits(NAN)), own_dscores(n, FloatToBf16Bits(NAN));
   emu::Launch(at::SoftmaxForwardKernel<V, TP>, at::RowGrid(rows), 1, at::kThreads, 0,
-              static_cast<const float*>(scores.data()), static_cast<const int32_t*>(mask.data()), scale, rows,
+              static_cast<const TP*>(score_buffer.data()), static_cast<const int32_t*>(mask.data()), scale, rows,
               c.heads, c.seq, c.p, rng, probs.data(), dropped.data());
+  if (!in_place) {
+    EXPECT_EQ(score_buffer, stored_scores.data) << "the scores were written";
+  }
 
   // The definition, in double.
   std::vector<double> want_p(n, 0.0), want_d(n, 0.0), ones(n, 1.0);
@@ -98,22 +110,27 @@ void CheckRows(std::mt19937& gen, const Case& c) {
   std::vector<double> size_d(n, 1.0 / (1.0 - c.p));
   ExpectNear(want_d, size_d, got_d, 4e-3, "dropped probabilities");
 
+  // dscores overwrite the incoming gradient where both are bf16 (the backend's layout).
+  bf16_t* dscores = own_dscores.data();
+  if constexpr (sizeof(TP) == 2) {
+    if (in_place) dscores = ddropped.data.data();
+  }
   emu::Launch(at::SoftmaxBackwardKernel<V, TP>, at::RowGrid(rows), 1, at::kThreads, 0,
-              static_cast<const float*>(ddropped.data()), static_cast<const TP*>(probs.data()), scale, rows, c.seq,
-              c.p, rng, dropped.data(), dscores.data());
+              static_cast<const TP*>(ddropped.data.data()), static_cast<const TP*>(probs.data()), scale, rows, c.seq,
+              c.p, rng, dropped.data(), dscores);
   // dscores = scale * P * (dP - sum_j dP_j P_j), dP = keep * g / (1 - p), from the saved P.
   std::vector<double> want_s(n), size_s(n);
   for (int64_t r = 0; r < rows; ++r) {
     double dot = 0.0, dot_size = 0.0;
     for (int64_t j = 0; j < c.seq; ++j) {
       const int64_t i = r * c.seq + j;
-      const double dp = keep[i] ? ddropped[i] / (1.0 - c.p) : 0.0;
+      const double dp = keep[i] ? ddropped.value[i] / (1.0 - c.p) : 0.0;
       dot += dp * got_p[i];
       dot_size += std::fabs(dp * got_p[i]);
     }
     for (int64_t j = 0; j < c.seq; ++j) {
       const int64_t i = r * c.seq + j;
-      const double dp = keep[i] ? ddropped[i] / (1.0 - c.p) : 0.0;
+      const double dp = keep[i] ? ddropped.value[i] / (1.0 - c.p) : 0.0;
       want_s[i] = scale * got_p[i] * (dp - dot);
       size_s[i] = scale * got_p[i] * (std::fabs(dp) + dot_size);
     }
@@ -127,14 +144,15 @@ void CheckRows(std::mt19937& gen, const Case& c) {
   ExpectNear(want_d2, size_d, got_d2, 4e-3, "recomputed dropped probabilities");
 }
 
-// Each case with f32 and with bf16 saved probabilities.
+// Each case in f32 and in bf16, in place and not.
 template <int V>
 void CheckCases(uint32_t seed, std::initializer_list<Case> cases) {
   std::mt19937 gen(seed);
-  for (const Case& c : cases) {
-    CheckRows<V, float>(gen, c);
-    CheckRows<V, bf16_t>(gen, c);
-  }
+  for (const Case& c : cases)
+    for (const bool in_place : {false, true}) {
+      CheckRows<V, float>(gen, c, in_place);
+      CheckRows<V, bf16_t>(gen, c, in_place);
+    }
 }
 
 TEST(AttentionSoftmaxEmulation, FourColumnsPerAccess) {
