@@ -129,9 +129,10 @@ class Backend {
   // keys get probability exactly 0). Scores are scaled by 1/sqrt(D); attention dropout with p and
   // rng, element index ((b*heads + h)*T + i)*T + j. out [B*T, H].
   // `saved` is the implementation's own record for backward, AttentionSavedElems(B, heads, T, D)
-  // elements of act_dtype(): the reference and the CUDA GEMM path keep the softmax
-  // probabilities, the fused CUDA kernels one f32 logsumexp per query row and the dropout
-  // decisions as bits. Backward must get the forward's dropout_p and rng.
+  // elements of act_dtype(): the reference keeps the softmax probabilities, the CUDA GEMM path
+  // the scores, the dropped probabilities and one f32 logsumexp per query row, the fused CUDA
+  // kernels the logsumexps and the dropout decisions as bits. Backward must get the forward's
+  // dropout_p and rng.
   virtual int64_t AttentionSavedElems(int64_t batch, int64_t heads, int64_t seq, int64_t head_dim) const {
     (void)head_dim;
     return batch * heads * seq * seq;

@@ -5,30 +5,26 @@
 
 namespace lamina::cuda {
 
-void LaunchAttentionSoftmax(const void* scores, const int32_t* key_mask, float scale, int64_t batch, int64_t heads,
-                            int64_t seq, float p, RngContext rng, Ref probs, uint16_t* dropped, cudaStream_t stream) {
+void LaunchAttentionSoftmax(AttentionSoftmaxSaved saved, const int32_t* key_mask, float scale, int64_t batch,
+                            int64_t heads, int64_t seq, float p, RngContext rng, cudaStream_t stream) {
   const int64_t rows = batch * heads * seq;
   if (rows == 0) return;
-  const bool wide = seq % 4 == 0 && Aligned16({scores, probs.data, dropped});  // rows start aligned
-  LAMINA_DISPATCH_FLOAT(probs.dtype, TP, {
-    auto kernel = wide ? attention::SoftmaxForwardKernel<4, TP> : attention::SoftmaxForwardKernel<1, TP>;
-    kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(
-        static_cast<const TP*>(scores), key_mask, scale, rows, heads, seq, p, rng, static_cast<TP*>(probs.data), dropped);
-  });
+  const bool wide = seq % 4 == 0 && Aligned16({saved.scores, saved.dropped});  // rows start 8-byte aligned
+  auto kernel = wide ? attention::SoftmaxForwardKernel<4> : attention::SoftmaxForwardKernel<1>;
+  kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(saved.scores, key_mask, scale, rows, heads, seq,
+                                                                       p, rng, saved.dropped, saved.lse, saved.keep_bits);
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
-void LaunchAttentionSoftmaxBackward(const void* ddropped, Ref probs, float scale, int64_t batch, int64_t heads,
-                                    int64_t seq, float p, RngContext rng, uint16_t* dropped, uint16_t* dscores,
+void LaunchAttentionSoftmaxBackward(const uint16_t* ddropped, AttentionSoftmaxSaved saved, const int32_t* key_mask,
+                                    float scale, int64_t batch, int64_t heads, int64_t seq, float p, uint16_t* dscores,
                                     cudaStream_t stream) {
   const int64_t rows = batch * heads * seq;
   if (rows == 0) return;
-  const bool wide = seq % 4 == 0 && Aligned16({ddropped, probs.data, dropped, dscores});
-  LAMINA_DISPATCH_FLOAT(probs.dtype, TP, {
-    auto kernel = wide ? attention::SoftmaxBackwardKernel<4, TP> : attention::SoftmaxBackwardKernel<1, TP>;
-    kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(
-        static_cast<const TP*>(ddropped), static_cast<const TP*>(probs.data), scale, rows, seq, p, rng, dropped, dscores);
-  });
+  const bool wide = seq % 4 == 0 && Aligned16({ddropped, saved.scores, dscores});
+  auto kernel = wide ? attention::SoftmaxBackwardKernel<4> : attention::SoftmaxBackwardKernel<1>;
+  kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(
+      ddropped, saved.scores, saved.lse, saved.keep_bits, key_mask, scale, rows, heads, seq, p, dscores);
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 

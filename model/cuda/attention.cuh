@@ -1,13 +1,18 @@
 // The attention core's fused row kernels for the GEMM path: scale + key mask + softmax + dropout
 // forward, and the matching backward. One warp per row of seq scores; each lane takes four
-// adjacent columns at a time, with one 16-byte (f32) or 8-byte (bf16) access each when rows allow
-// it (V = 4), and the dropout draws of those four columns from one Philox block (two when the
-// stream offset is not a multiple of 4), the same bits as DropoutKeep.
+// adjacent columns at a time, with one 8-byte access each when rows allow it (V = 4), and the
+// dropout draws of those four columns from one Philox block (two when the stream offset is not a
+// multiple of 4), the same bits as DropoutKeep.
 //
-// The scores, the saved probabilities and the gradient of the dropped probabilities share one
-// type TP, the activations' (bf16 on the GPU): the [B, heads, T, T] tensors are most of the path's
-// memory traffic, and f32 would double it. Each lane reads its columns before it writes them, so
-// the probabilities may overwrite the scores and dscores the incoming gradient (in place).
+// What the backward pass needs is kept as the products leave it, in bf16: the unscaled scores
+// (the Q K^T product's output), one f32 logsumexp per row, and the dropped probabilities (the
+// P V product's operand, which the dV product reads again). The probabilities themselves are
+// never stored: both passes compute them as exp(scale * s - lse), so they agree bit for bit, and
+// the backward kernel reads the scores in their place. Per score that is 8 bytes of traffic
+// forward (scores written and read, dropped written and read) and 14 backward, where saving the
+// probabilities and f32 scores took 14 and 20. The forward pass also keeps its dropout decisions
+// as bits (1/8 byte per score), because drawing them again would cost the backward pass two
+// Philox blocks per four scores (one per loop), more work than the rest of its arithmetic.
 //
 // Kernels only: model/cuda/attention.cu launches them, and
 // tests/cuda/attention_softmax_emulation_test.cc runs them on CPU threads.
@@ -17,6 +22,7 @@
 
 #include "core/philox.h"
 #include "model/cuda/common.cuh"
+#include "model/cuda/kernels.h"
 
 namespace lamina::cuda::attention {
 namespace {
@@ -30,16 +36,30 @@ __device__ __forceinline__ bool Unmasked(const int32_t* keys, int64_t c, int k, 
   return c + k < seq && keys[c + k] != 0;
 }
 
-// probs = softmax over unmasked keys of scale * scores (masked keys exactly 0; a row with no
-// unmasked key stays 0); dropped = keep ? probs / (1 - p) : 0 with element index row * seq + j.
-template <int V, typename TP>
-__global__ void SoftmaxForwardKernel(const TP* scores, const int32_t* key_mask, float scale, int64_t rows,
-                                     int64_t heads, int64_t seq, float p, RngContext rng, TP* probs, bf16_t* dropped) {
+// The four dropout decisions of a lane's columns c..c+3 as bits 0..3, from one Philox block (two
+// when the stream offset is not a multiple of 4), the same bits as DropoutKeep.
+__device__ __forceinline__ uint32_t KeepNibble(RngContext rng, uint64_t index, float p) {
+  uint32_t draws[4];
+  PhiloxDraws4(rng, index, draws);
+  uint32_t keep = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) keep |= (UniformFromBits(draws[k]) >= p ? 1u : 0u) << k;
+  return keep;
+}
+
+// P = softmax over unmasked keys of scale * scores (masked keys exactly 0; a row with no unmasked
+// key all 0), as exp(scale * s - lse) with lse[row] = log sum exp (+inf for an empty row);
+// dropped = keep ? P / (1 - p) : 0 with element index row * seq + j, and with p > 0 the
+// decisions in keep_bits (AttentionSoftmaxSaved's layout: four ballots per 128 columns).
+template <int V>
+__global__ void SoftmaxForwardKernel(const bf16_t* scores, const int32_t* key_mask, float scale, int64_t rows,
+                                     int64_t heads, int64_t seq, float p, RngContext rng, bf16_t* dropped, float* lse,
+                                     uint32_t* keep_bits) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
-  if (row >= rows) return;
+  if (row >= rows) return;  // the whole warp: the ballots below need all its lanes
   const int32_t* keys = key_mask + (row / (heads * seq)) * seq;
-  const TP* s = scores + row * seq;
+  const bf16_t* s = scores + row * seq;
   float max = -INFINITY;
   for (int64_t c = 4 * lane; c < seq; c += 128) {
     float v[4];
@@ -58,65 +78,79 @@ __global__ void SoftmaxForwardKernel(const TP* scores, const int32_t* key_mask, 
       if (Unmasked(keys, c, k, seq)) sum += __expf(v[k] * scale - max);
   }
   sum = WarpSum(sum);
-  const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+  const float row_lse = sum > 0.0f ? max + logf(sum) : INFINITY;
+  if (lane == 0) lse[row] = row_lse;
   const float keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  TP* pr = probs + row * seq;
   bf16_t* dr = dropped + row * seq;
-  for (int64_t c = 4 * lane; c < seq; c += 128) {
-    float v[4], pv[4], dv[4];
-    Load4<V>(s, c, seq, 0.0f, v);
-    uint32_t bits[4] = {0, 0, 0, 0};
-    if (p > 0.0f) PhiloxDraws4(rng, static_cast<uint64_t>(row * seq + c), bits);
+  uint32_t* bits = keep_bits + row * AttentionSoftmaxSaved::KeepWords(seq);
+  for (int64_t base = 0; base < seq; base += 128) {  // every lane runs every step, for the ballots
+    const int64_t c = base + 4 * lane;
+    uint32_t keep = 0xfu;
+    if (c < seq) {
+      float v[4], dv[4];
+      Load4<V>(s, c, seq, 0.0f, v);
+      if (p > 0.0f) keep = KeepNibble(rng, static_cast<uint64_t>(row * seq + c), p);
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      pv[k] = Unmasked(keys, c, k, seq) ? __expf(v[k] * scale - max) * inv : 0.0f;
-      const bool keep = p == 0.0f || UniformFromBits(bits[k]) >= p;
-      dv[k] = keep ? pv[k] * keep_scale : 0.0f;
+      for (int k = 0; k < 4; ++k) {
+        const float pv = Unmasked(keys, c, k, seq) ? __expf(v[k] * scale - row_lse) : 0.0f;
+        dv[k] = (keep >> k) & 1u ? pv * keep_scale : 0.0f;
+      }
+      Store4<V>(dr, c, seq, dv);
     }
-    Store4<V>(pr, c, seq, pv);
-    Store4<V>(dr, c, seq, dv);
+    if (p > 0.0f) {
+      uint32_t words[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) words[k] = __ballot_sync(0xffffffffu, (keep >> k) & 1u);
+      if (lane < 4) bits[base / 32 + lane] = lane == 0 ? words[0] : lane == 1 ? words[1] : lane == 2 ? words[2] : words[3];
+    }
   }
 }
 
-// With dP = ddropped * M: dscores = scale * P * (dP - sum_j dP_j P_j); dropped recomputed.
-template <int V, typename TP>
-__global__ void SoftmaxBackwardKernel(const TP* ddropped, const TP* probs, float scale, int64_t rows, int64_t seq,
-                                      float p, RngContext rng, bf16_t* dropped, bf16_t* dscores) {
+// With P recomputed from the scores and lse, and dP = ddropped * keep / (1 - p) (the forward's
+// decisions, from keep_bits): dscores = scale * P * (dP - sum_j dP_j P_j). dscores may overwrite
+// ddropped.
+template <int V>
+__global__ void SoftmaxBackwardKernel(const bf16_t* ddropped, const bf16_t* scores, const float* lse,
+                                      const uint32_t* keep_bits, const int32_t* key_mask, float scale, int64_t rows,
+                                      int64_t heads, int64_t seq, float p, bf16_t* dscores) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
+  const int32_t* keys = key_mask + (row / (heads * seq)) * seq;
+  const float row_lse = lse[row];
   const float keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  const TP* g = ddropped + row * seq;
-  const TP* pr = probs + row * seq;
-  float dot = 0.0f;
-  for (int64_t c = 4 * lane; c < seq; c += 128) {
-    float gv[4], pv[4];
+  const bf16_t* g = ddropped + row * seq;
+  const bf16_t* s = scores + row * seq;
+  const uint32_t* bits = keep_bits + row * AttentionSoftmaxSaved::KeepWords(seq);
+  // Element k of the four at column c: P, and dP (0 where dropped).
+  const auto load = [&](int64_t c, float (&pv)[4], float (&dp)[4]) {
+    float gv[4], sv[4];
     Load4<V>(g, c, seq, 0.0f, gv);
-    Load4<V>(pr, c, seq, 0.0f, pv);
-    uint32_t bits[4] = {0, 0, 0, 0};
-    if (p > 0.0f) PhiloxDraws4(rng, static_cast<uint64_t>(row * seq + c), bits);
-#pragma unroll
-    for (int k = 0; k < 4; ++k)
-      if (p == 0.0f || UniformFromBits(bits[k]) >= p) dot += gv[k] * keep_scale * pv[k];
-  }
-  dot = WarpSum(dot);
-  bf16_t* dr = dropped + row * seq;
-  bf16_t* ds = dscores + row * seq;
-  for (int64_t c = 4 * lane; c < seq; c += 128) {
-    float gv[4], pv[4], dv[4], sv[4];
-    Load4<V>(g, c, seq, 0.0f, gv);
-    Load4<V>(pr, c, seq, 0.0f, pv);
-    uint32_t bits[4] = {0, 0, 0, 0};
-    if (p > 0.0f) PhiloxDraws4(rng, static_cast<uint64_t>(row * seq + c), bits);
+    Load4<V>(s, c, seq, 0.0f, sv);
+    uint4 words = make_uint4(~0u, ~0u, ~0u, ~0u);
+    if (p > 0.0f) words = *reinterpret_cast<const uint4*>(bits + (c - 4 * lane) / 32);  // the same 16 bytes for the warp
+    const uint32_t word[4] = {words.x, words.y, words.z, words.w};
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const bool keep = p == 0.0f || UniformFromBits(bits[k]) >= p;
-      const float dp = keep ? gv[k] * keep_scale : 0.0f;
-      dv[k] = keep ? pv[k] * keep_scale : 0.0f;
-      sv[k] = scale * pv[k] * (dp - dot);
+      pv[k] = Unmasked(keys, c, k, seq) ? __expf(sv[k] * scale - row_lse) : 0.0f;
+      dp[k] = (word[k] >> lane) & 1u ? gv[k] * keep_scale : 0.0f;
     }
-    Store4<V>(dr, c, seq, dv);
-    Store4<V>(ds, c, seq, sv);
+  };
+  float dot = 0.0f;
+  for (int64_t c = 4 * lane; c < seq; c += 128) {
+    float pv[4], dp[4];
+    load(c, pv, dp);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) dot += dp[k] * pv[k];
+  }
+  dot = WarpSum(dot);
+  bf16_t* ds = dscores + row * seq;
+  for (int64_t c = 4 * lane; c < seq; c += 128) {
+    float pv[4], dp[4], out[4];
+    load(c, pv, dp);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) out[k] = scale * pv[k] * (dp[k] - dot);
+    Store4<V>(ds, c, seq, out);
   }
 }
 

@@ -56,10 +56,6 @@ template <typename T>
 const T* Offset(const void* p, int64_t elems) {
   return static_cast<const T*>(p) + elems;
 }
-// Element `elems` of a buffer of r's dtype.
-void* Offset(cuda::Ref r, int64_t elems) {
-  return static_cast<char*>(r.data) + elems * static_cast<int64_t>(DTypeSize(r.dtype));
-}
 
 // C[m, n] = op(A) op(B) on whole row-major matrices: each leading dimension is the operand's
 // stored row length (A is [m, k], or [k, m] when trans_a; B is [k, n], or [n, k] when trans_b).
@@ -299,7 +295,7 @@ class CudaBackend final : public Backend {
   int64_t AttentionSavedElems(int64_t batch, int64_t heads, int64_t seq, int64_t head_dim) const override {
     if (UsesFlash(head_dim))
       return static_cast<int64_t>(cuda::FlashAttentionSavedBytes({batch, heads, seq, head_dim}) / sizeof(uint16_t));
-    return batch * heads * seq * seq;
+    return cuda::AttentionSoftmaxSaved::Bytes(batch * heads * seq, seq) / static_cast<int64_t>(sizeof(uint16_t));
   }
 
   void AttentionForward(TensorView qkv, TensorView key_mask, int64_t heads, float dropout_p, RngContext rng,
@@ -313,12 +309,8 @@ class CudaBackend final : public Backend {
                                         rng, static_cast<uint16_t*>(out.data), saved.data, stream_);
       return;
     }
-    // The scores go into `saved`, in its dtype, and the softmax overwrites them with the
-    // probabilities: bf16 scores halve the traffic of the path's largest tensors (as Megatron's
-    // and HF's eager attention do; the fused kernels keep them in f32 registers).
-    const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
-    const Ref scores = R(saved, "saved");
-    uint16_t* dropped = static_cast<uint16_t*>(Scratch(probs * sizeof(uint16_t)));
+    const int64_t tt = d.seq * d.seq;
+    const cuda::AttentionSoftmaxSaved kept = SoftmaxSaved(saved, d, heads);
     const void* x = qkv.data;
     for (int64_t h = 0; h < heads; ++h) {  // S = Q K^T, unscaled
       GemmSpec s = HeadGemm(d);
@@ -332,20 +324,18 @@ class CudaBackend final : public Backend {
       s.b = Offset<uint16_t>(x, d.hidden + h * d.head_dim);
       s.ldb = 3 * d.hidden;
       s.stride_b = d.seq * 3 * d.hidden;
-      s.c = Offset(scores, h * tt);
+      s.c = kept.scores + h * tt;
       s.ldc = d.seq;
       s.stride_c = heads * tt;
-      s.c_dtype = scores.dtype;
       gemm_.Gemm(s, stream_);
     }
-    cuda::LaunchAttentionSoftmax(scores.data, key_mask.as<int32_t>(), 1.0f / std::sqrt(static_cast<float>(d.head_dim)),
-                                 d.batch, heads, d.seq, dropout_p, rng, scores, dropped, stream_);
+    cuda::LaunchAttentionSoftmax(kept, key_mask.as<int32_t>(), Scale(d), d.batch, heads, d.seq, dropout_p, rng, stream_);
     for (int64_t h = 0; h < heads; ++h) {  // O = dropout(P) V
       GemmSpec s = HeadGemm(d);
       s.m = d.seq;
       s.n = d.head_dim;
       s.k = d.seq;
-      s.a = dropped + h * tt;
+      s.a = kept.dropped + h * tt;
       s.lda = d.seq;
       s.stride_a = heads * tt;
       s.b = Offset<uint16_t>(x, 2 * d.hidden + h * d.head_dim);
@@ -358,8 +348,9 @@ class CudaBackend final : public Backend {
     }
   }
 
+  // Both paths read the forward pass's dropout decisions from `saved`: no draws, so no rng.
   void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView out, TensorView saved,
-                         int64_t heads, float dropout_p, RngContext rng, TensorView dqkv) override {
+                         int64_t heads, float dropout_p, RngContext /*rng*/, TensorView dqkv) override {
     const Dims d = CheckAttention(qkv, key_mask, heads, saved, dropout_p);
     CheckMatrix(dout, d.batch * d.seq, d.hidden, "dout");
     CheckMatrix(dqkv, d.batch * d.seq, 3 * d.hidden, "dqkv");
@@ -375,16 +366,10 @@ class CudaBackend final : public Backend {
                                          Scratch(bytes), stream_);
       return;
     }
-    // The gradient of the dropped probabilities is stored in the saved probabilities' dtype, and
-    // dscores (bf16) overwrites it when that is bf16 too.
-    const int64_t tt = d.seq * d.seq, probs = d.batch * heads * tt;
-    const Ref probs_saved = R(saved, "saved");
-    const bool in_place = probs_saved.dtype == DType::kBF16;
-    const int64_t grad_bytes = probs * static_cast<int64_t>(DTypeSize(probs_saved.dtype));
-    char* scratch = static_cast<char*>(Scratch(grad_bytes + probs * (in_place ? 1 : 2) * sizeof(uint16_t)));
-    void* ddropped = scratch;
-    uint16_t* dropped = reinterpret_cast<uint16_t*>(scratch + grad_bytes);
-    uint16_t* dscores = in_place ? static_cast<uint16_t*>(ddropped) : dropped + probs;
+    // The gradient of the dropped probabilities, then dscores over it.
+    const int64_t tt = d.seq * d.seq;
+    const cuda::AttentionSoftmaxSaved kept = SoftmaxSaved(saved, d, heads);
+    uint16_t* grad = static_cast<uint16_t*>(Scratch(d.batch * heads * tt * sizeof(uint16_t)));
     const void* x = qkv.data;
     const int64_t row3 = 3 * d.hidden, stride3 = d.seq * 3 * d.hidden;
     for (int64_t h = 0; h < heads; ++h) {  // d(dropout(P)) = dO V^T
@@ -399,14 +384,13 @@ class CudaBackend final : public Backend {
       s.b = Offset<uint16_t>(x, 2 * d.hidden + h * d.head_dim);
       s.ldb = row3;
       s.stride_b = stride3;
-      s.c = Offset(Ref{ddropped, probs_saved.dtype}, h * tt);
+      s.c = grad + h * tt;
       s.ldc = d.seq;
       s.stride_c = heads * tt;
-      s.c_dtype = probs_saved.dtype;
       gemm_.Gemm(s, stream_);
     }
-    cuda::LaunchAttentionSoftmaxBackward(ddropped, probs_saved, 1.0f / std::sqrt(static_cast<float>(d.head_dim)),
-                                         d.batch, heads, d.seq, dropout_p, rng, dropped, dscores, stream_);
+    cuda::LaunchAttentionSoftmaxBackward(grad, kept, key_mask.as<int32_t>(), Scale(d), d.batch, heads, d.seq, dropout_p,
+                                         grad, stream_);
     uint16_t* dx = static_cast<uint16_t*>(dqkv.data);
     for (int64_t h = 0; h < heads; ++h) {
       const int64_t col = h * d.head_dim;
@@ -416,7 +400,7 @@ class CudaBackend final : public Backend {
       s.m = d.seq;
       s.n = d.head_dim;
       s.k = d.seq;
-      s.a = dropped + h * tt;
+      s.a = kept.dropped + h * tt;
       s.lda = d.seq;
       s.stride_a = heads * tt;
       s.b = Offset<uint16_t>(dout.data, col);
@@ -428,7 +412,7 @@ class CudaBackend final : public Backend {
       gemm_.Gemm(s, stream_);
       // dQ = dS K (dS already carries the 1/sqrt(D) scale)
       s.trans_a = false;
-      s.a = dscores + h * tt;
+      s.a = grad + h * tt;
       s.b = Offset<uint16_t>(x, d.hidden + col);
       s.ldb = row3;
       s.stride_b = stride3;
@@ -552,6 +536,12 @@ class CudaBackend final : public Backend {
     CheckNumel(rstd, x.rows(), "rstd");
   }
 
+  // The GEMM path's parts of `saved` (bf16, AttentionSavedElems long).
+  static cuda::AttentionSoftmaxSaved SoftmaxSaved(const TensorView& saved, const Dims& d, int64_t heads) {
+    return cuda::AttentionSoftmaxSaved::In(saved.data, d.batch * heads * d.seq, d.seq);
+  }
+  static float Scale(const Dims& d) { return 1.0f / std::sqrt(static_cast<float>(d.head_dim)); }
+
   bool UsesFlash(int64_t head_dim) const {
     return options_.attention == AttentionKernel::kFlash && cuda::FlashAttentionSupports(head_dim);
   }
@@ -563,7 +553,7 @@ class CudaBackend final : public Backend {
                       float dropout_p) {
     Bf16(qkv, "qkv");
     I32(key_mask, "key_mask");
-    R(saved, "saved");
+    Bf16(saved, "saved");
     LAMINA_CHECK(key_mask.rank() == 2, "key_mask must be [B, T], got ", key_mask.ToString());
     LAMINA_CHECK(heads > 0 && qkv.cols() % (3 * heads) == 0, "qkv ", qkv.ToString(), " does not split into 3 x ", heads,
                  " heads");

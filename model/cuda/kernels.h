@@ -67,15 +67,40 @@ void LaunchGeluBackwardColumnSum(Ref dout, Ref pre, int64_t rows, int64_t cols, 
 void LaunchChunkFinalize(const float* partial, float scale, float* out, int64_t chunks, int64_t cols,
                          cudaStream_t stream);
 
-// ---- attention softmax (rows = batch * heads * seq rows of seq scores each) ----
-// scores: unscaled q.k in probs' dtype, may be probs itself. probs = softmax(scale * scores) over
-// unmasked keys (masked: 0); dropped = dropout(probs) in bf16 with element index row * seq + j.
-void LaunchAttentionSoftmax(const void* scores, const int32_t* key_mask, float scale, int64_t batch, int64_t heads,
-                            int64_t seq, float p, RngContext rng, Ref probs, uint16_t* dropped, cudaStream_t stream);
-// ddropped: gradient w.r.t. dropped, in probs' dtype. Writes dropped again (for dV) and
-// dscores = scale * dS in bf16, which may overwrite ddropped when that is bf16.
-void LaunchAttentionSoftmaxBackward(const void* ddropped, Ref probs, float scale, int64_t batch, int64_t heads,
-                                    int64_t seq, float p, RngContext rng, uint16_t* dropped, uint16_t* dscores,
+// ---- attention softmax of the GEMM path (rows = batch * heads * seq rows of seq scores each) ----
+// What the forward pass keeps for backward, in one buffer (the backend's bf16 `saved`), each part
+// from a 16-byte boundary: the unscaled scores and the dropped probabilities, bf16 [rows, seq]
+// each; one f32 logsumexp per row; and the dropout decisions, KeepWords(seq) words per row (word
+// 4 i + k, bit l: column 128 i + 4 l + k kept), so that the backward pass does not draw again.
+struct AttentionSoftmaxSaved {
+  uint16_t* scores;
+  uint16_t* dropped;
+  float* lse;
+  uint32_t* keep_bits;
+
+  LAMINA_HD static int64_t KeepWords(int64_t seq) { return (seq + 127) / 128 * 4; }
+  static int64_t Bytes(int64_t rows, int64_t seq) {
+    return 2 * Round16(rows * seq * 2) + Round16(rows * 4) + rows * KeepWords(seq) * 4;
+  }
+  static AttentionSoftmaxSaved In(void* saved, int64_t rows, int64_t seq) {
+    char* base = static_cast<char*>(saved);
+    const int64_t part = Round16(rows * seq * 2);
+    return {reinterpret_cast<uint16_t*>(base), reinterpret_cast<uint16_t*>(base + part),
+            reinterpret_cast<float*>(base + 2 * part), reinterpret_cast<uint32_t*>(base + 2 * part + Round16(rows * 4))};
+  }
+
+ private:
+  static int64_t Round16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+};
+// From saved.scores (unscaled q.k): lse = log sum over unmasked keys of exp(scale * scores) per
+// row (+inf for a row without any), saved.dropped = dropout(P), P = exp(scale * s - lse) (masked
+// keys exactly 0), with element index row * seq + j, and its decisions in saved.keep_bits (p > 0).
+void LaunchAttentionSoftmax(AttentionSoftmaxSaved saved, const int32_t* key_mask, float scale, int64_t batch,
+                            int64_t heads, int64_t seq, float p, RngContext rng, cudaStream_t stream);
+// ddropped: bf16 gradient w.r.t. the dropped probabilities. Writes dscores = scale * dS in bf16,
+// which may be ddropped itself; the dropout decisions come from the forward pass's saved bits.
+void LaunchAttentionSoftmaxBackward(const uint16_t* ddropped, AttentionSoftmaxSaved saved, const int32_t* key_mask,
+                                    float scale, int64_t batch, int64_t heads, int64_t seq, float p, uint16_t* dscores,
                                     cudaStream_t stream);
 
 // ---- fused (flash) attention, model/cuda/flash_attention.cu ----

@@ -3,8 +3,8 @@
 // this, then the kernels' header, which the host compiler reads with:
 // - one std::thread per CUDA thread of a block; the blocks run one after another in a shuffled
 //   order, so a result that depends on which block runs first shows up;
-// - __syncthreads, __syncthreads_count and __syncwarp as barriers, __shfl_sync and
-//   __shfl_xor_sync through a per-warp exchange;
+// - __syncthreads, __syncthreads_count and __syncwarp as barriers, __shfl_sync,
+//   __shfl_xor_sync and __ballot_sync through a per-warp exchange (every lane must call them);
 // - the register-fragment primitives of model/cuda/mma.cuh (mma.sync, ldmatrix, cp.async), at
 //   the end of this file;
 // - dynamic shared memory (LAMINA_DYNAMIC_SMEM) filled with 0xff bytes (NaN for f32 and bf16), as
@@ -146,6 +146,12 @@ inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
   float r;
   std::memcpy(&r, &bits, sizeof r);
   return r;
+}
+inline unsigned __ballot_sync(unsigned, int predicate) {
+  const std::vector<uint32_t> all = emu::WarpGather<1>({predicate != 0 ? 1u : 0u});
+  unsigned ballot = 0;
+  for (unsigned lane = 0; lane < 32; ++lane) ballot |= all[lane] << lane;
+  return ballot;
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }

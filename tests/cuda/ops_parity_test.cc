@@ -6,6 +6,7 @@
 #include <numeric>
 #include <vector>
 
+#include "core/philox.h"
 #include "tests/cuda/parity_util.h"
 
 namespace lamina::testing {
@@ -276,8 +277,9 @@ TEST_F(CudaOpsTest, LinearOddShapesMatchReference) {
 
 // Attention on a [B*T, 3H] projection with padded sequences (one fully padded when B > 1), on
 // `gpu` (the fixture's GEMM-path backend or one with the fused kernels) against the reference.
-// Where the GEMM path runs (`fused` false) the saved probabilities are compared too; the fused
-// kernels save logsumexps, which only their own backward reads.
+// Where the GEMM path runs (`fused` false) the dropped probabilities it keeps are compared with
+// the reference's probabilities and dropout decisions, element by element; the fused kernels keep
+// logsumexps and decision bits, which only their own backward reads.
 void CheckAttention(CudaParityTest& t, Backend& gpu, bool fused, int64_t batch, int64_t heads, int64_t head_dim,
                     int64_t seq, float p) {
   const int64_t hidden = heads * head_dim, rows = batch * seq;
@@ -292,30 +294,39 @@ void CheckAttention(CudaParityTest& t, Backend& gpu, bool fused, int64_t batch, 
   Pair key_mask = t.Ints({batch, seq}, mask), qkv = t.Random({rows, 3 * hidden}, DType::kBF16, 2.0f);
   const int64_t cpu_saved = t.cpu_->AttentionSavedElems(batch, heads, seq, head_dim);
   const int64_t gpu_saved = gpu.AttentionSavedElems(batch, heads, seq, head_dim);
-  // (The fused kernels keep an f32 logsumexp per row, then from a 16-byte boundary one bit per
-  // score of whole 64 x 64 tiles: the forward pass's dropout decisions.)
-  const int64_t bh = batch * heads, tiles = (seq + 63) / 64;
-  ASSERT_EQ(gpu_saved, fused ? (bh * seq * 4 + 15) / 16 * 8 + bh * tiles * tiles * 64 * 64 / 16 : cpu_saved);
-  const bool keeps_probs = !fused;
+  // In bf16 elements from 16-byte boundaries. The fused kernels keep an f32 logsumexp per row,
+  // then one bit per score of whole 64 x 64 tiles: the forward pass's dropout decisions. The
+  // GEMM path keeps the scores and the dropped probabilities, an f32 logsumexp per row, then the
+  // decisions as four words per row and 128 columns.
+  const int64_t bh = batch * heads, tiles = (seq + 63) / 64, scores = bh * seq * seq;
+  const int64_t part = (scores + 7) / 8 * 8, lse = (bh * seq * 4 + 15) / 16 * 8;
+  ASSERT_EQ(gpu_saved, fused ? lse + bh * tiles * tiles * 64 * 64 / 16
+                             : 2 * part + lse + bh * seq * ((seq + 127) / 128) * 4 * 2);
   Pair saved = t.Make({cpu_saved}, DType::kBF16), out = t.Make({rows, hidden}, DType::kBF16);
   Pair gpu_only = t.Make({gpu_saved}, DType::kBF16);
-  const TensorView gpu_saved_view = keeps_probs ? saved.gpu : gpu_only.gpu;
   t.cpu_->AttentionForward(qkv.cpu, key_mask.cpu, heads, p, rng, saved.cpu, out.cpu);
-  gpu.AttentionForward(qkv.gpu, key_mask.gpu, heads, p, rng, gpu_saved_view, out.gpu);
+  gpu.AttentionForward(qkv.gpu, key_mask.gpu, heads, p, rng, gpu_only.gpu, out.gpu);
   gpu.Synchronize();
   t.ExpectClose(out, kBf16Bound, "AttentionForward out" + tag);
-  if (keeps_probs) {
-    t.ExpectClose(saved, kBf16Bound, "AttentionForward probabilities" + tag);
-    const std::vector<float> probs = t.Gpu(saved);
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t i = 0; i < heads * seq * seq; ++i)
-        if (mask[b * seq + i % seq] == 0) {
-          ASSERT_EQ(probs[b * heads * seq * seq + i], 0.0f) << "masked key" << tag;
-        }
+  if (!fused) {
+    const std::vector<float> probs = t.Cpu(saved), kept = t.Gpu(gpu_only);
+    const std::vector<float> dropped(kept.begin() + part, kept.begin() + part + scores);
+    std::vector<float> want(scores);
+    int64_t decisions = 0;
+    for (int64_t i = 0; i < scores; ++i) {
+      const bool keep = p == 0.0f || DropoutKeep(rng, static_cast<uint64_t>(i), p);
+      want[i] = keep ? probs[i] / (1.0f - p) : 0.0f;
+      decisions += (dropped[i] == 0.0f) != (want[i] == 0.0f);  // masked keys and dropped scores
+    }
+    const double err = CudaParityTest::RelErr(dropped, want);
+    std::printf("  %-40s rel err %.3e (bound %.0e)\n", ("AttentionForward dropped probs" + tag).c_str(), err,
+                kBf16Bound);
+    EXPECT_LE(err, kBf16Bound) << "AttentionForward dropped probabilities" << tag << " seed " << t.seed_;
+    EXPECT_EQ(decisions, 0) << "AttentionForward zeros of the dropped probabilities" << tag << " seed " << t.seed_;
   }
   Pair dout = t.Random({rows, hidden}, DType::kBF16), dqkv = t.Make({rows, 3 * hidden}, DType::kBF16);
   t.cpu_->AttentionBackward(dout.cpu, qkv.cpu, key_mask.cpu, out.cpu, saved.cpu, heads, p, rng, dqkv.cpu);
-  gpu.AttentionBackward(dout.gpu, qkv.gpu, key_mask.gpu, out.gpu, gpu_saved_view, heads, p, rng, dqkv.gpu);
+  gpu.AttentionBackward(dout.gpu, qkv.gpu, key_mask.gpu, out.gpu, gpu_only.gpu, heads, p, rng, dqkv.gpu);
   gpu.Synchronize();
   // Stricter view per part: q, k and v gradients each against their own norm.
   const std::vector<float> g = t.Gpu(dqkv), c = t.Cpu(dqkv);
@@ -326,7 +337,7 @@ void CheckAttention(CudaParityTest& t, Backend& gpu, bool fused, int64_t batch, 
     EXPECT_LE(e.value, e.bound) << what << " seed " << t.seed_;
   }
   // Deterministic: the same inputs give the same bits (no atomics in either path).
-  gpu.AttentionBackward(dout.gpu, qkv.gpu, key_mask.gpu, out.gpu, gpu_saved_view, heads, p, rng, dqkv.gpu);
+  gpu.AttentionBackward(dout.gpu, qkv.gpu, key_mask.gpu, out.gpu, gpu_only.gpu, heads, p, rng, dqkv.gpu);
   gpu.Synchronize();
   EXPECT_EQ(t.Gpu(dqkv), g) << "AttentionBackward is not deterministic" << tag;
 }
@@ -361,7 +372,7 @@ TEST_F(CudaOpsTest, FlashAttentionMatchesReference) {
 // Heads the fused kernels do not take run on the GEMM path of the same backend.
 TEST_F(CudaOpsTest, FlashAttentionFallsBackForOddHeads) {
   std::unique_ptr<Backend> flash = FlashBackend();
-  ASSERT_EQ(flash->AttentionSavedElems(2, 3, 10, 12), 2 * 3 * 10 * 10);
+  ASSERT_EQ(flash->AttentionSavedElems(2, 3, 10, 12), gpu_->AttentionSavedElems(2, 3, 10, 12));
   CheckAttention(*this, *flash, false, Int(1, 4), Int(1, 3), 2 * Int(1, 10) + 1, Int(1, 40), 0.2f);
 }
 

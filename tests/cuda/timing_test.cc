@@ -191,15 +191,15 @@ TEST_F(CudaTimingTest, BertBaseOps) {
   rows.push_back({"Linear bwd FFN-in (GELU, dx, dW, db)",
                   TimeMs([&] { gpu_->LinearBackward(h1, x, w1, Activation::kGelu, pre, dx, false, dw1, db1); }),
                   2 * gemm_flops(M, F, H), 2.0 * (4 * M * F + 2 * M * H)});
-  // Bytes per score, all bf16: forward, the scores written and read, the probabilities and the
-  // dropped ones written, the dropped ones read (5 x 2); backward, their gradient written and read,
-  // the probabilities read, the dropped ones and dscores written, then read by the three products.
+  // Bytes per score, all bf16: forward, the scores written and read, the dropped probabilities
+  // written and read (4 x 2); backward, their gradient written and read, the scores read, dscores
+  // written, then the dropped probabilities and dscores read by the three products (7 x 2).
   rows.push_back({"Attention fwd (p=0.1)",
                   TimeMs([&] { gpu_->AttentionForward(qkv, mask, heads, 0.1f, rng, saved, ctx); }),
-                  2 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (M * 3 * H + M * H) + 10.0 * B * heads * T * T});
+                  2 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (M * 3 * H + M * H) + 8.0 * B * heads * T * T});
   rows.push_back(
       {"Attention bwd (p=0.1)", TimeMs([&] { gpu_->AttentionBackward(ctx, qkv, mask, ctx, saved, heads, 0.1f, rng, dqkv); }),
-       4 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (2 * M * 3 * H + M * H) + 16.0 * B * heads * T * T});
+       4 * gemm_flops(T, T, H / heads) * B * heads, 2.0 * (2 * M * 3 * H + M * H) + 14.0 * B * heads * T * T});
   rows.push_back({"AddLayerNorm fwd",
                   TimeMs([&] { gpu_->AddLayerNormForward(x, y, 0.0f, rng, gamma, beta, 1e-12f, x, dx, mean, rstd); }),
                   0, 2.0 * 4 * M * H});
