@@ -9,7 +9,8 @@ void LaunchAttentionSoftmax(AttentionSoftmaxSaved saved, const int32_t* key_mask
                             int64_t heads, int64_t seq, float p, RngContext rng, cudaStream_t stream) {
   const int64_t rows = batch * heads * seq;
   if (rows == 0) return;
-  const bool wide = seq % 4 == 0 && Aligned16({saved.scores, saved.dropped});  // rows start 8-byte aligned
+  LAMINA_KERNEL_CHECK(Aligned16(saved.scores));  // and so every part: the keep bits are read 16 bytes at a time
+  const bool wide = seq % 4 == 0;  // rows of bf16 then start 8-byte aligned
   auto kernel = wide ? attention::SoftmaxForwardKernel<4> : attention::SoftmaxForwardKernel<1>;
   kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(saved.scores, key_mask, scale, rows, heads, seq,
                                                                        p, rng, saved.dropped, saved.lse, saved.keep_bits);
@@ -21,7 +22,8 @@ void LaunchAttentionSoftmaxBackward(const uint16_t* ddropped, AttentionSoftmaxSa
                                     cudaStream_t stream) {
   const int64_t rows = batch * heads * seq;
   if (rows == 0) return;
-  const bool wide = seq % 4 == 0 && Aligned16({ddropped, saved.scores, dscores});
+  LAMINA_KERNEL_CHECK(Aligned16(saved.scores));
+  const bool wide = seq % 4 == 0 && Aligned16({ddropped, dscores});
   auto kernel = wide ? attention::SoftmaxBackwardKernel<4> : attention::SoftmaxBackwardKernel<1>;
   kernel<<<attention::RowGrid(rows), attention::kThreads, 0, stream>>>(
       ddropped, saved.scores, saved.lse, saved.keep_bits, key_mask, scale, rows, heads, seq, p, dscores);
