@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "model/backend.h"
 #include "tests/cuda/emulation.h"
+#include "tests/cuda/host_values.h"
 #include "tests/cuda/parity_util.h"
 
 #if LAMINA_EMULATE
@@ -112,17 +113,14 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
 }
 
 TEST(FlashAttentionEmulation, MatchesReferenceOnRandomShapes) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 gen(seed);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
-  for (float p : {0.0f, 0.1f}) CheckFlash(gen, pick(2, 3), pick(1, 2), 8 * pick(1, 16), pick(1, 150), p);
+  testing::TestRandom random;
+  for (float p : {0.0f, 0.1f})
+    CheckFlash(random.gen(), random.Pick(2, 3), random.Pick(1, 2), 8 * random.Pick(1, 16), random.Pick(1, 150), p);
 }
 
 TEST(FlashAttentionEmulation, BertHeadsAndEdges) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 gen(seed);
+  testing::TestRandom random;
+  std::mt19937& gen = random.gen();
   CheckFlash(gen, 2, 1, 64, 128, 0.1f);  // BERT-base's head: two full tiles each way
   CheckFlash(gen, 2, 2, 8, 1, 0.1f);     // one token, the narrowest head (padded to 16)
   CheckFlash(gen, 2, 1, 128, 65, 0.2f);  // the widest head, one row into a second tile

@@ -1,14 +1,32 @@
 // Kernel operands on the host, for the emulation tests: stored as the kernel's element type T
-// (bf16 bits or f32), with what they are as floats.
+// (bf16 bits or f32), with what they are as floats; and the random source they are drawn from.
 #pragma once
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/bf16.h"
+#include "gtest/gtest.h"
 
 namespace lamina::testing {
+
+// A random source seeded afresh in each test, whose seed every failure reported while it lives
+// names (so a failing draw can be replayed).
+class TestRandom {
+ public:
+  TestRandom()
+      : seed_(std::random_device{}()), gen_(seed_), trace_(__FILE__, __LINE__, "seed " + std::to_string(seed_)) {}
+  std::mt19937& gen() { return gen_; }
+  // Uniform in [lo, hi].
+  int64_t Pick(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen_); }
+
+ private:
+  uint32_t seed_;
+  std::mt19937 gen_;
+  ::testing::ScopedTrace trace_;
+};
 
 // A stored element as a float.
 template <typename T>

@@ -13,6 +13,7 @@
 #include "core/bf16.h"
 #include "gtest/gtest.h"
 #include "tests/cuda/emulation.h"
+#include "tests/cuda/host_values.h"
 
 #if LAMINA_EMULATE
 #include "tests/cuda/mma_probe.cuh"  // its #pragma unroll: -Wno-unknown-pragmas in tests/CMakeLists.txt
@@ -33,8 +34,7 @@ struct Operands {
   std::vector<uint16_t> a, bt, b;  // bf16 bits: [16, 32], [16, 32], [32, 16]
 };
 
-Operands RandomOperands(uint32_t seed) {
-  std::mt19937 gen(seed);
+Operands RandomOperands(std::mt19937& gen) {
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
   auto fill = [&](size_t n) {
     std::vector<uint16_t> v(n);
@@ -77,9 +77,8 @@ void ExpectProducts(const Operands& o, const std::vector<float>& abt, const std:
 
 #if LAMINA_EMULATE
 TEST(MmaProbe, EmulatedPrimitivesMatchTheHost) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  const Operands o = RandomOperands(seed);
+  testing::TestRandom random;
+  const Operands o = RandomOperands(random.gen());
   std::vector<float> abt(256, NAN), ab(256, NAN), chain(256, NAN);
   emu::Launch(cuda::probe::MmaProbeKernel, 1, 1, 32, cuda::probe::MmaProbeSmemBytes(), o.a.data(), o.bt.data(),
               o.b.data(), abt.data(), ab.data(), chain.data());
@@ -89,9 +88,8 @@ TEST(MmaProbe, EmulatedPrimitivesMatchTheHost) {
 
 TEST(MmaProbe, GpuPrimitivesMatchTheHost) {
 #if LAMINA_MMA_PROBE_GPU
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  const Operands o = RandomOperands(seed);
+  testing::TestRandom random;
+  const Operands o = RandomOperands(random.gen());
   std::vector<float> abt, ab, chain;
   if (!cuda::probe::RunMmaProbeOnGpu(o.a, o.bt, o.b, abt, ab, chain)) GTEST_SKIP() << "no GPU";
   ExpectProducts(o, abt, ab, chain);

@@ -32,6 +32,7 @@ namespace rs = cuda::row_sums;
 
 using testing::AsFloat;
 using testing::HostValues;
+using testing::TestRandom;
 
 // Values in [-2, 2] as the element type T.
 template <typename T>
@@ -98,28 +99,26 @@ void CheckColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int64_t pitch
 // 256 and under it), 2 (even) and 1 (odd); padded rows (the logits' bias gradient: 30522 classes
 // in rows of 30528 read 2 at a time); rows whose start allows only width 2 or 1.
 TEST(RowSumsEmulation, ColumnSumsAtEveryWidth) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 gen(seed);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
-  int64_t cols = 8 * pick(33, 40);
-  CheckColumnSum<bf16_t>(gen, pick(1, 300), cols, cols, 0, 8);
-  cols = 8 * pick(1, 12);
-  CheckColumnSum<float>(gen, pick(129, 300), cols, cols, 0, 8);
-  cols = 8 * pick(8, 10) + 2 * pick(1, 3);
-  CheckColumnSum<bf16_t>(gen, pick(1, 300), cols, cols, 0, 2);
-  cols = 8 * pick(0, 2) + 2 * pick(1, 3);
-  CheckColumnSum<float>(gen, pick(1, 200), cols, cols, 0, 2);
-  cols = 2 * pick(1, 40) + 1;
-  CheckColumnSum<bf16_t>(gen, pick(1, 300), cols, cols, 0, 1);
+  TestRandom random;
+  std::mt19937& gen = random.gen();
+  int64_t cols = 8 * random.Pick(33, 40);
+  CheckColumnSum<bf16_t>(gen, random.Pick(1, 300), cols, cols, 0, 8);
+  cols = 8 * random.Pick(1, 12);
+  CheckColumnSum<float>(gen, random.Pick(129, 300), cols, cols, 0, 8);
+  cols = 8 * random.Pick(8, 10) + 2 * random.Pick(1, 3);
+  CheckColumnSum<bf16_t>(gen, random.Pick(1, 300), cols, cols, 0, 2);
+  cols = 8 * random.Pick(0, 2) + 2 * random.Pick(1, 3);
+  CheckColumnSum<float>(gen, random.Pick(1, 200), cols, cols, 0, 2);
+  cols = 2 * random.Pick(1, 40) + 1;
+  CheckColumnSum<bf16_t>(gen, random.Pick(1, 300), cols, cols, 0, 1);
   CheckColumnSum<float>(gen, 128, 1, 1, 0, 1);
-  cols = 8 * pick(1, 12);
-  CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, cols + 8, 0, 8);  // padded rows, whole 16-byte groups
-  cols = 8 * pick(1, 12) + 2 * pick(1, 3);
-  CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, (cols + 7) / 8 * 8, 0, 2);  // padded like the logits
-  cols = 8 * pick(1, 12);
-  CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, cols, 2, 2);  // 4-byte aligned rows
-  CheckColumnSum<bf16_t>(gen, pick(1, 200), cols, cols, 1, 1);  // 2-byte aligned rows
+  cols = 8 * random.Pick(1, 12);
+  CheckColumnSum<bf16_t>(gen, random.Pick(1, 200), cols, cols + 8, 0, 8);  // padded rows, whole 16-byte groups
+  cols = 8 * random.Pick(1, 12) + 2 * random.Pick(1, 3);
+  CheckColumnSum<bf16_t>(gen, random.Pick(1, 200), cols, (cols + 7) / 8 * 8, 0, 2);  // padded like the logits
+  cols = 8 * random.Pick(1, 12);
+  CheckColumnSum<bf16_t>(gen, random.Pick(1, 200), cols, cols, 2, 2);  // 4-byte aligned rows
+  CheckColumnSum<bf16_t>(gen, random.Pick(1, 200), cols, cols, 1, 1);  // 2-byte aligned rows
 }
 
 // The GELU backward with the bias gradient in the same pass: dpre written over dout against the
@@ -164,26 +163,24 @@ void CheckGeluBackwardColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, i
 }
 
 TEST(RowSumsEmulation, GeluBackwardWithBiasGradient) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 gen(seed);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
-  CheckGeluBackwardColumnSum<bf16_t>(gen, pick(129, 300), 8 * pick(33, 40), 8);
-  CheckGeluBackwardColumnSum<float>(gen, pick(1, 200), 8 * pick(1, 12), 8);
-  CheckGeluBackwardColumnSum<bf16_t>(gen, pick(1, 200), 8 * pick(0, 4) + 2 * pick(1, 3), 2);
-  CheckGeluBackwardColumnSum<float>(gen, pick(1, 200), 8 * pick(0, 4) + 2 * pick(1, 3), 2);
-  CheckGeluBackwardColumnSum<bf16_t>(gen, pick(1, 200), 2 * pick(1, 40) + 1, 1);
+  TestRandom random;
+  std::mt19937& gen = random.gen();
+  CheckGeluBackwardColumnSum<bf16_t>(gen, random.Pick(129, 300), 8 * random.Pick(33, 40), 8);
+  CheckGeluBackwardColumnSum<float>(gen, random.Pick(1, 200), 8 * random.Pick(1, 12), 8);
+  CheckGeluBackwardColumnSum<bf16_t>(gen, random.Pick(1, 200), 8 * random.Pick(0, 4) + 2 * random.Pick(1, 3), 2);
+  CheckGeluBackwardColumnSum<float>(gen, random.Pick(1, 200), 8 * random.Pick(0, 4) + 2 * random.Pick(1, 3), 2);
+  CheckGeluBackwardColumnSum<bf16_t>(gen, random.Pick(1, 200), 2 * random.Pick(1, 40) + 1, 1);
 }
 
 TEST(RowSumsEmulation, LayerNormParameterGradients) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 gen(seed);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
-  for (const int64_t hidden : {8 * pick(20, 40), 8 * pick(0, 10) + 2 * pick(1, 3), 2 * pick(1, 40) + 1}) {
-    const int64_t rows = pick(1, 300), chunks = (rows + rs::kChunkRows - 1) / rs::kChunkRows;
+  TestRandom random;
+  std::mt19937& gen = random.gen();
+  for (const int64_t hidden :
+       {8 * random.Pick(20, 40), 8 * random.Pick(0, 10) + 2 * random.Pick(1, 3), 2 * random.Pick(1, 40) + 1}) {
+    const int64_t rows = random.Pick(1, 300), chunks = (rows + rs::kChunkRows - 1) / rs::kChunkRows;
     SCOPED_TRACE("rows " + std::to_string(rows) + " hidden " + std::to_string(hidden));
-    const HostValues<bf16_t> dout = RandomInput<bf16_t>(gen, rows * hidden), x = RandomInput<bf16_t>(gen, rows * hidden);
+    const HostValues<bf16_t> dout = RandomInput<bf16_t>(gen, rows * hidden),
+                             x = RandomInput<bf16_t>(gen, rows * hidden);
     std::vector<float> mean(rows), rstd(rows);
     for (int64_t r = 0; r < rows; ++r) {
       double s = 0, sq = 0;
@@ -276,15 +273,14 @@ void CheckWordGradient(std::mt19937& gen, int64_t rows, int64_t hidden, int64_t 
 // Runs of the [MASK] id longer than a block's 256-position window, ids that occur once, ids
 // that do not occur (their rows stay as they were), and each access width.
 TEST(RowSumsEmulation, WordEmbeddingGradient) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 gen(seed);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
-  CheckWordGradient<bf16_t>(gen, pick(500, 700), 8 * pick(33, 40), 12, 0.6, true);        // width 8, two tiles
-  CheckWordGradient<float>(gen, pick(1, 60), 8 * pick(1, 4), 200, 0.1);                    // width 8, single ids
-  CheckWordGradient<bf16_t>(gen, pick(260, 400), 8 * pick(0, 10) + 2 * pick(1, 3), 12, 0.8);  // width 2
-  CheckWordGradient<bf16_t>(gen, pick(1, 300), 2 * pick(1, 40) + 1, 10, 0.3);                 // width 1
-  CheckWordGradient<float>(gen, 1, 5, 4, 0.0);                                                // one token
+  TestRandom random;
+  std::mt19937& gen = random.gen();
+  // Width 8 with two column tiles, width 8 with single ids, width 2, width 1.
+  CheckWordGradient<bf16_t>(gen, random.Pick(500, 700), 8 * random.Pick(33, 40), 12, 0.6, true);
+  CheckWordGradient<float>(gen, random.Pick(1, 60), 8 * random.Pick(1, 4), 200, 0.1);
+  CheckWordGradient<bf16_t>(gen, random.Pick(260, 400), 8 * random.Pick(0, 10) + 2 * random.Pick(1, 3), 12, 0.8);
+  CheckWordGradient<bf16_t>(gen, random.Pick(1, 300), 2 * random.Pick(1, 40) + 1, 10, 0.3);
+  CheckWordGradient<float>(gen, 1, 5, 4, 0.0);  // one token
 }
 
 // The window arithmetic at its edges: runs of exactly 256 and 257 equal ids, at the end of
