@@ -100,6 +100,16 @@ LAMINA_HD bool DropoutKeep(const RngContext& rng, uint64_t index, float p) {
   return UniformFromBits(PhiloxAt(rng.seed, rng.stream, rng.offset + index)) >= p;
 }
 
+// DropoutKeep of elements index..index+3 as bits 0..3 (set: kept), from PhiloxDraws4 and
+// threshold = KeepThreshold(p): for kernels that keep the decisions as bits.
+LAMINA_HD uint32_t DropoutKeepBits4(const RngContext& rng, uint64_t index, uint32_t threshold) {
+  uint32_t draws[4];
+  PhiloxDraws4(rng, index, draws);
+  uint32_t keep = 0;
+  for (int k = 0; k < 4; ++k) keep |= (draws[k] >= threshold ? 1u : 0u) << k;
+  return keep;
+}
+
 // Builds a stream id from up to four small fields (e.g. step, layer, site): 24+16+16+8 bits.
 LAMINA_HD uint64_t MakeStream(uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0) {
   return (a & 0xFFFFFFull) << 40 | (b & 0xFFFFull) << 24 | (c & 0xFFFFull) << 8 | (d & 0xFFull);

@@ -36,17 +36,6 @@ __device__ __forceinline__ bool Unmasked(const int32_t* keys, int64_t c, int k, 
   return c + k < seq && keys[c + k] != 0;
 }
 
-// The four dropout decisions of a lane's columns c..c+3 as bits 0..3, from one Philox block (two
-// when the stream offset is not a multiple of 4), the same bits as DropoutKeep.
-__device__ __forceinline__ uint32_t KeepNibble(RngContext rng, uint64_t index, float p) {
-  uint32_t draws[4];
-  PhiloxDraws4(rng, index, draws);
-  uint32_t keep = 0;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) keep |= (UniformFromBits(draws[k]) >= p ? 1u : 0u) << k;
-  return keep;
-}
-
 // P = softmax over unmasked keys of scale * scores (masked keys exactly 0; a row with no unmasked
 // key all 0), as exp(scale * s - lse) with lse[row] = log sum exp (+inf for an empty row);
 // dropped = keep ? P / (1 - p) : 0 with element index row * seq + j, and with p > 0 the
@@ -81,6 +70,7 @@ __global__ void SoftmaxForwardKernel(const bf16_t* scores, const int32_t* key_ma
   const float row_lse = sum > 0.0f ? max + logf(sum) : INFINITY;
   if (lane == 0) lse[row] = row_lse;
   const float keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+  const uint32_t threshold = KeepThreshold(p);
   bf16_t* dr = dropped + row * seq;
   uint32_t* bits = keep_bits + row * AttentionSoftmaxSaved::KeepWords(seq);
   for (int64_t base = 0; base < seq; base += 128) {  // every lane runs every step, for the ballots
@@ -89,7 +79,7 @@ __global__ void SoftmaxForwardKernel(const bf16_t* scores, const int32_t* key_ma
     if (c < seq) {
       float v[4], dv[4];
       Load4<V>(s, c, seq, 0.0f, v);
-      if (p > 0.0f) keep = KeepNibble(rng, static_cast<uint64_t>(row * seq + c), p);
+      if (p > 0.0f) keep = DropoutKeepBits4(rng, static_cast<uint64_t>(row * seq + c), threshold);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const float pv = Unmasked(keys, c, k, seq) ? __expf(v[k] * scale - row_lse) : 0.0f;

@@ -231,8 +231,10 @@ __device__ __forceinline__ float Exp2Approx(float x) {
 struct ElementDropout {
   RngContext rng;
   float p;
-  float scale;  // 1 / (1 - p)
-  ElementDropout(RngContext r, float prob) : rng(r), p(prob), scale(1.0f / (1.0f - prob)) {}
+  float scale;         // 1 / (1 - p)
+  uint32_t threshold;  // KeepThreshold(p)
+  ElementDropout(RngContext r, float prob)
+      : rng(r), p(prob), scale(1.0f / (1.0f - prob)), threshold(KeepThreshold(prob)) {}
 
   __device__ float operator()(float x, int64_t i) const {
     return p == 0.0f || DropoutKeep(rng, static_cast<uint64_t>(i), p) ? x * scale : 0.0f;
@@ -241,11 +243,10 @@ struct ElementDropout {
   // instead of eight.
   __device__ void Apply8(int64_t i, float (&v)[8]) const {
     if (p == 0.0f) return;
-    uint32_t bits[2][4];
-    PhiloxDraws4(rng, static_cast<uint64_t>(i), bits[0]);
-    PhiloxDraws4(rng, static_cast<uint64_t>(i) + 4, bits[1]);
+    const uint32_t keep = DropoutKeepBits4(rng, static_cast<uint64_t>(i), threshold) |
+                          DropoutKeepBits4(rng, static_cast<uint64_t>(i) + 4, threshold) << 4;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = UniformFromBits(bits[k / 4][k % 4]) >= p ? v[k] * scale : 0.0f;
+    for (int k = 0; k < 8; ++k) v[k] = (keep >> k) & 1u ? v[k] * scale : 0.0f;
   }
 };
 

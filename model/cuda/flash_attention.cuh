@@ -94,16 +94,6 @@ struct Dropout {
   RngContext rng;
   uint32_t threshold;  // KeepThreshold(p): a draw is kept when it is >= this
 
-  // Bit c set when stream index `index` + c is kept.
-  __device__ uint32_t Keep4(uint64_t index) const {
-    uint32_t draws[4];
-    PhiloxDraws4(rng, index, draws);
-    uint32_t bits = 0;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) bits |= (draws[c] >= threshold ? 1u : 0u) << c;
-    return bits;
-  }
-
   // Keep bits of a warp's [16, 64] tile held as C tiles whose element (r, j) has stream index
   // first + r * T + j (rows are queries, columns keys): bit 4 nt + c for element c of C tile nt.
   // Each lane draws one run of 4 per C tile (row g + 8 (t >> 1), columns 8 nt + 4 (t & 1)..+3)
@@ -113,7 +103,7 @@ struct Dropout {
     const uint64_t run = first + static_cast<uint64_t>(g + 8 * (t >> 1)) * T + 4 * (t & 1);
     uint32_t mine = 0;
 #pragma unroll
-    for (int nt = 0; nt < kStepTiles; ++nt) mine |= Keep4(run + 8 * nt) << (4 * nt);
+    for (int nt = 0; nt < kStepTiles; ++nt) mine |= DropoutKeepBits4(rng, run + 8 * nt, threshold) << (4 * nt);
     const int src = (lane & ~3) | (t >> 1);  // the lane that drew row g's columns 8 nt + 2t..
     const uint32_t row_g = __shfl_sync(0xffffffffu, mine, src), row_g8 = __shfl_sync(0xffffffffu, mine, src | 2);
     const int shift = (2 * t) & 3;  // column 2t within that run of 4

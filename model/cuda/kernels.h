@@ -79,18 +79,27 @@ struct AttentionSoftmaxSaved {
   uint32_t* keep_bits;
 
   LAMINA_HD static int64_t KeepWords(int64_t seq) { return (seq + 127) / 128 * 4; }
-  static int64_t Bytes(int64_t rows, int64_t seq) {
-    return 2 * Round16(rows * seq * 2) + Round16(rows * 4) + rows * KeepWords(seq) * 4;
-  }
+  static int64_t Bytes(int64_t rows, int64_t seq) { return Offsets(rows, seq).end; }
   static AttentionSoftmaxSaved In(void* saved, int64_t rows, int64_t seq) {
     char* base = static_cast<char*>(saved);
-    const int64_t part = Round16(rows * seq * 2);
-    return {reinterpret_cast<uint16_t*>(base), reinterpret_cast<uint16_t*>(base + part),
-            reinterpret_cast<float*>(base + 2 * part), reinterpret_cast<uint32_t*>(base + 2 * part + Round16(rows * 4))};
+    const Layout at = Offsets(rows, seq);
+    return {reinterpret_cast<uint16_t*>(base), reinterpret_cast<uint16_t*>(base + at.dropped),
+            reinterpret_cast<float*>(base + at.lse), reinterpret_cast<uint32_t*>(base + at.keep_bits)};
   }
 
  private:
-  static int64_t Round16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+  struct Layout {
+    int64_t dropped, lse, keep_bits, end;  // byte offsets
+  };
+  static Layout Offsets(int64_t rows, int64_t seq) {
+    const auto round16 = [](int64_t bytes) { return (bytes + 15) / 16 * 16; };
+    Layout at;
+    at.dropped = round16(rows * seq * 2);
+    at.lse = 2 * at.dropped;
+    at.keep_bits = at.lse + round16(rows * 4);
+    at.end = at.keep_bits + rows * KeepWords(seq) * 4;
+    return at;
+  }
 };
 // From saved.scores (unscaled q.k): lse = log sum over unmasked keys of exp(scale * scores) per
 // row (+inf for a row without any), saved.dropped = dropout(P), P = exp(scale * s - lse) (masked

@@ -96,5 +96,19 @@ TEST(Philox, Draws4AreTheDrawsAtEachIndex) {
   }
 }
 
+TEST(Philox, KeepBits4AreTheDecisionsAtEachIndex) {
+  for (const float p : {0.1f, 0.5f})
+    for (uint64_t offset : {0ull, 1ull, 3ull, 1ull << 33}) {
+      const RngContext rng{11, MakeStream(2, 3), offset};
+      for (uint64_t index : {0ull, 2ull, 5ull, 1000ull}) {
+        const uint32_t keep = DropoutKeepBits4(rng, index, KeepThreshold(p));
+        EXPECT_EQ(keep >> 4, 0u);
+        for (int k = 0; k < 4; ++k)
+          EXPECT_EQ((keep >> k) & 1u, DropoutKeep(rng, index + k, p) ? 1u : 0u)
+              << "p " << p << " offset " << offset << " index " << index << " k " << k;
+      }
+    }
+}
+
 }  // namespace
 }  // namespace lamina

@@ -29,7 +29,6 @@ namespace {
 using cuda::bf16_t;
 namespace at = cuda::attention;
 
-
 struct Case {
   int64_t batch, heads, seq;
   float p;
