@@ -16,6 +16,23 @@
 #define LAMINA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
 #endif
 
+#if defined(__CUDACC__)
+namespace lamina::cuda {
+// kernel<<<grid, threads, smem, stream>>>(args...), first raising the kernel's dynamic shared
+// memory limit when smem is above the default 48 KiB (a per-device attribute, so set at each such
+// launch).
+template <typename... Params, typename... Args>
+void LaunchWithSmem(void (*kernel)(Params...), dim3 grid, unsigned threads, size_t smem, cudaStream_t stream,
+                    Args... args) {
+  if (smem > 48 * 1024)
+    LAMINA_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<grid, threads, smem, stream>>>(args...);
+  LAMINA_CUDA_CHECK_LAUNCH();
+}
+}  // namespace lamina::cuda
+#endif
+
 // For the launchers' own preconditions (programming errors).
 #define LAMINA_KERNEL_CHECK(cond)                                                \
   do {                                                                           \
@@ -64,8 +81,7 @@ __device__ __forceinline__ void Load8(const float* p, float v[8]) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
   v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
-__device__ __forceinline__ void Load8(const bf16_t* p, float v[8]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(p);
+__device__ __forceinline__ void Unpack8(const uint4& u, float v[8]) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
   for (int k = 0; k < 4; ++k) {  // little-endian: the lower half is the earlier element
@@ -73,6 +89,24 @@ __device__ __forceinline__ void Load8(const bf16_t* p, float v[8]) {
     v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
   }
 }
+__device__ __forceinline__ void Load8(const bf16_t* p, float v[8]) { Unpack8(*reinterpret_cast<const uint4*>(p), v); }
+// Eight consecutive elements held as they are stored (bf16 packed, 4 registers instead of 8),
+// for kernels that keep a row across passes: Load reads them, Get converts them to fp32.
+template <typename T>
+struct Held8 {
+  float v[8];
+  __device__ __forceinline__ void Load(const float* p) { Load8(p, v); }
+  __device__ __forceinline__ void Get(float out[8]) const {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) out[k] = v[k];
+  }
+};
+template <>
+struct Held8<bf16_t> {
+  uint4 u;
+  __device__ __forceinline__ void Load(const bf16_t* p) { u = *reinterpret_cast<const uint4*>(p); }
+  __device__ __forceinline__ void Get(float out[8]) const { Unpack8(u, out); }
+};
 __device__ __forceinline__ void Store8(float* p, const float v[8]) {
   reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
   reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);

@@ -7,15 +7,6 @@ namespace {
 
 using namespace flash;  // NOLINT: the kernels and their tile constants
 
-// Raises the kernel's dynamic shared memory limit (above the default 48 KiB; a per-device
-// attribute, so set at every launch), then launches it.
-template <typename... Params, typename... Args>
-void LaunchWithSmem(void (*kernel)(Params...), size_t smem, dim3 grid, cudaStream_t stream, Args... args) {
-  LAMINA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  kernel<<<grid, kThreads, smem, stream>>>(args...);
-  LAMINA_CUDA_CHECK_LAUNCH();
-}
-
 void CheckFlashShape(const FlashShape& s) {
   LAMINA_KERNEL_CHECK(FlashAttentionSupports(s.head_dim));
   LAMINA_KERNEL_CHECK(s.batch > 0 && s.heads > 0 && s.seq > 0);
@@ -40,8 +31,8 @@ void LaunchFlashAttentionForward(const FlashShape& s, const uint16_t* qkv, const
   const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
   const int H = heads * D;
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    LaunchWithSmem(FlashForwardKernel<DP>, SmemBytes<ForwardSmem<DP>>(), grid, stream, qkv, key_mask, T, heads, H, D, p,
-                   rng, out, lse, keep_bits);
+    LaunchWithSmem(FlashForwardKernel<DP>, grid, kThreads, SmemBytes<ForwardSmem<DP>>(), stream, qkv, key_mask, T,
+                   heads, H, D, p, rng, out, lse, keep_bits);
   });
 }
 
@@ -59,14 +50,14 @@ void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, con
   float* delta = static_cast<float*>(scratch);
   const int64_t tokens = s.batch * s.seq;
   AttentionDeltaKernel<<<static_cast<unsigned>(CeilDiv(tokens * heads, 256)), 256, 0, stream>>>(dout, out, tokens, T,
-                                                                                                 heads, H, D, delta);
+                                                                                                heads, H, D, delta);
   LAMINA_CUDA_CHECK_LAUNCH();
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    LaunchWithSmem(FlashBackwardQueryKernel<DP>, SmemBytes<QuerySmem<DP>>(), grid, stream, qkv, key_mask, dout, lse,
-                   keep_bits, delta, T, heads, H, D, p, dqkv);
-    LaunchWithSmem(FlashBackwardKeyKernel<DP>, SmemBytes<KeySmem<DP>>(), grid, stream, qkv, key_mask, dout, lse,
-                   keep_bits, delta, T, heads, H, D, p, dqkv);
+    LaunchWithSmem(FlashBackwardQueryKernel<DP>, grid, kThreads, SmemBytes<QuerySmem<DP>>(), stream, qkv, key_mask,
+                   dout, lse, keep_bits, delta, T, heads, H, D, p, dqkv);
+    LaunchWithSmem(FlashBackwardKeyKernel<DP>, grid, kThreads, SmemBytes<KeySmem<DP>>(), stream, qkv, key_mask, dout,
+                   lse, keep_bits, delta, T, heads, H, D, p, dqkv);
   });
 }
 

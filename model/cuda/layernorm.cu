@@ -51,35 +51,42 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
                              int64_t hidden, void* scratch, cudaStream_t stream) {
   if (rows == 0 || hidden == 0) return;
   LAMINA_KERNEL_CHECK(p >= 0.0f && p < 1.0f && (dropped.data == nullptr || dropped.dtype == dx.dtype));
+  const int64_t chunks = CeilDiv(rows, row_sums::kChunkRows);
+  float* partial = static_cast<float*>(scratch);
+  const ElementDropout drop(rng, p);
   LAMINA_DISPATCH_FLOAT(
-      dout.dtype, TG, LAMINA_DISPATCH_FLOAT(x.dtype, TX, {
-        // The parameter sums read dout first: dx may alias it.
-        const int64_t chunks = CeilDiv(rows, row_sums::kChunkRows);
-        float* partial = static_cast<float*>(scratch);
-        const int width = std::min(VectorWidth(dout.data, hidden, hidden, DTypeSize(dout.dtype)),
-                                   VectorWidth(x.data, hidden, hidden, DTypeSize(x.dtype)));
-        LAMINA_DISPATCH_WIDTH(width, V, {
-          const dim3 grid(static_cast<unsigned>(CeilDiv(hidden, 32 * V)), static_cast<unsigned>(chunks));
-          row_sums::LayerNormParamPartialKernel<V, TG, TX>
-              <<<grid, row_sums::kThreads, row_sums::SmemBytes(V, 2), stream>>>(
-                  static_cast<const TG*>(dout.data), static_cast<const TX*>(x.data), mean, rstd, partial, rows,
-                  hidden, chunks);
-        });
-        LAMINA_CUDA_CHECK_LAUNCH();
-        LAMINA_DISPATCH_FLOAT(gamma.dtype, TW, LAMINA_DISPATCH_FLOAT(dx.dtype, TD, {
-                                auto kernel =
-                                    WideRows(hidden, {dout.data, x.data, gamma.data, dx.data, dropped.data})
-                                        ? LayerNormBackwardDx8Kernel<TG, TX, TW, TD>
-                                        : LayerNormBackwardDxKernel<TG, TX, TW, TD>;
-                                kernel<<<RowBlocks(rows), kRowsPerBlock * 32, 0, stream>>>(
-                                    static_cast<const TG*>(dout.data), static_cast<const TX*>(x.data),
-                                    static_cast<const TW*>(gamma.data), mean, rstd, static_cast<TD*>(dx.data),
-                                    accumulate, ElementDropout(rng, p), static_cast<TD*>(dropped.data), rows, hidden);
-                              }));
-        LAMINA_CUDA_CHECK_LAUNCH();
-        LaunchChunkFinalize(partial, 1.0f, dgamma, chunks, hidden, stream);
-        LaunchChunkFinalize(partial + chunks * hidden, 1.0f, dbeta, chunks, hidden, stream);
-      }));
+      dout.dtype, TG,
+      LAMINA_DISPATCH_FLOAT(
+          x.dtype, TX,
+          LAMINA_DISPATCH_FLOAT(
+              gamma.dtype, TW, LAMINA_DISPATCH_FLOAT(dx.dtype, TD, {
+                const auto* g = static_cast<const TG*>(dout.data);
+                const auto* xs = static_cast<const TX*>(x.data);
+                const auto* w = static_cast<const TW*>(gamma.data);
+                if (WideRows(hidden, {dout.data, x.data, gamma.data, dx.data, dropped.data})) {
+                  LaunchWithSmem(LayerNormBackward8Kernel<TG, TX, TW, TD>, dim3(static_cast<unsigned>(chunks)),
+                                 kRowsPerBlock * 32, BackwardSmemBytes(hidden), stream, g, xs, w, mean, rstd,
+                                 static_cast<TD*>(dx.data), accumulate, drop, static_cast<TD*>(dropped.data), partial,
+                                 rows, hidden);
+                } else {
+                  // The parameter sums read dout first: dx may alias it.
+                  const int width = std::min(VectorWidth(dout.data, hidden, hidden, DTypeSize(dout.dtype)),
+                                             VectorWidth(x.data, hidden, hidden, DTypeSize(x.dtype)));
+                  LAMINA_DISPATCH_WIDTH(width, V, {
+                    const dim3 grid(static_cast<unsigned>(CeilDiv(hidden, 32 * V)), static_cast<unsigned>(chunks));
+                    row_sums::LayerNormParamPartialKernel<V, TG, TX>
+                        <<<grid, row_sums::kThreads, row_sums::SmemBytes(V, 2), stream>>>(g, xs, mean, rstd, partial,
+                                                                                          rows, hidden, chunks);
+                  });
+                  LAMINA_CUDA_CHECK_LAUNCH();
+                  LayerNormBackwardDxKernel<TG, TX, TW, TD><<<RowBlocks(rows), kRowsPerBlock * 32, 0, stream>>>(
+                      g, xs, w, mean, rstd, static_cast<TD*>(dx.data), accumulate, drop, static_cast<TD*>(dropped.data),
+                      rows, hidden);
+                  LAMINA_CUDA_CHECK_LAUNCH();
+                }
+              }))));
+  LaunchChunkFinalize(partial, 1.0f, dgamma, chunks, hidden, stream);
+  LaunchChunkFinalize(partial + chunks * hidden, 1.0f, dbeta, chunks, hidden, stream);
 }
 
 }  // namespace lamina::cuda

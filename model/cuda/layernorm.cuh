@@ -1,15 +1,18 @@
 // Layer norm kernels: forward (optionally fused with the branch's dropout and the residual add
 // before it) and the backward pass's dx (optionally with that dropout's backward). One warp per
 // row; statistics in fp32 with a two-pass variance. The 8-wide kernels keep each lane's 8-element
-// chunks of the row in registers, so x is read once, with 16-byte accesses.
+// chunks of the row in registers, so x is read once, with 16-byte accesses; the 8-wide backward
+// also sums the parameter gradients of its rows, which the one-element path leaves to
+// row_sums.cuh's LayerNormParamPartialKernel.
 //
-// Kernels only: model/cuda/layernorm.cu launches them (with the parameter gradients of
-// row_sums.cuh), and tests/cuda/layernorm_emulation_test.cc runs them on CPU threads.
+// Kernels only: model/cuda/layernorm.cu launches them, and tests/cuda/layernorm_emulation_test.cc
+// runs them on CPU threads.
 #pragma once
 
 #include <cstdint>
 
 #include "model/cuda/common.cuh"
+#include "model/cuda/row_sums.cuh"
 
 // Internal linkage: each translation unit that includes this gets its own copy (see
 // flash_attention.cuh).
@@ -111,63 +114,106 @@ __global__ void LayerNormForward8Kernel(const TX* a, const TX* b, ElementDropout
   }
 }
 
-// dx (= or += when accumulate) of the backward pass; with `dropped` set, also dropped =
-// drop(dx), the gradient of the branch whose dropout fed the norm's input. A row of dout is read
-// whole before any of it is written, so dropped may alias dout.
+// The backward pass for rows the 8-wide kernels take: dx (= or += when accumulate); with `dropped`
+// set, also dropped = drop(dx), the gradient of the branch whose dropout fed the norm's input
+// (dropped may alias dout: a row of dout is read whole before any of it is written); and the
+// parameter gradients' partial sums, without reading dout and x a second time:
+// partial[chunk][c] = sum of dout * xhat and partial[chunks + chunk][c] = sum of dout over the
+// chunk's rows, as row_sums::LayerNormParamPartialKernel writes them.
+// Grid: one block per chunk of row_sums::kChunkRows rows, whose warp w takes rows w, w + 8, ...
+// and adds their terms into its own [2][hidden] slice of shared memory (BackwardSmemBytes); the
+// slices are then added in warp order, so the sums do not depend on timing.
+inline size_t BackwardSmemBytes(int64_t hidden) { return static_cast<size_t>(kRowsPerBlock * 2 * hidden) * 4; }
+
 template <typename TG, typename TX, typename TW, typename TD>
-__global__ void LayerNormBackwardDx8Kernel(const TG* dout, const TX* x, const TW* gamma, const float* mean,
-                                           const float* rstd, TD* dx, bool accumulate, ElementDropout drop,
-                                           TD* dropped, int64_t rows, int64_t hidden) {
-  const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= rows) return;
-  const int64_t chunks = hidden / 8, base = row * hidden;
-  const float m = mean[row], rs = rstd[row];
-  float gv[kMaxChunks][8], xh[kMaxChunks][8];
-  float sum_g = 0.0f, sum_gx = 0.0f;
+__global__ void __launch_bounds__(kRowsPerBlock * 32)
+    LayerNormBackward8Kernel(const TG* dout, const TX* x, const TW* gamma, const float* mean, const float* rstd, TD* dx,
+                             bool accumulate, ElementDropout drop, TD* dropped, float* partial, int64_t rows,
+                             int64_t hidden) {
+  LAMINA_DYNAMIC_SMEM(smem);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* const slices = reinterpret_cast<float*>(smem);
+  float* const sum_gx = slices + warp * 2 * hidden;  // then sum_g, hidden further
+  const int64_t vecs = hidden / 8;
 #pragma unroll
   for (int q = 0; q < kMaxChunks; ++q) {
     const int64_t c = 8 * (lane + 32 * q);
-    if (c < 8 * chunks) {
-      float gam[8];
-      Load8(dout + base + c, gv[q]);
-      Load8(x + base + c, xh[q]);
-      Load8(gamma + c, gam);
+    if (c < 8 * vecs) {
+      const float zero[8] = {};
+      Store8(sum_gx + c, zero);
+      Store8(sum_gx + hidden + c, zero);
+    }
+  }
+  const int64_t first = blockIdx.x * row_sums::kChunkRows;
+  const int64_t end = first + row_sums::kChunkRows < rows ? first + row_sums::kChunkRows : rows;
+  for (int64_t row = first + warp; row < end; row += kRowsPerBlock) {
+    const int64_t base = row * hidden;
+    const float m = mean[row], rs = rstd[row];
+    // The row is held as loaded (bf16 packed) and converted in each pass, so that more warps fit.
+    Held8<TG> held_g[kMaxChunks];
+    Held8<TX> held_x[kMaxChunks];
+    float sum_g = 0.0f, sum_gxh = 0.0f;
 #pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        gv[q][k] *= gam[k];
-        xh[q][k] = (xh[q][k] - m) * rs;
-        sum_g += gv[q][k];
-        sum_gx += gv[q][k] * xh[q][k];
+    for (int q = 0; q < kMaxChunks; ++q) {
+      const int64_t c = 8 * (lane + 32 * q);
+      if (c < 8 * vecs) {
+        float g[8], xv[8], gam[8];
+        held_g[q].Load(dout + base + c);
+        held_x[q].Load(x + base + c);
+        held_g[q].Get(g);
+        held_x[q].Get(xv);
+        Load8(gamma + c, gam);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          sum_g += g[k] * gam[k];
+          sum_gxh += g[k] * gam[k] * (xv[k] - m) * rs;
+        }
+      }
+    }
+    const float mean_g = WarpSum(sum_g) / static_cast<float>(hidden);
+    const float mean_gx = WarpSum(sum_gxh) / static_cast<float>(hidden);
+#pragma unroll
+    for (int q = 0; q < kMaxChunks; ++q) {
+      const int64_t c = 8 * (lane + 32 * q);
+      if (c < 8 * vecs) {
+        float g[8], xv[8], gam[8], acc_gx[8], acc_g[8], v[8], prev[8];
+        held_g[q].Get(g);
+        held_x[q].Get(xv);
+        Load8(gamma + c, gam);  // again (L1), rather than hold it across the row
+        Load8(sum_gx + c, acc_gx);
+        Load8(sum_gx + hidden + c, acc_g);
+        if (accumulate) Load8(dx + base + c, prev);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const float xhat = (xv[k] - m) * rs;
+          acc_gx[k] += g[k] * xhat;
+          acc_g[k] += g[k];
+          v[k] = rs * (g[k] * gam[k] - mean_g - xhat * mean_gx);
+          if (accumulate) v[k] += prev[k];
+        }
+        Store8(sum_gx + c, acc_gx);
+        Store8(sum_gx + hidden + c, acc_g);
+        Store8(dx + base + c, v);
+        if (dropped != nullptr) {
+          drop.Apply8(base + c, v);
+          Store8(dropped + base + c, v);
+        }
       }
     }
   }
-  const float mean_g = WarpSum(sum_g) / static_cast<float>(hidden);
-  const float mean_gx = WarpSum(sum_gx) / static_cast<float>(hidden);
-#pragma unroll
-  for (int q = 0; q < kMaxChunks; ++q) {
-    const int64_t c = 8 * (lane + 32 * q);
-    if (c < 8 * chunks) {
-      float v[8], prev[8];
-      if (accumulate) Load8(dx + base + c, prev);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        v[k] = rs * (gv[q][k] - mean_g - xh[q][k] * mean_gx);
-        if (accumulate) v[k] += prev[k];
-      }
-      Store8(dx + base + c, v);
-      if (dropped != nullptr) {
-        drop.Apply8(base + c, v);
-        Store8(dropped + base + c, v);
-      }
-    }
+  __syncthreads();
+  const int64_t chunks = gridDim.x;
+  for (int64_t i = threadIdx.x; i < 2 * hidden; i += blockDim.x) {
+    float sum = 0.0f;
+    for (int w = 0; w < kRowsPerBlock; ++w) sum += slices[w * 2 * hidden + i];
+    partial[(i < hidden ? blockIdx.x : chunks + blockIdx.x) * hidden + i % hidden] = sum;
   }
 }
 
 template <typename TG, typename TX, typename TW, typename TD>
 __global__ void LayerNormBackwardDxKernel(const TG* dout, const TX* x, const TW* gamma, const float* mean,
-                                          const float* rstd, TD* dx, bool accumulate, ElementDropout drop,
-                                          TD* dropped, int64_t rows, int64_t hidden) {
+                                          const float* rstd, TD* dx, bool accumulate, ElementDropout drop, TD* dropped,
+                                          int64_t rows, int64_t hidden) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;

@@ -3,8 +3,9 @@
 // residual add fused in (dropout off, on, and on from a stream offset that is not a multiple of
 // 4), and dx of the backward pass (written and accumulated) with that dropout's backward fused
 // in (over dout, or into a tensor of its own), in bf16 and f32, for the 8-wide
-// register-cached kernels and the one-element kernels, with a row count that leaves a block part
-// empty.
+// register-cached kernels and the one-element kernels, with row counts that leave a block part
+// empty; and the 8-wide backward's partial sums of dgamma and dbeta, over one chunk of rows and
+// over several, the last one partial.
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -109,12 +110,23 @@ void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, b
   const RngContext rng{5, MakeStream(1, 2, 3), offset};
   std::vector<T> dx = prev.data, g = dout.data, own(n);
   T* dropped = p == 0.0f ? nullptr : alias ? g.data() : own.data();
-  auto kernel = wide ? ln::LayerNormBackwardDx8Kernel<T, T, T, T> : ln::LayerNormBackwardDxKernel<T, T, T, T>;
-  emu::Launch(kernel, static_cast<unsigned>((rows + ln::kRowsPerBlock - 1) / ln::kRowsPerBlock), 1,
-              ln::kRowsPerBlock * 32, 0, static_cast<const T*>(g.data()), static_cast<const T*>(x.data.data()),
-              static_cast<const T*>(gamma.data.data()), static_cast<const float*>(mean.data()),
-              static_cast<const float*>(rstd.data()), dx.data(), accumulate, cuda::ElementDropout(rng, p), dropped, rows,
-              hidden);
+  // The 8-wide kernel also writes the parameter gradients' partial sums, one block per chunk.
+  const int64_t chunks = (rows + cuda::row_sums::kChunkRows - 1) / cuda::row_sums::kChunkRows;
+  std::vector<float> partial(2 * chunks * hidden, NAN);
+  if (wide) {
+    emu::Launch(ln::LayerNormBackward8Kernel<T, T, T, T>, static_cast<unsigned>(chunks), 1, ln::kRowsPerBlock * 32,
+                ln::BackwardSmemBytes(hidden), static_cast<const T*>(g.data()), static_cast<const T*>(x.data.data()),
+                static_cast<const T*>(gamma.data.data()), static_cast<const float*>(mean.data()),
+                static_cast<const float*>(rstd.data()), dx.data(), accumulate, cuda::ElementDropout(rng, p), dropped,
+                partial.data(), rows, hidden);
+  } else {
+    emu::Launch(ln::LayerNormBackwardDxKernel<T, T, T, T>,
+                static_cast<unsigned>((rows + ln::kRowsPerBlock - 1) / ln::kRowsPerBlock), 1, ln::kRowsPerBlock * 32, 0,
+                static_cast<const T*>(g.data()), static_cast<const T*>(x.data.data()),
+                static_cast<const T*>(gamma.data.data()), static_cast<const float*>(mean.data()),
+                static_cast<const float*>(rstd.data()), dx.data(), accumulate, cuda::ElementDropout(rng, p), dropped,
+                rows, hidden);
+  }
 
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
   std::vector<float> gv = dout.value, xv = x.value, gav = gamma.value, want = prev.value, want_dropped(n),
@@ -129,6 +141,18 @@ void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, b
     size[i] = rstd[i / hidden] * 4 * (1 + std::fabs((xv[i] - mean[i / hidden]) * rstd[i / hidden])) +
               (accumulate ? std::fabs(prev.value[i]) : 0.0f);
   ExpectNear(AsFloats(dx), want, size, Rounding<T>(), 0.0, "dx");
+  if (wide) {  // the partial sums added over the chunks, as ChunkFinalizeKernel does
+    std::vector<float> got_dgamma(hidden, 0.0f), got_dbeta(hidden, 0.0f), param_size(hidden, 0.0f);
+    for (int64_t k = 0; k < chunks; ++k)
+      for (int64_t c = 0; c < hidden; ++c) {
+        got_dgamma[c] += partial[k * hidden + c];
+        got_dbeta[c] += partial[(chunks + k) * hidden + c];
+      }
+    for (int64_t i = 0; i < n; ++i)
+      param_size[i % hidden] += std::fabs(gv[i]) * (1 + std::fabs((xv[i] - mean[i / hidden]) * rstd[i / hidden]));
+    ExpectNear(got_dgamma, dgamma, param_size, 1e-5, 0.0, "dgamma");
+    ExpectNear(got_dbeta, dbeta, param_size, 1e-5, 0.0, "dbeta");
+  }
   if (dropped == nullptr) return;
   for (float& v : size) v /= 1.0f - p;  // a dropped element of another decision is off by its whole size
   ExpectNear(AsFloats(alias ? g : own), want_dropped, size, Rounding<T>(), 0.0, "dropped");
@@ -145,6 +169,7 @@ void CheckAll(uint32_t seed) {
     CheckBackward<T>(gen, 11, hidden, wide, false, 0.0f, 0, false);
     CheckBackward<T>(gen, 11, hidden, wide, false, 0.1f, 4, true);
     CheckBackward<T>(gen, 11, hidden, wide, true, 0.5f, 6, false);
+    CheckBackward<T>(gen, 2 * cuda::row_sums::kChunkRows + 9, hidden, wide, false, 0.1f, 0, true);  // 3 chunks
   }
 }
 
