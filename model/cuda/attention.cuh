@@ -38,8 +38,8 @@ inline unsigned RowGrid(int64_t rows) { return static_cast<unsigned>((rows + kRo
 // again in each pass.
 constexpr int kCachedSteps = 4;
 // Blocks per SM the kernels are compiled for: 4 caps them at 64 registers, which they fit without
-// spilling at V = 4 (ptxas, sm_90a; 66-71 without the cap, 3 blocks), so 32 warps' loads are in
-// flight per SM.
+// spilling at V = 4 (ptxas, sm_90a; 66-71 without the cap, 3 blocks; at V = 1, rows of a length
+// that is not a multiple of 4, 8-16 bytes spill), so 32 warps' loads are in flight per SM.
 constexpr int kMinBlocks = 4;
 
 // Calls f(step, c) for each 128-column step of a row of seq, on every lane (f may hold warp-wide
@@ -164,32 +164,47 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const bf16_t* g = ddropped + row * seq;
   const bf16_t* s = scores + row * seq;
   const uint32_t* bits = keep_bits + row * AttentionSoftmaxSaved::KeepWords(seq);
-  // Element k of the four at column c: P, and dP (0 where dropped).
-  const auto load = [&](int64_t c, float(&pv)[4], float(&dp)[4]) {
-    float gv[4], sv[4];
-    Load4<V>(g, c, seq, 0.0f, gv);
-    Load4<V>(s, c, seq, 0.0f, sv);
+  // Turns the gradient and scores of element k of the four at column c into dP (0 where dropped)
+  // and P, in place.
+  const auto transform = [&](int64_t c, float(&gp)[4], float(&sp)[4]) {
     uint4 words = make_uint4(~0u, ~0u, ~0u, ~0u);
     if (p > 0.0f)
       words = *reinterpret_cast<const uint4*>(bits + (c - 4 * lane) / 32);  // the same 16 bytes for the warp
     const uint32_t word[4] = {words.x, words.y, words.z, words.w};
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      pv[k] = Unmasked(keys, c, k, seq) ? __expf(sv[k] * scale - row_lse) : 0.0f;
-      dp[k] = (word[k] >> lane) & 1u ? gv[k] * keep_scale : 0.0f;
+      sp[k] = Unmasked(keys, c, k, seq) ? __expf(sp[k] * scale - row_lse) : 0.0f;
+      gp[k] = (word[k] >> lane) & 1u ? gp[k] * keep_scale : 0.0f;
     }
   };
+  const auto load = [&](int64_t c, float(&pv)[4], float(&dp)[4]) {
+    Load4<V>(g, c, seq, 0.0f, dp);
+    Load4<V>(s, c, seq, 0.0f, pv);
+    transform(c, dp, pv);
+  };
+  // The cached steps' loads are issued together, before any of them is used.
   float pc[kCachedSteps][4], dc[kCachedSteps][4];
+#pragma unroll
+  for (int i = 0; i < kCachedSteps; ++i) {
+    const int64_t c = 128 * i + 4 * lane;
+    if (c < seq) {
+      Load4<V>(g, c, seq, 0.0f, dc[i]);
+      Load4<V>(s, c, seq, 0.0f, pc[i]);
+    }
+  }
   float dot = 0.0f;
   ForEachStep(seq, lane, [&](int step, int64_t c) {
     if (c >= seq) return;
     float pv[4], dp[4];
-    load(c, pv, dp);
+    if (step < kCachedSteps) {
+      transform(c, dc[step], pc[step]);
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      dot += dp[k] * pv[k];
-      if (step < kCachedSteps) pc[step][k] = pv[k], dc[step][k] = dp[k];
+      for (int k = 0; k < 4; ++k) pv[k] = pc[step][k], dp[k] = dc[step][k];
+    } else {
+      load(c, pv, dp);
     }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) dot += dp[k] * pv[k];
   });
   dot = WarpSum(dot);
   bf16_t* ds = dscores + row * seq;
