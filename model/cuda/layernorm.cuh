@@ -67,16 +67,26 @@ __global__ void LayerNormForward8Kernel(const TX* a, const TX* b, ElementDropout
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
   const int64_t chunks = hidden / 8, base = row * hidden;
+  // The loads first, all in flight together (as loaded: bf16 packed), then the dropout's draws.
+  Held8<TX> held_a[kMaxChunks], held_b[kMaxChunks];
+#pragma unroll
+  for (int q = 0; q < kMaxChunks; ++q) {
+    const int64_t c = 8 * (lane + 32 * q);
+    if (c < 8 * chunks) {
+      held_a[q].Load(a + base + c);
+      if (b != nullptr) held_b[q].Load(b + base + c);
+    }
+  }
   float xv[kMaxChunks][8];
   float s = 0.0f;
 #pragma unroll
   for (int q = 0; q < kMaxChunks; ++q) {
     const int64_t c = 8 * (lane + 32 * q);
     if (c < 8 * chunks) {
-      Load8(a + base + c, xv[q]);
+      held_a[q].Get(xv[q]);
       if (b != nullptr) {
         float bv[8];
-        Load8(b + base + c, bv);
+        held_b[q].Get(bv);
         drop.Apply8(base + c, bv);
 #pragma unroll
         for (int k = 0; k < 8; ++k) xv[q][k] = ToF(FromF<TX>(xv[q][k] + bv[k]));  // the stored sum
@@ -152,14 +162,20 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
     // The row is held as loaded (bf16 packed) and converted in each pass, so that more warps fit.
     Held8<TG> held_g[kMaxChunks];
     Held8<TX> held_x[kMaxChunks];
+#pragma unroll
+    for (int q = 0; q < kMaxChunks; ++q) {  // the loads first, all in flight together
+      const int64_t c = 8 * (lane + 32 * q);
+      if (c < 8 * vecs) {
+        held_g[q].Load(dout + base + c);
+        held_x[q].Load(x + base + c);
+      }
+    }
     float sum_g = 0.0f, sum_gxh = 0.0f;
 #pragma unroll
     for (int q = 0; q < kMaxChunks; ++q) {
       const int64_t c = 8 * (lane + 32 * q);
       if (c < 8 * vecs) {
         float g[8], xv[8], gam[8];
-        held_g[q].Load(dout + base + c);
-        held_x[q].Load(x + base + c);
         held_g[q].Get(g);
         held_x[q].Get(xv);
         Load8(gamma + c, gam);
