@@ -154,9 +154,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
       Store8(sum_gx + hidden + c, zero);
     }
   }
-  const int64_t first = blockIdx.x * row_sums::kChunkRows;
-  const int64_t end = first + row_sums::kChunkRows < rows ? first + row_sums::kChunkRows : rows;
-  for (int64_t row = first + warp; row < end; row += kRowsPerBlock) {
+  const row_sums::RowChunk chunk = row_sums::RowChunkAt(blockIdx.x, rows);
+  for (int64_t row = chunk.first + warp; row < chunk.first + chunk.count; row += kRowsPerBlock) {
     const int64_t base = row * hidden;
     const float m = mean[row], rs = rstd[row];
     // The row is held as loaded (bf16 packed) and converted in each pass, so that more warps fit.
@@ -222,7 +221,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
   for (int64_t i = threadIdx.x; i < 2 * hidden; i += blockDim.x) {
     float sum = 0.0f;
     for (int w = 0; w < kRowsPerBlock; ++w) sum += slices[w * 2 * hidden + i];
-    partial[(i < hidden ? blockIdx.x : chunks + blockIdx.x) * hidden + i % hidden] = sum;
+    partial[(i < hidden ? chunk.index : chunks + chunk.index) * hidden + i % hidden] = sum;
   }
 }
 

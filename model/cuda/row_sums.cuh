@@ -1,8 +1,9 @@
 // Deterministic sums of many rows into one: bias gradients (column sums, alone or fused with the
-// GELU backward that produces them), LayerNorm's dgamma and dbeta, and the word-embedding gradient (the rows of one id). All of them go through
-// SumRowsOfTile: the warps of a block split the rows, each lane reads V adjacent columns with
-// one access (16 bytes for 8 bf16), and the warps' partial sums are added in warp order, so the
-// result depends on the shapes alone, never on timing.
+// GELU backward that produces them), LayerNorm's dgamma and dbeta (where its 8-wide backward
+// kernel does not sum them itself), and the word-embedding gradient (the rows of one id). All of
+// them go through SumRowsOfTile: the warps of a block split the rows, each lane reads V adjacent
+// columns with one access (16 bytes for 8 bf16), and the warps' partial sums are added in warp
+// order, so the result depends on the shapes alone, never on timing.
 //
 // ChunkFinalizeKernel adds the per-chunk partial sums up in chunk order (also for the token-type
 // gradient's chunks in embedding.cu).
@@ -71,14 +72,16 @@ __device__ __forceinline__ void SumRowsOfTile(int64_t count, int64_t col0, int64
   __syncthreads();  // the next tile reuses smem
 }
 
-// The rows of the chunk of a column-partial block (blockIdx.y): its index, first row and count.
+// Chunk `index` of kChunkRows rows out of `rows`: its index, first row and count.
 struct RowChunk {
   int64_t index, first, count;
 };
-__device__ __forceinline__ RowChunk BlockRowChunk(int64_t rows) {
-  const int64_t index = blockIdx.y, first = index * kChunkRows;
+__device__ __forceinline__ RowChunk RowChunkAt(int64_t index, int64_t rows) {
+  const int64_t first = index * kChunkRows;
   return {index, first, rows - first < kChunkRows ? rows - first : kChunkRows};
 }
+// The chunk of a column-partial block (blockIdx.y).
+__device__ __forceinline__ RowChunk BlockRowChunk(int64_t rows) { return RowChunkAt(blockIdx.y, rows); }
 
 // grid (ceil(cols / (32 V)), ceil(rows / kChunkRows)): partial[chunk][c] = sum of x[r, c] over
 // the chunk's rows; x's rows start every `pitch` elements.
@@ -116,7 +119,8 @@ __global__ void __launch_bounds__(kThreads) GeluBackwardColumnPartialKernel(TG* 
       [&](int64_t c, int, float sum) { partial[chunk * cols + c] = sum; }, reinterpret_cast<float*>(smem));
 }
 
-// LayerNorm's parameter gradients, grid as ColumnPartialKernel's over [rows, hidden]:
+// LayerNorm's parameter gradients for rows the one-element backward kernel takes (the 8-wide
+// one sums its own), grid as ColumnPartialKernel's over [rows, hidden]:
 // partial[chunk][c] = sum of dout * xhat and partial[chunks + chunk][c] = sum of dout over the
 // chunk's rows, with xhat = (x - mean) * rstd.
 template <int V, typename TG, typename TX>
