@@ -47,15 +47,11 @@ void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, con
   const uint32_t* keep_bits = SavedLayout(s.batch * s.heads, s.seq).KeepBits(saved);
   const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
   const int H = heads * D;
-  float* delta = static_cast<float*>(scratch);
-  const int64_t tokens = s.batch * s.seq;
-  AttentionDeltaKernel<<<static_cast<unsigned>(CeilDiv(tokens * heads, 256)), 256, 0, stream>>>(dout, out, tokens, T,
-                                                                                                heads, H, D, delta);
-  LAMINA_CUDA_CHECK_LAUNCH();
+  float* delta = static_cast<float*>(scratch);  // written by the dQ kernel, read by the dK/dV kernel
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
     LaunchWithSmem(FlashBackwardQueryKernel<DP>, grid, kThreads, SmemBytes<QuerySmem<DP>>(), stream, qkv, key_mask,
-                   dout, lse, keep_bits, delta, T, heads, H, D, p, dqkv);
+                   dout, out, lse, keep_bits, T, heads, H, D, p, delta, dqkv);
     LaunchWithSmem(FlashBackwardKeyKernel<DP>, grid, kThreads, SmemBytes<KeySmem<DP>>(), stream, qkv, key_mask, dout,
                    lse, keep_bits, delta, T, heads, H, D, p, dqkv);
   });

@@ -15,7 +15,8 @@
 // Backward without atomics, so results are deterministic: one kernel accumulates dK and dV for a
 // tile of keys over all queries, another dQ for a tile of queries over all keys (S and dP are
 // computed twice: 7 products where atomics would take 5). Delta_i = dO_i . O_i (= sum_j P_ij dP_ij,
-// with or without dropout) comes from a small kernel first. The dropout decisions are drawn once,
+// with or without dropout) is computed by the dQ kernel for its own queries, which it needs first,
+// and left in global memory for the dK/dV kernel, launched after it. The dropout decisions are drawn once,
 // in the forward pass, and kept as bits (SavedLayout): one bit per score costs less memory traffic
 // than the two more Philox draws per four scores it saves.
 #pragma once
@@ -344,44 +345,54 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
   StoreRows<DP>(o, inv, bk.At(out, H), H, row0, T, D);
 }
 
-// delta[(b*heads + h)*T + t] = dO . O over the head's D columns of token (b, t).
-__global__ void AttentionDeltaKernel(const bf16_t* dout, const bf16_t* out, int64_t tokens, int T, int heads, int H,
-                                     int D, float* delta) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= tokens * heads) return;
-  const int64_t tok = i / heads;
-  const int h = static_cast<int>(i % heads);
-  const bf16_t* a = dout + tok * H + static_cast<int64_t>(h) * D;
-  const bf16_t* o = out + tok * H + static_cast<int64_t>(h) * D;
-  float s = 0.0f;
-  for (int c = 0; c < D; c += 8) {
-    float x[8], y[8];
-    Load8(a + c, x);
-    Load8(o + c, y);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) s += x[k] * y[k];
-  }
-  const int64_t b = tok / T, t = tok % T;
-  delta[(b * heads + h) * T + t] = s;
-}
-
 template <int DP>
 struct QuerySmem {
   bf16_t* q;
   bf16_t* dout;
+  float* delta;  // of the block's queries
   KeyStepTiles<DP> keys;
   LAMINA_HD explicit QuerySmem(SmemCursor& cur)
-      : q(cur.Take<bf16_t>(Dims<DP>::kTileElems)), dout(cur.Take<bf16_t>(Dims<DP>::kTileElems)), keys(cur) {}
+      : q(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
+        dout(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
+        delta(cur.Take<float>(kTile)),
+        keys(cur) {}
 };
+
+// delta of queries q0..q0+63 (dO . O over the head's D columns; 0 past T) into smem_delta and,
+// for those before T, the head's row of `delta` ([B * heads * T]). Two threads per query, each
+// taking alternate runs of 8 columns; they meet by a shuffle.
+__device__ void QueryDeltas(const BlockHead& bk, const bf16_t* dout, const bf16_t* out, int q0, int T, int H, int D,
+                            float* smem_delta, float* delta) {
+  static_assert(kThreads == 2 * kTile, "two threads per query");
+  const int i = static_cast<int>(threadIdx.x >> 1), half = static_cast<int>(threadIdx.x & 1);
+  const int64_t row = static_cast<int64_t>(q0 + i) * H;
+  float s = 0.0f;
+  if (q0 + i < T) {
+    const bf16_t *a = bk.At(dout, H) + row, *o = bk.At(out, H) + row;
+    for (int c = 8 * half; c < D; c += 16) {
+      float x[8], y[8];
+      Load8(a + c, x);
+      Load8(o + c, y);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) s += x[k] * y[k];
+    }
+  }
+  s += __shfl_xor_sync(0xffffffffu, s, 1);
+  if (half == 0) {
+    smem_delta[i] = s;
+    if (q0 + i < T) delta[static_cast<int64_t>(bk.bh) * T + q0 + i] = s;
+  }
+}
 
 // dQ for 64 queries of one (batch, head): grid (batch * heads, ceil(T / 64)).
 //   S = Q K^T, P = exp2(S * scale_log2 - lse), dP = (dO V^T) * M, dS = P (dP - delta), dQ = dS K / sqrt(D).
+// Writes delta ([B * heads * T]) for FlashBackwardKeyKernel, which must run after it.
 template <int DP>
 __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_t* qkv, const int32_t* key_mask,
-                                                                     const bf16_t* dout, const float* lse,
-                                                                     const uint32_t* keep_bits, const float* delta,
+                                                                     const bf16_t* dout, const bf16_t* out,
+                                                                     const float* lse, const uint32_t* keep_bits,
                                                                      int T, int heads, int H, int D, float p,
-                                                                     bf16_t* dqkv) {
+                                                                     float* delta, bf16_t* dqkv) {
   using Dm = Dims<DP>;
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
@@ -393,13 +404,13 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_
   LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
   LoadTileAsync<DP>(bk.At(dout, H), H, q0, T, D, sm.dout);
   sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
+  QueryDeltas(bk, dout, out, q0, T, H, D, sm.delta, delta);  // while the tiles load
 
   float row_lse[2], row_delta[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int qi = row0 + g + 8 * r;
     row_lse[r] = qi < T ? lse[static_cast<int64_t>(bk.bh) * T + qi] : INFINITY;
-    row_delta[r] = qi < T ? delta[static_cast<int64_t>(bk.bh) * T + qi] : 0.0f;
   }
   uint32_t qa[Dm::kSteps][4], da[Dm::kSteps][4];
   float dq[Dm::kOutTiles][4] = {};
@@ -413,6 +424,7 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_
         LoadA(qa[k], sm.q, Dm::kLd, 16 * warp, 16 * k);
         LoadA(da[k], sm.dout, Dm::kLd, 16 * warp, 16 * k);
       }
+      for (int r = 0; r < 2; ++r) row_delta[r] = sm.delta[16 * warp + g + 8 * r];
     }
     if (k0 + kTile < T) sm.keys.Load(bk, key_mask, k0 + kTile, T, H, D, buf ^ 1);
     const bf16_t* k_tile = Pick(sm.keys.k, buf);

@@ -81,13 +81,11 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
     emu::Launch(FlashForwardKernel<DP>, gx, gy, kThreads, SmemBytes<ForwardSmem<DP>>(), qkv_b.data(), mask.data(), T, nh, H,
                 D, p, rng, out_b.data(), lse, keep_bits);
   });
-  // The forward output the backward pass reads is the kernels' own (bf16) one.
-  const int64_t tokens = rows;
-  emu::Launch(AttentionDeltaKernel, static_cast<unsigned>((tokens * heads + 63) / 64), 1, 64, 0, dout_b.data(),
-              out_b.data(), tokens, T, nh, H, D, delta.data());
+  // The forward output the backward pass reads is the kernels' own (bf16) one; the dQ kernel
+  // writes the deltas (poisoned: NaN) that the dK/dV kernel reads.
   LAMINA_DISPATCH_HEAD_DIM(D, DP, {
     emu::Launch(FlashBackwardQueryKernel<DP>, gx, gy, kThreads, SmemBytes<QuerySmem<DP>>(), qkv_b.data(), mask.data(),
-                dout_b.data(), lse, keep_bits, delta.data(), T, nh, H, D, p, dqkv_b.data());
+                dout_b.data(), out_b.data(), lse, keep_bits, T, nh, H, D, p, delta.data(), dqkv_b.data());
     emu::Launch(FlashBackwardKeyKernel<DP>, gx, gy, kThreads, SmemBytes<KeySmem<DP>>(), qkv_b.data(), mask.data(),
                 dout_b.data(), lse, keep_bits, delta.data(), T, nh, H, D, p, dqkv_b.data());
   });
