@@ -299,7 +299,7 @@ void BertModel::EncoderForward(const ForwardOptions& o) {
     }
     // Attention block.
     be.LinearForward(L.attn_in, W(w.qkv_w, {3 * H, H}), W(w.qkv_b, {3 * H}), Activation::kNone, {}, L.qkv);
-    be.AttentionForward(L.qkv, a.mask, nh, p_attn, Rng(l, kAttentionProbDropout, nh * T * T), L.att_saved, L.ctx);
+    be.AttentionForward(L.qkv, a.mask, nh, p_attn, Rng(l, kAttentionProbDropout, nh * T), L.att_saved, L.ctx);
     be.LinearForward(L.ctx, W(w.attn_out_w, hh), W(w.attn_out_b, h1), Activation::kNone, {}, a.branch);
     // The branch's dropout and the residual add are fused with the norm that follows them.
     const RngContext attn_out_rng = Rng(l, kAttentionOutDropout, T * H);
@@ -542,7 +542,7 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
     }
     be.LinearBackward(a.d_b, L.ctx, W(w.attn_out_w, hh), Activation::kNone, {}, a.d_ctx, false, G(w.attn_out_w, hh),
                       G(w.attn_out_b, h1));
-    be.AttentionBackward(a.d_ctx, L.qkv, a.mask, L.ctx, L.att_saved, nh, p_attn, Rng(l, kAttentionProbDropout, nh * T * T),
+    be.AttentionBackward(a.d_ctx, L.qkv, a.mask, L.ctx, L.att_saved, nh, p_attn, Rng(l, kAttentionProbDropout, nh * T),
                          a.d_qkv);
     if (pre) {
       be.LinearBackward(a.d_qkv, L.attn_in, W(w.qkv_w, {3 * H, H}), Activation::kNone, {}, a.d_b, false,

@@ -9,11 +9,11 @@
 //   dQ = dS K / sqrt(D);  dK = dS^T Q / sqrt(D).
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "model/cpu/cpu_backend.h"
 #include "model/cpu/cpu_checks.h"
-#include "model/cpu/dropout_mask.h"
 
 namespace lamina {
 namespace {
@@ -42,11 +42,21 @@ AttentionDims CheckAttentionArgs(const TensorView& qkv, const TensorView& key_ma
   return d;
 }
 
-// pd = p * (keep ? 1 / (1 - p) : 0) for the [T, T] probabilities of one head, whose first element
-// has dropout index `base`.
-void ApplyDropout(const float* p, float dropout_p, const RngContext& rng, uint64_t base, int64_t n, float* pd) {
-  cpu::DropoutMask mask(rng, dropout_p);
-  for (int64_t i = 0; i < n; ++i) pd[i] = mask.Apply(base + i, p[i]);
+// pd = p * (keep ? 1 / (1 - p) : 0) for the [t, t] probabilities of one head, whose first row is
+// row `first_row` of the attention dropout (AttentionKeepBits8).
+void ApplyDropout(const float* p, float dropout_p, const RngContext& rng, uint64_t first_row, int64_t t, float* pd) {
+  if (dropout_p == 0.0f) {
+    if (pd != p) std::copy(p, p + t * t, pd);
+    return;
+  }
+  const float scale = 1.0f / (1.0f - dropout_p);
+  const uint32_t threshold = KeepThreshold16(dropout_p);
+  for (int64_t i = 0; i < t; ++i)
+    for (int64_t k8 = 0; k8 * 8 < t; ++k8) {
+      const uint32_t keep = AttentionKeepBits8(rng, first_row + i, t, k8, threshold);
+      for (int64_t j = 8 * k8; j < std::min(t, 8 * k8 + 8); ++j)
+        pd[i * t + j] = (keep >> (j - 8 * k8)) & 1u ? p[i * t + j] * scale : 0.0f;
+    }
 }
 
 }  // namespace
@@ -71,6 +81,7 @@ void CpuBackend::AttentionForward(TensorView qkv, TensorView key_mask, int64_t h
       const float* k = q + d.hidden;
       const float* v = q + 2 * d.hidden;
       const uint64_t base = static_cast<uint64_t>((b * heads + h) * tt);
+      const uint64_t first_row = static_cast<uint64_t>((b * heads + h) * t);
       float* probs = probs_all + base;
       // Scores into `probs`, then the masked softmax of each row in place.
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, d.head_dim, score_scale, q, h3, k, h3, 0.0f, probs, t);
@@ -88,7 +99,7 @@ void CpuBackend::AttentionForward(TensorView qkv, TensorView key_mask, int64_t h
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         for (int64_t j = 0; j < t; ++j) row[j] *= inv;
       }
-      ApplyDropout(probs, dropout_p, rng, base, tt, dropped);
+      ApplyDropout(probs, dropout_p, rng, first_row, t, dropped);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t, d.head_dim, t, 1.0f, dropped, t, v, h3, 0.0f,
                   o + b * t * d.hidden + h * d.head_dim, d.hidden);
     }
@@ -122,14 +133,15 @@ void CpuBackend::AttentionBackward(TensorView dout, TensorView qkv, TensorView k
       float* dk = dq + d.hidden;
       float* dv = dq + 2 * d.hidden;
       const uint64_t base = static_cast<uint64_t>((b * heads + h) * tt);
+      const uint64_t first_row = static_cast<uint64_t>((b * heads + h) * t);
       const float* probs = probs_all + base;
-      ApplyDropout(probs, dropout_p, rng, base, tt, dropped);
+      ApplyDropout(probs, dropout_p, rng, first_row, t, dropped);
       // dV = (P * M)^T dO
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t, d.head_dim, t, 1.0f, dropped, t, go, d.hidden, 0.0f, dv,
                   h3);
       // dP = (dO V^T) * M, applying the mask exactly as the forward did.
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, d.head_dim, 1.0f, go, d.hidden, v, h3, 0.0f, grad, t);
-      ApplyDropout(grad, dropout_p, rng, base, tt, grad);
+      ApplyDropout(grad, dropout_p, rng, first_row, t, grad);
       // dS = P * (dP - rowsum(dP * P)); zero where P is zero, so masked keys get no gradient.
       for (int64_t i = 0; i < t; ++i) {
         const float* prow = probs + i * t;

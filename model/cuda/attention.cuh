@@ -61,7 +61,8 @@ __device__ __forceinline__ bool Unmasked(const int32_t* keys, int64_t c, int k, 
 
 // P = softmax over unmasked keys of scale * scores (masked keys exactly 0; a row with no unmasked
 // key all 0), as exp(scale * s - lse) with lse[row] = log sum exp (+inf for an empty row);
-// dropped = keep ? P / (1 - p) : 0 with element index row * seq + j, and with p > 0 the
+// dropped = keep ? P / (1 - p) : 0 with the decisions of AttentionKeepBits8 for row `row`
+// (a lane's four columns are half of one Philox block), and with p > 0 the
 // decisions in keep_bits (AttentionSoftmaxSaved's layout: four ballots per 128 columns).
 template <int V>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
@@ -119,7 +120,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const float row_lse = sum > 0.0f ? max + logf(sum) : INFINITY;
   if (lane == 0) lse[row] = row_lse;
   const float keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  const uint32_t threshold = KeepThreshold(p);
+  const uint32_t threshold = KeepThreshold16(p);
   bf16_t* dr = dropped + row * seq;
   uint32_t* bits = keep_bits + row * AttentionSoftmaxSaved::KeepWords(seq);
   ForEachStep(seq, lane, [&](int step, int64_t c) {  // every lane runs every step, for the ballots
@@ -128,7 +129,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       float v[4], dv[4];
       bool on[4];
       at(step, c, v, on);
-      if (p > 0.0f) keep = DropoutKeepBits4(rng, static_cast<uint64_t>(row * seq + c), threshold);
+      if (p > 0.0f)
+        keep = (AttentionKeepBits8(rng, static_cast<uint64_t>(row), seq, c / 8, threshold) >> (c & 4)) & 0xfu;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const float pv = on[k] ? __expf(v[k] * scale - row_lse) : 0.0f;

@@ -16,9 +16,10 @@
 // tile of keys over all queries, another dQ for a tile of queries over all keys (S and dP are
 // computed twice: 7 products where atomics would take 5). Delta_i = dO_i . O_i (= sum_j P_ij dP_ij,
 // with or without dropout) is computed by the dQ kernel for its own queries, which it needs first,
-// and left in global memory for the dK/dV kernel, launched after it. The dropout decisions are drawn once,
-// in the forward pass, and kept as bits (SavedLayout): one bit per score costs less memory traffic
-// than the two more Philox draws per four scores it saves.
+// and left in global memory for the dK/dV kernel, launched after it. The dropout decisions
+// (AttentionKeepBits8, 8 per Philox block) are drawn once, in the forward pass, and kept as bits
+// (SavedLayout): one bit per score costs less memory traffic than the two more Philox blocks per
+// eight scores it saves.
 #pragma once
 
 #include <cstddef>
@@ -90,29 +91,31 @@ __device__ void LoadTileAsync(const bf16_t* base, int64_t ld, int t0, int T, int
   }
 }
 
-// Attention dropout: keep decisions as bits, four consecutive stream indices per Philox block.
+// Attention dropout: keep decisions as bits, from AttentionKeepBits8 (8 keys per Philox block).
 struct Dropout {
   RngContext rng;
-  uint32_t threshold;  // KeepThreshold(p): a draw is kept when it is >= this
+  uint32_t threshold;  // KeepThreshold16(p)
 
-  // Keep bits of a warp's [16, 64] tile held as C tiles whose element (r, j) has stream index
-  // first + r * T + j (rows are queries, columns keys): bit 4 nt + c for element c of C tile nt.
-  // Each lane draws one run of 4 per C tile (row g + 8 (t >> 1), columns 8 nt + 4 (t & 1)..+3)
-  // and the four lanes of a row group swap them with two shuffles.
-  __device__ uint32_t RowMajorKeep(uint64_t first, int T) const {
+  // Keep bits of a warp's [16, 64] tile of keys k0.. for dropout rows first_row.. (queries), held
+  // as C tiles: bit 4 nt + c for element c of C tile nt. Each lane draws four blocks, of row
+  // g + 8 (t >> 1) and C tiles 4 (t & 1)..+3 (8 keys each); then each lane gathers its two
+  // columns 2t, 2t + 1 of each tile from the four lanes of its row group.
+  __device__ uint32_t RowMajorKeep(uint64_t first_row, int k0, int T) const {
     const int lane = static_cast<int>(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
-    const uint64_t run = first + static_cast<uint64_t>(g + 8 * (t >> 1)) * T + 4 * (t & 1);
-    uint32_t mine = 0;
+    const uint64_t row = first_row + static_cast<uint64_t>(g + 8 * (t >> 1));
+    const int64_t k8 = k0 / 8 + 4 * (t & 1);
+    uint32_t mine = 0;  // byte j: C tile 4 (t & 1) + j
 #pragma unroll
-    for (int nt = 0; nt < kStepTiles; ++nt) mine |= DropoutKeepBits4(rng, run + 8 * nt, threshold) << (4 * nt);
-    const int src = (lane & ~3) | (t >> 1);  // the lane that drew row g's columns 8 nt + 2t..
-    const uint32_t row_g = __shfl_sync(0xffffffffu, mine, src), row_g8 = __shfl_sync(0xffffffffu, mine, src | 2);
-    const int shift = (2 * t) & 3;  // column 2t within that run of 4
+    for (int j = 0; j < 4; ++j) mine |= AttentionKeepBits8(rng, row, T, k8 + j, threshold) << (8 * j);
+    const int group = lane & ~3;
+    const uint32_t row_g[2] = {__shfl_sync(0xffffffffu, mine, group), __shfl_sync(0xffffffffu, mine, group | 1)};
+    const uint32_t row_g8[2] = {__shfl_sync(0xffffffffu, mine, group | 2), __shfl_sync(0xffffffffu, mine, group | 3)};
     uint32_t keep = 0;
 #pragma unroll
     for (int nt = 0; nt < kStepTiles; ++nt) {
-      keep |= ((row_g >> (4 * nt + shift)) & 3u) << (4 * nt);
-      keep |= ((row_g8 >> (4 * nt + shift)) & 3u) << (4 * nt + 2);
+      const int shift = 8 * (nt & 3) + 2 * t;  // columns 2t, 2t + 1 of C tile nt in its byte
+      keep |= ((row_g[nt >> 2] >> shift) & 3u) << (4 * nt);
+      keep |= ((row_g8[nt >> 2] >> shift) & 3u) << (4 * nt + 2);
     }
     return keep;
   }
@@ -196,10 +199,6 @@ struct BlockHead {
   __device__ T* At(T* base, int64_t stride) const {
     return base + first_token * stride + col;
   }
-  // Stream index of element (query qi, key kj) of this head's [T, T] probabilities.
-  __device__ uint64_t DropIndex(int qi, int kj, int T) const {
-    return (static_cast<uint64_t>(bh) * T + qi) * T + kj;
-  }
 
   // smask[j] = key_mask of key k0 + j of this sequence, 0 past its end.
   __device__ void LoadKeyMask(const int32_t* key_mask, int k0, int T, int32_t* smask) const {
@@ -272,7 +271,7 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
   const int q0 = static_cast<int>(blockIdx.y) * kTile, row0 = q0 + 16 * warp;
-  const Dropout drop{rng, KeepThreshold(p)};
+  const Dropout drop{rng, KeepThreshold16(p)};
   LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
   sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
 
@@ -318,7 +317,7 @@ __global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv
     }
     uint32_t keep = ~0u;
     if (p > 0.0f) {
-      keep = drop.RowMajorKeep(bk.DropIndex(row0, k0, T), T);
+      keep = drop.RowMajorKeep(static_cast<uint64_t>(bk.bh) * T + row0, k0, T);
       keep_bits[KeepWord(bk.bh, static_cast<int>(blockIdx.y), step, T)] = keep;
     }
 #pragma unroll

@@ -110,5 +110,41 @@ TEST(Philox, KeepBits4AreTheDecisionsAtEachIndex) {
     }
 }
 
+// Attention dropout: 8 decisions per Philox block, the 16-bit halves of its words, each row
+// starting a block of its own, rows counted from rng.offset.
+TEST(Philox, AttentionKeepBits8AreTheHalvesOfOneBlockPerEightKeys) {
+  for (const float p : {0.0f, 0.1f, 0.5f})
+    for (const int64_t seq : {1, 7, 8, 13, 512}) {
+      const RngContext rng{13, MakeStream(6, 7, 1), 5};
+      const uint32_t threshold = KeepThreshold16(p);
+      EXPECT_EQ(threshold, static_cast<uint32_t>(std::ceil(p * 65536.0)));
+      for (const uint64_t row : {0ull, 1ull, 2ull, 1000ull})
+        for (int64_t k8 = 0; 8 * k8 < seq; ++k8) {
+          const uint32_t keep = AttentionKeepBits8(rng, row, seq, k8, threshold);
+          EXPECT_EQ(keep >> 8, 0u);
+          const uint64_t block = (rng.offset + row) * static_cast<uint64_t>((seq + 7) / 8) + k8;
+          for (int k = 0; k < 8; ++k) {
+            const uint32_t word = PhiloxAt(rng.seed, rng.stream, 4 * block + k / 2);
+            const uint32_t half = k % 2 == 0 ? word & 0xffffu : word >> 16;
+            EXPECT_EQ((keep >> k) & 1u, half >= threshold ? 1u : 0u) << "p " << p << " row " << row << " k " << k;
+            EXPECT_EQ(AttentionDropoutKeep(rng, row, seq, 8 * k8 + k, p), half >= threshold);
+          }
+          // A slice whose offset is its first row draws what the whole tensor draws there.
+          const RngContext from_zero{rng.seed, rng.stream, 0};
+          EXPECT_EQ(keep, AttentionKeepBits8(from_zero, rng.offset + row, seq, k8, threshold));
+        }
+    }
+}
+
+TEST(Philox, AttentionDropoutKeepRate) {
+  const RngContext rng{5, MakeStream(1, 2, 4), 3};
+  for (const float p : {0.1f, 0.3f}) {
+    int64_t kept = 0, n = 0;
+    for (uint64_t row = 0; row < 400; ++row)
+      for (int64_t k = 0; k < 500; ++k, ++n) kept += AttentionDropoutKeep(rng, row, 500, k, p);
+    EXPECT_NEAR(kept / static_cast<double>(n), 1.0 - p, 0.004) << p;
+  }
+}
+
 }  // namespace
 }  // namespace lamina

@@ -99,7 +99,7 @@ void CheckRows(std::mt19937& gen, const Case& c, bool in_place) {
     for (int64_t j = 0; j < c.seq; ++j) {
       const int64_t i = r * c.seq + j;
       want_p[i] = keys[j] != 0 ? std::exp(double{sr[j]} * scale - want_lse[r]) : 0.0;
-      keep[i] = c.p == 0.0f || DropoutKeep(rng, static_cast<uint64_t>(i), c.p);
+      keep[i] = c.p == 0.0f || AttentionDropoutKeep(rng, static_cast<uint64_t>(r), c.seq, j, c.p);
       want_d[i] = keep[i] ? want_p[i] / (1.0 - c.p) : 0.0;
     }
   }

@@ -314,7 +314,7 @@ void CheckAttention(CudaParityTest& t, Backend& gpu, bool fused, int64_t batch, 
     std::vector<float> want(scores);
     int64_t decisions = 0;
     for (int64_t i = 0; i < scores; ++i) {
-      const bool keep = p == 0.0f || DropoutKeep(rng, static_cast<uint64_t>(i), p);
+      const bool keep = p == 0.0f || AttentionDropoutKeep(rng, static_cast<uint64_t>(i / seq), seq, i % seq, p);
       want[i] = keep ? probs[i] / (1.0f - p) : 0.0f;
       decisions += (dropped[i] == 0.0f) != (want[i] == 0.0f);  // masked keys and dropped scores
     }

@@ -59,7 +59,7 @@ Attention ReferenceAttention(const std::vector<float>& qkv, const std::vector<in
           const int64_t index = ((b * kHeads + h) * kSeq + i) * kSeq + j;
           const double prob = s[j] / sum;
           a.probs[index] = prob;
-          const bool keep = p == 0.0f || DropoutKeep(rng, index, p);
+          const bool keep = p == 0.0f || AttentionDropoutKeep(rng, (b * kHeads + h) * kSeq + i, kSeq, j, p);
           a.dropped += !keep;
           const double weight = keep ? prob / (1.0 - p) : 0.0;
           for (int64_t d = 0; d < kHeadDim; ++d) {
