@@ -23,9 +23,10 @@ ABSL_FLAG(std::vector<std::string>, set, {},
 ABSL_FLAG(std::string, device, "",
           "Compute device: cpu, cuda, or auto (a GPU when there is one); empty = the config's run.device");
 ABSL_FLAG(std::string, attention, "",
-          "CUDA attention kernels: gemm (per-head cuBLASLt products around a softmax kernel; scores stored in bf16) or "
-          "flash (fused tiled kernels, scores in f32 registers; head dims that are multiples of 8 up to 128); empty = "
-          "the config's run.attention (pretrain, bench) or gemm (finetune, evaluate, fill-mask)");
+          "CUDA attention kernels: flash (fused tiled kernels, scores in f32 registers; head dims that are multiples "
+          "of 8 up to 128, others take gemm), gemm (per-head cuBLASLt products around a softmax kernel; scores stored "
+          "in bf16), or auto (flash on a GPU, the reference on the CPU); empty = the config's run.attention (pretrain, "
+          "bench) or auto (finetune, evaluate, fill-mask)");
 ABSL_FLAG(std::string, checkpoint, "", "Checkpoint directory (RUN_DIR/checkpoints/step_N) or a run directory (its newest)");
 ABSL_FLAG(int, iters, 20, "bench: timed iterations per measurement");
 ABSL_FLAG(int, warmup, 5, "bench: untimed warm-up iterations before the timed ones");

@@ -8,18 +8,30 @@
 namespace lamina {
 
 absl::StatusOr<AttentionKernel> ParseAttentionKernel(const std::string& name, const std::string& key) {
+  if (name == "auto") return AttentionKernel::kAuto;
   if (name == "gemm") return AttentionKernel::kGemm;
   if (name == "flash") return AttentionKernel::kFlash;
-  return absl::InvalidArgumentError(absl::StrCat(key, ": expected \"gemm\" or \"flash\", got \"", name, "\""));
+  return absl::InvalidArgumentError(
+      absl::StrCat(key, ": expected \"auto\", \"gemm\" or \"flash\", got \"", name, "\""));
 }
 
-const char* AttentionKernelName(AttentionKernel k) { return k == AttentionKernel::kFlash ? "flash" : "gemm"; }
+const char* AttentionKernelName(AttentionKernel k) {
+  switch (k) {
+    case AttentionKernel::kAuto:
+      return "auto";
+    case AttentionKernel::kGemm:
+      return "gemm";
+    case AttentionKernel::kFlash:
+      return "flash";
+  }
+  return "?";
+}
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device, const BackendOptions& options) {
   if (device != "cpu" && device != "cuda" && device != "auto")
     return absl::InvalidArgumentError(absl::StrCat("device: expected cpu, cuda or auto, got \"", device, "\""));
   if (device == "cuda" || (device == "auto" && CudaAvailable())) return MakeCudaBackend(options);
-  if (options.attention != AttentionKernel::kGemm)
+  if (options.attention == AttentionKernel::kFlash)
     return absl::InvalidArgumentError(absl::StrCat("attention \"", AttentionKernelName(options.attention),
                                                    "\" is a CUDA kernel; the CPU backend has only the reference"));
   return MakeCpuBackend();

@@ -127,7 +127,8 @@ class Backend {
   // Multi-head self-attention core on a fused projection. qkv [B*T, 3H] = [q | k | v], head h at
   // columns h*D..(h+1)*D of each part; key_mask i32 [B, T], 1 = attend, 0 = padding (masked
   // keys get probability exactly 0). Scores are scaled by 1/sqrt(D); attention dropout with p and
-  // rng, element index ((b*heads + h)*T + i)*T + j. out [B*T, H].
+  // rng keeps key j of query i by AttentionKeepBits8 (core/philox.h) of row (b*heads + h)*T + i,
+  // rng.offset counting rows (first_sample * heads * T). out [B*T, H].
   // `saved` is the implementation's own record for backward, AttentionSavedElems(B, heads, T, D)
   // elements of act_dtype(): the reference keeps the softmax probabilities, the CUDA GEMM path
   // the scores, the dropped probabilities and one f32 logsumexp per query row, the fused CUDA
@@ -196,6 +197,9 @@ int64_t RowPitch(const TensorView& t, int64_t rows, int64_t cols, bool padding_a
 
 // How the CUDA backend computes the attention core.
 enum class AttentionKernel {
+  // The default: kFlash on a GPU (faster at every BERT-base shape measured, and less memory;
+  // docs/performance.md), the reference on the CPU.
+  kAuto,
   // Per-head cuBLASLt products around one softmax kernel; keeps the [T, T] probabilities.
   kGemm,
   // Fused tiled kernels (model/cuda/flash_attention.cu): scores stay in shared memory, one
@@ -203,12 +207,12 @@ enum class AttentionKernel {
   // other heads fall back to kGemm.
   kFlash,
 };
-// "gemm" or "flash"; an error naming `key` otherwise.
+// "auto", "gemm" or "flash"; an error naming `key` otherwise.
 absl::StatusOr<AttentionKernel> ParseAttentionKernel(const std::string& name, const std::string& key);
 const char* AttentionKernelName(AttentionKernel k);
 
 struct BackendOptions {
-  AttentionKernel attention = AttentionKernel::kGemm;
+  AttentionKernel attention = AttentionKernel::kAuto;
 };
 
 // The float32 CPU reference backend.

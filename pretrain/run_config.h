@@ -55,7 +55,7 @@ struct RunSection {
   bool grad_bf16 = false;      // all-reduce gradients in bf16
   bool grad_overlap = true;    // launch gradient buckets during the last backward pass
   int zero_stage = 0;          // 1: shard the optimizer state over the ranks (ZeRO-1)
-  AttentionKernel attention = AttentionKernel::kGemm;  // the CUDA attention kernels: "gemm" | "flash"
+  AttentionKernel attention = AttentionKernel::kAuto;  // the CUDA attention kernels: "auto" | "gemm" | "flash"
 
   BackendOptions backend_options() const { return BackendOptions{.attention = attention}; }
 };

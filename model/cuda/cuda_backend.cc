@@ -67,7 +67,10 @@ GemmSpec DenseGemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const BackendOptions& options) : options_(options) {}
+  // "auto" is the fused kernels here, so the name and every later choice see the one that runs.
+  explicit CudaBackend(const BackendOptions& options)
+      : options_{.attention = options.attention == AttentionKernel::kAuto ? AttentionKernel::kFlash
+                                                                           : options.attention} {}
   ~CudaBackend() override {
     if (stream_ != nullptr) {
       cudaStreamSynchronize(stream_);

@@ -32,7 +32,8 @@ struct Pair {
 class CudaParityTest : public ::testing::Test {
  public:  // the helpers below are also used by free functions shared between tests
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend();
+    // The GEMM attention path here; the tests of the fused kernels make their own backend.
+    absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend({.attention = AttentionKernel::kGemm});
     if (!gpu.ok()) GTEST_SKIP() << "CUDA backend unavailable: " << gpu.status().ToString();
     gpu_ = *std::move(gpu);
     cpu_ = MakeCpuBackend();

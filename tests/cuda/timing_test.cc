@@ -22,7 +22,8 @@ class CudaTimingTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (std::getenv("LAMINA_CUDA_TIMING") == nullptr) GTEST_SKIP() << "set LAMINA_CUDA_TIMING=1 to time";
-    absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend();
+    // The GEMM attention path here, the fused kernels in a second backend where they are compared.
+    absl::StatusOr<std::unique_ptr<Backend>> gpu = MakeCudaBackend({.attention = AttentionKernel::kGemm});
     if (!gpu.ok()) GTEST_SKIP() << "CUDA backend unavailable: " << gpu.status().ToString();
     gpu_ = *std::move(gpu);
   }

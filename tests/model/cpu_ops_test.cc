@@ -591,6 +591,10 @@ TEST(MakeBackend, FlashAttentionOnTheCpuIsAnError) {
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.status().message().find("attention \"flash\" is a CUDA kernel"), std::string::npos) << b.status();
   EXPECT_TRUE(MakeBackend("cpu", {.attention = AttentionKernel::kGemm}).ok());
+  // The default, "auto", is the fused kernels on a GPU and the reference here.
+  EXPECT_EQ(BackendOptions{}.attention, AttentionKernel::kAuto);
+  EXPECT_EQ(*ParseAttentionKernel("auto", "run.attention"), AttentionKernel::kAuto);
+  EXPECT_TRUE(MakeBackend("cpu", {.attention = AttentionKernel::kAuto}).ok());
   EXPECT_FALSE(MakeBackend("tpu").ok());
   EXPECT_FALSE(ParseAttentionKernel("sdpa", "run.attention").ok());
 }

@@ -28,7 +28,7 @@ TEST(RunConfig, UnknownKeysAndBadValuesNameTheKey) {
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"run": {"device": "tpu"}})"), "run.device"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"run": {"seed": -1}})"), "run.seed"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"run": {"attention": "sdpa"}})"),
-                                "run.attention: expected \"gemm\" or \"flash\", got \"sdpa\""));
+                                "run.attention: expected \"auto\", \"gemm\" or \"flash\", got \"sdpa\""));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"data": {"mask_prob": 1.5}})"), "data.mask_prob"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"model": {"heads": 5}})"), "model.heads"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"optimizer": {"name": "sgd"}})"), "optimizer.name"));
