@@ -39,6 +39,14 @@ constexpr int kWarps = 4;  // 16 rows each
 constexpr int kThreads = 32 * kWarps;
 constexpr int kStepTiles = kTile / 8;  // C tiles across a warp's [16, 64] score tile
 constexpr float kLog2e = 1.4426950408889634f;
+// Blocks per SM that each kernel's launch bounds ask registers for. At DP <= 64 (BERT's heads) the
+// compiler then fits the forward kernel in 128 registers and the backward kernels in 168, with 16
+// bytes of stack each: 4 and 3 blocks per SM instead of 3 and 2 (156 and 180-240 registers
+// unbounded). At DP = 128 the same bounds spill 336-528 bytes, so it keeps one.
+template <int DP>
+constexpr int kForwardMinBlocks = DP <= 64 ? 4 : 1;
+template <int DP>
+constexpr int kBackwardMinBlocks = DP <= 64 ? 3 : 1;
 
 template <int DP>
 struct Dims {
@@ -46,7 +54,7 @@ struct Dims {
   // cp.async, and puts the 8 rows an ldmatrix reads at once on different banks.
   static constexpr int kLd = DP + 8;
   static constexpr int kTileElems = kTile * kLd;
-  static constexpr int kSteps = DP / 16;  // k-steps of a product over the head dim
+  static constexpr int kSteps = DP / 16;    // k-steps of a product over the head dim
   static constexpr int kOutTiles = DP / 8;  // C tiles across a [16, DP] result
 };
 
@@ -260,9 +268,9 @@ struct ForwardSmem {
 // grid (batch * heads, ceil(T / 64)). out: [B*T, H]; lse and keep_bits: SavedLayout (keep_bits
 // written only when p > 0).
 template <int DP>
-__global__ void __launch_bounds__(kThreads) FlashForwardKernel(const bf16_t* qkv, const int32_t* key_mask, int T,
-                                                               int heads, int H, int D, float p, RngContext rng,
-                                                               bf16_t* out, float* lse, uint32_t* keep_bits) {
+__global__ void __launch_bounds__(kThreads, kForwardMinBlocks<DP>)
+    FlashForwardKernel(const bf16_t* qkv, const int32_t* key_mask, int T, int heads, int H, int D, float p,
+                       RngContext rng, bf16_t* out, float* lse, uint32_t* keep_bits) {
   using Dm = Dims<DP>;
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
@@ -387,11 +395,10 @@ __device__ void QueryDeltas(const BlockHead& bk, const bf16_t* dout, const bf16_
 //   S = Q K^T, P = exp2(S * scale_log2 - lse), dP = (dO V^T) * M, dS = P (dP - delta), dQ = dS K / sqrt(D).
 // Writes delta ([B * heads * T]) for FlashBackwardKeyKernel, which must run after it.
 template <int DP>
-__global__ void __launch_bounds__(kThreads) FlashBackwardQueryKernel(const bf16_t* qkv, const int32_t* key_mask,
-                                                                     const bf16_t* dout, const bf16_t* out,
-                                                                     const float* lse, const uint32_t* keep_bits,
-                                                                     int T, int heads, int H, int D, float p,
-                                                                     float* delta, bf16_t* dqkv) {
+__global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP>)
+    FlashBackwardQueryKernel(const bf16_t* qkv, const int32_t* key_mask, const bf16_t* dout, const bf16_t* out,
+                             const float* lse, const uint32_t* keep_bits, int T, int heads, int H, int D, float p,
+                             float* delta, bf16_t* dqkv) {
   using Dm = Dims<DP>;
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
@@ -480,11 +487,10 @@ struct KeySmem {
 // computes the transposed tiles S^T = K Q^T and dP~^T = V dO^T for its 16 keys, then
 //   dV += (P * M)^T dO,  dK += dS^T Q / sqrt(D).
 template <int DP>
-__global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t* qkv, const int32_t* key_mask,
-                                                                   const bf16_t* dout, const float* lse,
-                                                                   const uint32_t* keep_bits, const float* delta,
-                                                                   int T, int heads, int H, int D, float p,
-                                                                   bf16_t* dqkv) {
+__global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP>)
+    FlashBackwardKeyKernel(const bf16_t* qkv, const int32_t* key_mask, const bf16_t* dout, const float* lse,
+                           const uint32_t* keep_bits, const float* delta, int T, int heads, int H, int D, float p,
+                           bf16_t* dqkv) {
   using Dm = Dims<DP>;
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
@@ -546,7 +552,7 @@ __global__ void __launch_bounds__(kThreads) FlashBackwardKeyKernel(const bf16_t*
         const bool kept = Kept(keep, nt, c);
         const float dpv = kept ? dpt[nt][c] * bk.keep_scale : 0.0f;
         st[nt][c] = kept ? pv * bk.keep_scale : 0.0f;  // (P * M)^T
-        dpt[nt][c] = pv * (dpv - step_delta[j]);  // dS^T
+        dpt[nt][c] = pv * (dpv - step_delta[j]);       // dS^T
       }
     uint32_t pa[kStepTiles / 2][4], dsa[kStepTiles / 2][4];
     ToA<kStepTiles>(st, pa);
