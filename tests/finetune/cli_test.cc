@@ -157,7 +157,8 @@ TEST(Cli, AttentionFlagIsCheckedEverywhere) {
   const std::string ckpt = ImportFixture("attention");
   const Result bad = Lamina(absl::StrCat("fill-mask --device cpu --attention sdpa --checkpoint ", ckpt, " \"a [MASK].\""));
   EXPECT_EQ(bad.code, 1) << bad.out;
-  EXPECT_NE(bad.out.find("--attention: expected \"gemm\" or \"flash\", got \"sdpa\""), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("--attention: expected \"auto\", \"gemm\" or \"flash\", got \"sdpa\""), std::string::npos)
+      << bad.out;
   const Result cpu_flash =
       Lamina(absl::StrCat("fill-mask --device cpu --attention flash --checkpoint ", ckpt, " \"a [MASK].\""));
   EXPECT_EQ(cpu_flash.code, 1) << cpu_flash.out;
@@ -169,6 +170,10 @@ TEST(Cli, AttentionFlagIsCheckedEverywhere) {
   EXPECT_NE(pretrain.out.find("is a CUDA kernel"), std::string::npos) << pretrain.out;
   const Result ok = Lamina(absl::StrCat("fill-mask --device cpu --attention gemm --checkpoint ", ckpt, " \"a [MASK].\""));
   EXPECT_EQ(ok.code, 0) << ok.out;
+  // "auto", the default, is the reference on the CPU.
+  const Result cpu_auto =
+      Lamina(absl::StrCat("fill-mask --device cpu --attention auto --checkpoint ", ckpt, " \"a [MASK].\""));
+  EXPECT_EQ(cpu_auto.code, 0) << cpu_auto.out;
 }
 
 TEST(Cli, SweepFinetunesEveryCheckpointAndResumes) {
