@@ -200,10 +200,11 @@ enum class AttentionKernel {
   // The default: kFlash on a GPU (faster at every BERT-base shape measured, and less memory;
   // docs/performance.md), the reference on the CPU.
   kAuto,
-  // Per-head cuBLASLt products around one softmax kernel; keeps the [T, T] probabilities.
+  // Per-head cuBLASLt products around one softmax kernel; keeps the [T, T] scores and dropped
+  // probabilities in bf16.
   kGemm,
-  // Fused tiled kernels (model/cuda/flash_attention.cu): scores stay in shared memory, one
-  // logsumexp per row is kept, backward recomputes. Head dims that are multiples of 8 up to 128;
+  // Fused tiled kernels (model/cuda/flash_attention.cu): scores stay in registers, one
+  // logsumexp per row and the dropout decisions as bits are kept, backward recomputes. Head dims that are multiples of 8 up to 128;
   // other heads fall back to kGemm.
   kFlash,
 };
