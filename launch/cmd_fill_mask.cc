@@ -14,7 +14,6 @@
 #include "pretrain/load_model.h"
 
 ABSL_FLAG(int, top_k, 5, "fill-mask: how many candidates to print per [MASK]");
-ABSL_FLAG(bool, json, false, "fill-mask: print JSON (tokens, ids, probabilities and log-probabilities) instead of text");
 
 namespace lamina {
 namespace {

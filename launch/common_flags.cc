@@ -33,6 +33,9 @@ ABSL_FLAG(int, warmup, 5, "bench: untimed warm-up iterations before the timed on
 ABSL_FLAG(std::string, data, "",
           "Input data: evaluate: a dataset directory from `lamina prepare` (its validation split is read); finetune: "
           "a GLUE directory holding MRPC/ and RTE/ (train.tsv, dev.tsv, test.tsv), e.g. ../shared/data/glue");
+ABSL_FLAG(bool, json, false,
+          "fill-mask, grad-norms: print JSON instead of text (fill-mask: tokens, ids, probabilities and "
+          "log-probabilities; grad-norms: every norm of every depth)");
 ABSL_FLAG(std::string, comm, "auto",
           "Communicator between ranks: nccl (collectives on the GPUs; one GPU per rank), mpi (host memory; device "
           "buffers are staged through it, and ranks may share a GPU), or auto: nccl when this build has CUDA and "

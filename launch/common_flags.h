@@ -36,6 +36,8 @@ ABSL_DECLARE_FLAG(int, warmup);
 ABSL_DECLARE_FLAG(std::string, data);
 // Communicator between ranks: nccl, mpi or auto (pretrain, bench allreduce, bench step).
 ABSL_DECLARE_FLAG(std::string, comm);
+// fill-mask, grad-norms: JSON on stdout instead of text.
+ABSL_DECLARE_FLAG(bool, json);
 
 namespace lamina {
 

@@ -15,7 +15,8 @@ ABSL_FLAG(std::string, lr, "2e-5,3e-5,5e-5", "finetune: peak learning rates, com
 ABSL_FLAG(int64_t, epochs, 3, "finetune: epochs over the training set");
 ABSL_FLAG(int64_t, batch, 32, "finetune: examples per optimizer step");
 ABSL_FLAG(int64_t, max_seq, 128, "finetune: longest [CLS] a [SEP] b [SEP] in tokens; longer pairs are cut longest-first");
-ABSL_FLAG(int64_t, seeds, 1, "finetune: runs per learning rate, with seeds --seed, --seed+1, ...");
+ABSL_FLAG(int64_t, seeds, 1, "finetune: runs per learning rate, with seeds --seed, --seed+1, ...; grad-norms: initialisations (and batch orders) "
+          "per depth, with seeds run.seed, run.seed+1, ...");
 ABSL_FLAG(uint64_t, seed, 1, "finetune: the first seed (classifier init, shuffling, dropout)");
 ABSL_FLAG(double, warmup_ratio, 0.1, "finetune: fraction of the updates over which the learning rate warms up linearly");
 ABSL_FLAG(double, weight_decay, 0.01, "finetune: AdamW decoupled weight decay (never on biases and LayerNorm)");

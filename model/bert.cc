@@ -120,6 +120,13 @@ void BertModel::RefreshComputeParams() {
 
 void BertModel::ZeroGrads() { backend_->Zero(grads_); }
 
+std::vector<double> BertModel::LayerOutputNorms() const {
+  std::vector<double> norms;
+  for (const LayerActs& L : acts_->layers)
+    norms.push_back(std::sqrt(backend_->SumSquares(L.out) / static_cast<double>(L.out.rows())));
+  return norms;
+}
+
 RngContext BertModel::Rng(int64_t layer, int site, int64_t elems_per_sample) const {
   return RngContext{last_options_.seed, MakeStream(static_cast<uint64_t>(last_options_.step), layer + 1, site),
                     static_cast<uint64_t>(acts_->first_sample * elems_per_sample)};

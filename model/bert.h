@@ -86,6 +86,11 @@ class BertModel {
   // tests), [batch, labels] after ForwardClassify.
   std::vector<float> LogitsToHost() const;
 
+  // The norm of each encoder layer's output after the last forward, as the root mean square over
+  // the B*T positions of each position's L2 norm (padding included). Call it before Backward(),
+  // which may reuse activation memory.
+  std::vector<double> LayerOutputNorms() const;
+
   // Bytes of activation memory the last forward used, for reports.
   size_t activation_bytes() const { return arena_.peak(); }
 

@@ -42,7 +42,14 @@ std::string NormName(NormPlacement n) {
   return "?";
 }
 
-std::string InitName(InitScheme i) { return i == InitScheme::kBert ? "bert" : "tfixup"; }
+std::string InitName(InitScheme i) {
+  switch (i) {
+    case InitScheme::kBert: return "bert";
+    case InitScheme::kXavier: return "xavier";
+    case InitScheme::kTFixup: return "tfixup";
+  }
+  return "?";
+}
 
 absl::Status BertConfig::Validate() const {
   auto err = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat("model.", parts...)); };
@@ -108,8 +115,10 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const nlohmann::json& j) {
         else s = absl::InvalidArgumentError(absl::StrCat("model.norm: expected \"post\", \"pre\" or \"none\", got \"", v, "\""));
       } else if (s.ok()) {
         if (v == "bert") c.init = InitScheme::kBert;
+        else if (v == "xavier") c.init = InitScheme::kXavier;
         else if (v == "tfixup") c.init = InitScheme::kTFixup;
-        else s = absl::InvalidArgumentError(absl::StrCat("model.init: expected \"bert\" or \"tfixup\", got \"", v, "\""));
+        else s = absl::InvalidArgumentError(
+            absl::StrCat("model.init: expected \"bert\", \"xavier\" or \"tfixup\", got \"", v, "\""));
       }
     } else {
       s = absl::InvalidArgumentError(absl::StrCat("model.", key, ": unknown key"));

@@ -10,7 +10,8 @@
 namespace lamina {
 
 enum class NormPlacement { kPost, kPre, kNone };  // Post-LN BERT, Pre-LN (Xiong et al.), T-Fixup (no LN)
-enum class InitScheme { kBert, kTFixup };
+// kXavier: the original Transformer's init, which Xiong et al.'s analysis assumes (docs/model.md).
+enum class InitScheme { kBert, kXavier, kTFixup };
 
 struct BertConfig {
   int64_t vocab_size = 30522;

@@ -56,6 +56,7 @@ float EmbeddingScale(const BertConfig& config) {
 void InitParams(const BertConfig& config, const ParamLayout& layout, uint64_t seed, std::vector<float>* params) {
   params->assign(layout.total(), 0.0f);
   const bool tfixup = config.init == InitScheme::kTFixup;
+  const bool xavier = config.init == InitScheme::kXavier;
   const double n = static_cast<double>(config.layers);
   // T-Fixup (Huang et al. 2020, Sec. 3.2, encoder-only form): embeddings N(0, d^-1/2) scaled by
   // (9N)^-1/4; value, attention output and both FFN weights scaled by 0.67 N^-1/4; query/key
@@ -72,6 +73,13 @@ void InitParams(const BertConfig& config, const ParamLayout& layout, uint64_t se
       // zero, already
     } else if (tfixup && absl::StartsWith(p.name, "bert.embeddings.")) {
       FillNormal(seed, t, emb_std * emb_scale, out, p.numel());
+    } else if (xavier && absl::StartsWith(p.name, "bert.embeddings.")) {
+      // As the Transformer code Xiong et al. build on (fairseq): N(0, d^-1/2). The LayerNorm
+      // that follows the embedding sum makes their scale irrelevant to the forward pass.
+      FillNormal(seed, t, emb_std, out, p.numel());
+    } else if (xavier) {
+      // Every other weight is a Linear's [out, in] matrix, heads included.
+      FillXavierUniform(seed, t, p.shape, 1.0f, out);
     } else if (tfixup && IsEncoderWeight(p.name)) {
       const bool scaled = absl::StrContains(p.name, "attention.self.value.") ||
                           absl::StrContains(p.name, "attention.output.dense.") ||

@@ -1,4 +1,5 @@
-// Parameter initialisation: BERT's N(0, 0.02) truncated at 2 std, or T-Fixup's scaled init.
+// Parameter initialisation: BERT's N(0, 0.02) truncated at 2 std, Xavier (the original
+// Transformer's), or T-Fixup's scaled init.
 // The exact choices are written out in docs/model.md.
 #pragma once
 

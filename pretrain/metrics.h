@@ -3,6 +3,8 @@
 // Records are JSON objects with an integer "step" (optimizer steps completed) and a "kind":
 //   {"kind": "train", "step": 100, "loss": 7.12, "lr": 1e-4, "grad_norm": 1.3, "tokens_per_s": 1.2e5, ...}
 //   {"kind": "eval",  "step": 1000, "mlm_loss": 6.8, "mlm_accuracy": 0.14, ...}
+//   {"kind": "layers", "step": 1, "grad_norm": {...}, "update_norm": {...}, "hidden_norm": [...]}
+//     (with run.log_layer_norms; docs/pretraining.md)
 // (launch/plot.py reads "loss" of train records and "mlm_loss" of eval records). Each record is
 // written with one write() call and so reaches the file whole or, after a crash, as a torn last
 // line without its newline.

@@ -91,6 +91,7 @@ nlohmann::json RunConfig::ToJson() const {
               {"seed", run.seed},
               {"device", run.device},
               {"log_every", run.log_every},
+              {"log_layer_norms", run.log_layer_norms},
               {"max_bad_steps", run.max_bad_steps},
               {"peak_tflops", run.peak_tflops},
               {"grad_bucket_mb", run.grad_bucket_mb},
@@ -119,6 +120,7 @@ absl::StatusOr<RunConfig> RunConfig::FromJson(const nlohmann::json& j) {
   RETURN_IF_ERROR(run.Read("seed", &c.run.seed));
   RETURN_IF_ERROR(run.Read("device", &c.run.device));
   RETURN_IF_ERROR(run.Read("log_every", &c.run.log_every));
+  RETURN_IF_ERROR(run.Read("log_layer_norms", &c.run.log_layer_norms));
   RETURN_IF_ERROR(run.Read("max_bad_steps", &c.run.max_bad_steps));
   RETURN_IF_ERROR(run.Read("peak_tflops", &c.run.peak_tflops));
   RETURN_IF_ERROR(run.Read("grad_bucket_mb", &c.run.grad_bucket_mb));
@@ -131,6 +133,7 @@ absl::StatusOr<RunConfig> RunConfig::FromJson(const nlohmann::json& j) {
   RETURN_IF_ERROR(run.Finish());
   RETURN_IF_ERROR(Positive("run.steps", c.run.steps));
   RETURN_IF_ERROR(Positive("run.log_every", c.run.log_every));
+  RETURN_IF_ERROR(NonNegative("run.log_layer_norms", c.run.log_layer_norms));
   RETURN_IF_ERROR(Positive("run.max_bad_steps", c.run.max_bad_steps));
   RETURN_IF_ERROR(NonNegative("run.peak_tflops", c.run.peak_tflops));
   RETURN_IF_ERROR(Positive("run.grad_bucket_mb", c.run.grad_bucket_mb));
@@ -138,6 +141,10 @@ absl::StatusOr<RunConfig> RunConfig::FromJson(const nlohmann::json& j) {
     return absl::InvalidArgumentError(absl::StrCat("run.zero_stage: expected 0 (replicated optimizer) or 1 (sharded ",
                                                    "optimizer state); stages 2 and 3 are not implemented, got ",
                                                    c.run.zero_stage));
+  if (c.run.zero_stage == 1 && c.run.log_layer_norms > 0)
+    return absl::InvalidArgumentError(
+        "run.log_layer_norms: not available with run.zero_stage 1, where each rank holds only a shard of the "
+        "averaged gradients; set run.zero_stage=0 for the diagnostic runs");
   if (c.run.device != "cpu" && c.run.device != "cuda" && c.run.device != "auto")
     return absl::InvalidArgumentError(absl::StrCat("run.device: expected \"cpu\", \"cuda\" or \"auto\", got \"", c.run.device, "\""));
 

@@ -49,6 +49,9 @@ struct RunSection {
   uint64_t seed = 1;           // initialisation, data order, masking and dropout
   std::string device = "auto"; // cpu | cuda | auto
   int64_t log_every = 10;      // steps between progress lines (metrics.jsonl gets every step)
+  // Every N steps (from the first), a "layers" record in metrics.jsonl: each layer's gradient and
+  // update norms per parameter group and its output's norm (model/layer_stats.h); 0 = off.
+  int64_t log_layer_norms = 0;
   int max_bad_steps = 5;       // consecutive non-finite steps before the run stops
   double peak_tflops = 0;      // for MFU; 0 = known GPUs only
   double grad_bucket_mb = 25;  // gradient all-reduce bucket size

@@ -13,15 +13,16 @@
 #include "core/status.h"
 #include "core/timer.h"
 #include "data/dataset.h"
-#include "data/wordpiece.h"
 #include "dist/consistency.h"
 #include "dist/fault_injection.h"
 #include "dist/grad_sync.h"
 #include "dist/sharded_optimizer.h"
 #include "model/flops.h"
+#include "model/layer_stats.h"
 #include "pretrain/checkpoint.h"
 #include "pretrain/evaluate.h"
 #include "pretrain/metrics.h"
+#include "pretrain/train_data.h"
 
 namespace lamina {
 namespace {
@@ -75,24 +76,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
   if (options.run_dir.empty()) return absl::InvalidArgumentError("no run directory (--out) given");
 
   // Data.
-  if (config.data.vocab.empty()) return absl::InvalidArgumentError("data.vocab: the vocab.txt the data was prepared with");
-  if (config.data.train.empty()) return absl::InvalidArgumentError("data.train: a dataset directory from `lamina prepare`");
-  auto loaded_vocab = WordPieceTokenizer::Load(config.data.vocab);
-  if (!loaded_vocab.ok()) return Annotate(loaded_vocab.status(), absl::StrCat("rank ", t->rank_, ": data.vocab"));
-  const WordPieceTokenizer& tokenizer = *loaded_vocab;
-  if (tokenizer.vocab_size() > config.model.vocab_size)
-    return absl::InvalidArgumentError(absl::StrCat("model.vocab_size (", config.model.vocab_size, ") is smaller than ",
-                                                   config.data.vocab, " (", tokenizer.vocab_size(), " tokens)"));
-  DatasetOptions dopt;
-  dopt.expected_vocab_hash = tokenizer.vocab_hash();
-  auto dataset = MlmDataset::Open(config.data.train, dopt);
-  if (!dataset.ok()) return Annotate(dataset.status(), absl::StrCat("rank ", t->rank_, ": data.train"));
-  im.dataset = *dataset;
-  im.seq_len = im.dataset->train().seq_len();
-  if (im.seq_len > config.model.max_positions)
-    return absl::InvalidArgumentError(absl::StrCat("the dataset's seq_len ", im.seq_len, " exceeds model.max_positions ",
-                                                   config.model.max_positions));
-  const MaskingVocab vocab = MaskingVocab::FromTokenizer(tokenizer);
+  auto data = OpenTrainData(config);
+  if (!data.ok()) return Annotate(data.status(), absl::StrCat("rank ", t->rank_));
+  im.dataset = data->dataset;
+  im.seq_len = data->seq_len;
+  const MaskingVocab& vocab = data->vocab;
   LoaderConfig lc;
   lc.seed = config.run.seed;
   lc.global_batch = config.batch.global_batch;
@@ -210,10 +198,16 @@ absl::Status Trainer::TrainStep() {
   fo.step = step_;
   fo.compute_grad = true;
   fo.grad_scale = grad_scale;
+  // The layer diagnostics of this step (rank 0 writes them): the last micro-batch's hidden
+  // states, the averaged gradient and the update the optimizer makes from it.
+  const bool log_layers = rank_ == 0 && config_.run.log_layer_norms > 0 && step_ % config_.run.log_layer_norms == 0;
+  nlohmann::json layers_record;
   for (size_t i = 0; i < sb.micro_batches.size(); ++i) {
     ASSIGN_OR_RETURN(LossStats s, model_->ForwardMlm(sb.micro_batches[i], fo));
+    const bool last_micro = i + 1 == sb.micro_batches.size();
+    if (log_layers && last_micro) layers_record["hidden_norm"] = model_->LayerOutputNorms();
     // The last micro-batch's backward launches each gradient bucket as soon as it is final.
-    const bool overlap = im.sync && config_.run.grad_overlap && i + 1 == sb.micro_batches.size();
+    const bool overlap = im.sync && config_.run.grad_overlap && last_micro;
     if (overlap) {
       model_->Backward([&im](int64_t from) { im.sync->OnGradientsReady(from); });
     } else {
@@ -229,11 +223,19 @@ absl::Status Trainer::TrainStep() {
   }
   const double loss = sb.global_masked > 0 ? loss_sum / sb.global_masked : 0.0;
   const double lr = config_.schedule.LearningRate(step_);
+  std::vector<float> params_before;
+  if (log_layers) {
+    layers_record["grad_norm"] = ComputeLayerGroupNorms(model_->layout(), model_->GradsToHost()).ToJson();
+    params_before = model_->ParamsToHost();
+  }
   StepResult r;
   // Every rank sees the same loss, so all skip together (a sharded step is collective).
   if (std::isfinite(loss)) {
     ASSIGN_OR_RETURN(r, optimizer_->Step(static_cast<float>(lr)));
   }
+  if (log_layers)
+    layers_record["update_norm"] =
+        ComputeLayerUpdateNorms(model_->layout(), params_before, model_->ParamsToHost()).ToJson();
   backend_->Synchronize();
   const double seconds = timer.Seconds();
   ++step_;
@@ -254,6 +256,11 @@ absl::Status Trainer::TrainStep() {
                                        {"tokens_per_s", tokens_per_s},
                                        {"seconds", seconds},
                                        {"skipped", !r.applied}}));
+    if (log_layers) {
+      layers_record["kind"] = "layers";
+      layers_record["step"] = step_;
+      RETURN_IF_ERROR(im.metrics->Write(layers_record));
+    }
     if (step_ % config_.run.log_every == 0 || step_ == config_.run.steps || !r.applied) {
       ProgressInfo p;
       p.step = step_;

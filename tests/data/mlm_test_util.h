@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
+#include "data/prepare.h"
 #include "data/wordpiece.h"
 #include "gtest/gtest.h"
 
@@ -109,5 +110,20 @@ inline void WriteGz(const std::string& path, const std::string& text) {
 }
 
 inline void WritePlain(const std::string& path, const std::string& text) { ASSERT_TRUE(WriteFileAtomic(path, text).ok()); }
+
+// dir/vocab.txt (the tiny vocab) and dir/ds: 300 synthetic documents drawn from `seed`,
+// prepared at seq 16 with `val_docs` held out: the dataset of the training-loop tests.
+inline void WriteSyntheticDataset(const TempDir& dir, uint32_t seed, int64_t val_docs) {
+  WritePlain(dir.path("vocab.txt"), TinyVocabText());
+  WritePlain(dir.path("corpus.txt"), PlainCorpus(SyntheticDocs(300, seed)));
+  PrepareOptions o;
+  o.inputs = {dir.path("corpus.txt")};
+  o.out_dir = dir.path("ds");
+  o.seq_len = 16;
+  o.val_docs = val_docs;
+  o.progress = false;
+  auto m = PrepareCorpus(TinyTokenizer(), o);
+  ASSERT_TRUE(m.ok()) << m.status();
+}
 
 }  // namespace lamina::datatest

@@ -53,15 +53,7 @@ using testing::RelativeDifference;
 
 // A tiny prepared corpus and run config; the runs differ only in --set overrides.
 void WriteRun(const TempDir& dir, const std::string& optimizer) {
-  datatest::WritePlain(dir.path("vocab.txt"), datatest::TinyVocabText());
-  datatest::WritePlain(dir.path("corpus.txt"), datatest::PlainCorpus(datatest::SyntheticDocs(300, 3)));
-  PrepareOptions po;
-  po.inputs = {dir.path("corpus.txt")};
-  po.out_dir = dir.path("ds");
-  po.seq_len = 16;
-  po.val_docs = 10;
-  po.progress = false;
-  LAMINA_CHECK(PrepareCorpus(datatest::TinyTokenizer(), po).ok(), "prepare");
+  datatest::WriteSyntheticDataset(dir, 3, 10);
   datatest::WritePlain(dir.path("run.json"), absl::StrCat(R"({
     "model": {"vocab_size": 85, "hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "max_positions": 16, "norm": "pre"},
     "optimizer": {"name": ")", optimizer, R"("},

@@ -10,6 +10,7 @@
 #include "model/flops.h"
 #include "model/init.h"
 #include "model/optimizer.h"
+#include "tests/testing/random_batch.h"
 #include "tests/testing/tiny_config.h"
 
 namespace lamina {
@@ -23,36 +24,6 @@ BertConfig TinyConfig(NormPlacement norm) {
   return c;
 }
 
-// A batch of `B` sequences of length `T` whose last rows are padded, with `per_row` MLM targets each.
-EncoderBatch RandomBatch(const BertConfig& c, int64_t B, int64_t T, int per_row, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<int32_t> tok(5, static_cast<int32_t>(c.vocab_size) - 1);
-  EncoderBatch b;
-  b.batch = B;
-  b.seq = T;
-  for (int64_t r = 0; r < B; ++r) {
-    const int64_t len = T - (r % 3);  // some rows padded
-    for (int64_t t = 0; t < T; ++t) {
-      const bool real = t < len;
-      b.input_ids.push_back(real ? tok(gen) : 0);
-      b.token_types.push_back(real && t >= len / 2 ? 1 : 0);
-      b.attention_mask.push_back(real ? 1 : 0);
-    }
-    std::vector<int32_t> pos;
-    for (int64_t t = 1; t < len; ++t) pos.push_back(static_cast<int32_t>(t));
-    std::shuffle(pos.begin(), pos.end(), gen);
-    for (int k = 0; k < per_row && k < static_cast<int>(pos.size()); ++k) {
-      const int32_t flat = static_cast<int32_t>(r * T + pos[k]);
-      b.mlm_positions.push_back(flat);
-      b.mlm_labels.push_back(tok(gen));
-      b.input_ids[flat] = 3;  // a [MASK]-like id
-    }
-  }
-  b.labels.resize(B);
-  for (int64_t r = 0; r < B; ++r) b.labels[r] = static_cast<int32_t>(r % 2);
-  return b;
-}
-
 // Backward reports gradients final from the end of the buffer backwards (heads, layers from the
 // last, embeddings): at each report, everything from `from` on already has its final value, and
 // the tied word embeddings are completed only at the end.
@@ -63,7 +34,7 @@ TEST(BertModel, BackwardReportsFinalGradientsFromTheEnd) {
       auto backend = MakeCpuBackend();
       auto model = *BertModel::Create(c, heads, backend.get());
       model->Initialize(4);
-      const EncoderBatch batch = RandomBatch(c, 3, 8, 2, 9);
+      const EncoderBatch batch = testing::RandomBatch(c, 3, 8, 2, 9);
       ForwardOptions o{.training = true, .seed = 2, .step = 1, .compute_grad = true};
       for (int pass = 0; pass < 2; ++pass) {  // the second pass accumulates onto the first
         ASSERT_TRUE((heads.mlm ? model->ForwardMlm(batch, o) : model->ForwardClassify(batch, o)).ok());
@@ -142,7 +113,7 @@ TEST_P(BertGradient, MatchesCentralDifferences) {
   for (float& p : params) p += noise(gen);
   ASSERT_TRUE(model.LoadParams(params).ok());
 
-  const EncoderBatch batch = RandomBatch(c, 3, 8, 3, 11);
+  const EncoderBatch batch = testing::RandomBatch(c, 3, 8, 3, 11);
   ForwardOptions o;
   o.training = v.dropout;
   o.seed = 99;
@@ -221,7 +192,7 @@ TEST(BertModel, SlicedBatchesAccumulateToTheWholeBatchGradient) {
     auto backend = MakeCpuBackend();
     auto model = *BertModel::Create(c, HeadOptions{}, backend.get());
     model->Initialize(1);
-    const EncoderBatch whole = RandomBatch(c, 4, 8, 2, 5);
+    const EncoderBatch whole = testing::RandomBatch(c, 4, 8, 2, 5);
     ForwardOptions o{.training = true, .seed = 17, .step = 3, .compute_grad = true};
     o.grad_scale = 1.0f / whole.mlm_positions.size();
     model->ZeroGrads();
@@ -277,7 +248,7 @@ TEST(BertModel, EveryVariantMemorisesAFixedBatch) {
     OptimizerConfig oc;
     oc.weight_decay = 0.0f;
     auto opt = *Optimizer::Create(oc, model.get());
-    const EncoderBatch batch = RandomBatch(c, 4, 10, 3, 23);
+    const EncoderBatch batch = testing::RandomBatch(c, 4, 10, 3, 23);
     double first = 0, last = 0;
     for (int step = 0; step < 300; ++step) {
       model->ZeroGrads();
@@ -301,14 +272,14 @@ TEST(BertModel, RejectsBadBatches) {
   auto backend = MakeCpuBackend();
   auto model = *BertModel::Create(c, HeadOptions{}, backend.get());
   model->Initialize(0);
-  EncoderBatch b = RandomBatch(c, 2, 8, 1, 1);
+  EncoderBatch b = testing::RandomBatch(c, 2, 8, 1, 1);
   b.input_ids[3] = 1000;
   EXPECT_FALSE(model->ForwardMlm(b, {}).ok());
-  b = RandomBatch(c, 2, 20, 1, 1);  // longer than max_positions
+  b = testing::RandomBatch(c, 2, 20, 1, 1);  // longer than max_positions
   auto s = model->ForwardMlm(b, {});
   ASSERT_FALSE(s.ok());
   EXPECT_TRUE(absl::StrContains(s.status().message(), "max_positions")) << s.status();
-  b = RandomBatch(c, 2, 8, 1, 1);
+  b = testing::RandomBatch(c, 2, 8, 1, 1);
   EXPECT_FALSE(model->ForwardClassify(b, {}).ok()) << "no classification head";
 }
 

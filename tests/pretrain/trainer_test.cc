@@ -13,6 +13,8 @@
 #include "tests/testing/compare.h"
 #include "tests/testing/tiny_config.h"
 #include "pretrain/checkpoint.h"
+#include "pretrain/metrics.h"
+#include "model/layer_stats.h"
 #include "tests/data/mlm_test_util.h"
 
 namespace lamina {
@@ -25,16 +27,7 @@ class TrainerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
-    datatest::WritePlain(dir_->path("vocab.txt"), datatest::TinyVocabText());
-    datatest::WritePlain(dir_->path("corpus.txt"), datatest::PlainCorpus(datatest::SyntheticDocs(300, 7)));
-    PrepareOptions o;
-    o.inputs = {dir_->path("corpus.txt")};
-    o.out_dir = dir_->path("ds");
-    o.seq_len = 16;
-    o.val_docs = 20;
-    o.progress = false;
-    auto m = PrepareCorpus(datatest::TinyTokenizer(), o);
-    ASSERT_TRUE(m.ok()) << m.status();
+    datatest::WriteSyntheticDataset(*dir_, 7, 20);
   }
   static void TearDownTestSuite() { delete dir_; }
 
@@ -116,6 +109,62 @@ TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
   EXPECT_LE((*t)->step(), 5);
   std::string metrics = *ReadFile(dir_->path("diverged/metrics.jsonl"));
   EXPECT_TRUE(absl::StrContains(metrics, "\"skipped\":true")) << metrics.substr(0, 400);
+}
+
+// run.log_layer_norms writes a "layers" record at steps 1, N+1, ...: per layer, the gradient and
+// update norms of each group and the output norm; the update norms are those of the parameters'
+// change, measured here from the initial and trained parameters of a one-step run.
+TEST_F(TrainerTest, LayerNormsAreLoggedEveryNSteps) {
+  RunConfig c = Config();
+  c.run.steps = c.schedule.total_steps = 5;
+  c.run.log_layer_norms = 2;
+  Train(c, dir_->path("layer_norms"));
+  auto records = ReadMetrics(dir_->path("layer_norms/metrics.jsonl"));
+  ASSERT_TRUE(records.ok()) << records.status();
+  std::vector<int64_t> steps;
+  for (const nlohmann::json& r : *records) {
+    if (r["kind"] != "layers") continue;
+    steps.push_back(r["step"].get<int64_t>());
+    for (const char* key : {"grad_norm", "update_norm"})
+      for (const char* group : {"attn_qkv", "attn_out", "ffn_w1", "ffn_w2", "layer_norm"}) {
+        ASSERT_TRUE(r[key].contains(group)) << key << "." << group << " in " << r.dump();
+        ASSERT_EQ(r[key][group].size(), 2u) << r.dump();
+        for (const auto& v : r[key][group]) EXPECT_GT(v.get<double>(), 0.0) << key << "." << group;
+      }
+    ASSERT_EQ(r["hidden_norm"].size(), 2u);
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 3, 5}));
+
+  c.run.steps = c.schedule.total_steps = 1;
+  c.run.log_layer_norms = 1;
+  const std::vector<float> trained = Train(c, dir_->path("layer_norms_one"));
+  auto backend = MakeCpuBackend();
+  auto fresh = BertModel::Create(c.model, HeadOptions{}, backend.get());
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  (*fresh)->Initialize(c.run.seed);
+  const nlohmann::json expected =
+      ComputeLayerUpdateNorms((*fresh)->layout(), (*fresh)->ParamsToHost(), trained).ToJson();
+  auto one = ReadMetrics(dir_->path("layer_norms_one/metrics.jsonl"));
+  ASSERT_TRUE(one.ok()) << one.status();
+  bool found = false;
+  for (const nlohmann::json& r : *one) {
+    if (r["kind"] != "layers") continue;
+    found = true;
+    for (const auto& [group, per_layer] : expected.items())
+      for (size_t l = 0; l < per_layer.size(); ++l)
+        EXPECT_NEAR(r["update_norm"][group][l].get<double>(), per_layer[l].get<double>(), 1e-6 * per_layer[l].get<double>())
+            << group << " layer " << l;
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST_F(TrainerTest, LayerNormsRefuseZeroStageOne) {
+  nlohmann::json j = Config().ToJson();
+  j["run"]["zero_stage"] = 1;
+  j["run"]["log_layer_norms"] = 10;
+  auto c = RunConfig::FromJson(j);
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(absl::StrContains(c.status().message(), "run.log_layer_norms")) << c.status();
 }
 
 TEST_F(TrainerTest, BatchThatDoesNotDivideIsRefused) {
