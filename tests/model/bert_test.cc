@@ -10,6 +10,7 @@
 #include "model/flops.h"
 #include "model/init.h"
 #include "model/optimizer.h"
+#include "tests/testing/model_gradient.h"
 #include "tests/testing/random_batch.h"
 #include "tests/testing/tiny_config.h"
 
@@ -106,12 +107,8 @@ TEST_P(BertGradient, MatchesCentralDifferences) {
   ASSERT_TRUE(model_or.ok()) << model_or.status();
   BertModel& model = **model_or;
   model.Initialize(7);
-  // Scale the parameters up a little so that no layer is near-linear and every path matters.
-  std::vector<float> params = model.ParamsToHost();
+  std::vector<float> params = testing::PerturbParams(model, 3, 0.05f);
   std::mt19937 gen(3);
-  std::normal_distribution<float> noise(0.0f, 0.05f);
-  for (float& p : params) p += noise(gen);
-  ASSERT_TRUE(model.LoadParams(params).ok());
 
   const EncoderBatch batch = testing::RandomBatch(c, 3, 8, 3, 11);
   ForwardOptions o;
@@ -146,16 +143,7 @@ TEST_P(BertGradient, MatchesCentralDifferences) {
     std::uniform_int_distribution<int64_t> pick(0, p.numel() - 1);
     for (int k = 0; k < 6; ++k) {
       const int64_t i = p.offset + pick(gen);
-      const float keep = params[i];
-      const double eps = 1e-2;
-      params[i] = keep + eps;
-      EXPECT_TRUE(model.LoadParams(params).ok());
-      const double up = loss();
-      params[i] = keep - eps;
-      EXPECT_TRUE(model.LoadParams(params).ok());
-      const double down = loss();
-      params[i] = keep;
-      const double numeric = (up - down) / (2 * eps), analytic = grads[i];
+      const double numeric = testing::CentralDifference(model, params, i, 1e-2, loss), analytic = grads[i];
       err2 += (numeric - analytic) * (numeric - analytic);
       ref2 += numeric * numeric;
       ++checked;

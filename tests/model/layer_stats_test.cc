@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "model/bert.h"
+#include "tests/testing/model_gradient.h"
 #include "tests/testing/random_batch.h"
 #include "tests/testing/tiny_config.h"
 
@@ -96,12 +97,7 @@ TEST_P(LayerStatsTest, GradientNormsMatchCentralDifferences) {
   ASSERT_TRUE(created.ok()) << created.status();
   BertModel& model = **created;
   model.Initialize(3);
-  // Away from the symmetric init (zero biases, unit gains), so every group has a real gradient.
-  std::vector<float> params = model.ParamsToHost();
-  std::mt19937 gen(4);
-  std::normal_distribution<float> noise(0.0f, 0.05f);
-  for (float& p : params) p += noise(gen);
-  ASSERT_TRUE(model.LoadParams(params).ok());
+  std::vector<float> params = testing::PerturbParams(model, 4, 0.05f);
   const EncoderBatch batch = testing::RandomBatch(c, 3, 8, 3, 17);
   ForwardOptions o;
   auto loss = [&]() {
@@ -123,16 +119,7 @@ TEST_P(LayerStatsTest, GradientNormsMatchCentralDifferences) {
     for (const std::string& name : GroupTensors(g, 1, norm)) {
       const ParamInfo* p = *model.layout().Find(name);
       for (int64_t i = p->offset; i < p->offset + p->numel(); ++i) {
-        const float keep = params[i];
-        const double eps = 1e-2;
-        params[i] = keep + eps;
-        ASSERT_TRUE(model.LoadParams(params).ok());
-        const double up = loss();
-        params[i] = keep - eps;
-        ASSERT_TRUE(model.LoadParams(params).ok());
-        const double down = loss();
-        params[i] = keep;
-        const double numeric = (up - down) / (2 * eps);
+        const double numeric = testing::CentralDifference(model, params, i, 1e-2, loss);
         sum += numeric * numeric;
       }
     }
@@ -149,14 +136,20 @@ INSTANTIATE_TEST_SUITE_P(Variants, LayerStatsTest,
 
 // A Post-LN layer's output is a LayerNorm's with unit gain and zero bias: every position's norm
 // is sqrt(H) (up to eps), whatever the input. Pre-LN's is the unnormalised residual stream.
-TEST(LayerOutputNorms, PostLnOutputsHaveNormSqrtHidden) {
-  const BertConfig c = Config(NormPlacement::kPost);
+// LayerOutputNorms after a forward pass of a fresh model of `c` on a random batch.
+std::vector<double> OutputNormsAtInit(const BertConfig& c) {
   auto backend = MakeCpuBackend();
   auto model = BertModel::Create(c, HeadOptions{}, backend.get());
-  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return {};
   (*model)->Initialize(1);
-  ASSERT_TRUE((*model)->ForwardMlm(testing::RandomBatch(c, 2, 8, 2, 3), ForwardOptions{}).ok());
-  const std::vector<double> norms = (*model)->LayerOutputNorms();
+  EXPECT_TRUE((*model)->ForwardMlm(testing::RandomBatch(c, 2, 8, 2, 3), ForwardOptions{}).ok());
+  return (*model)->LayerOutputNorms();
+}
+
+TEST(LayerOutputNorms, PostLnOutputsHaveNormSqrtHidden) {
+  const BertConfig c = Config(NormPlacement::kPost);
+  const std::vector<double> norms = OutputNormsAtInit(c);
   ASSERT_EQ(norms.size(), 2u);
   for (double n : norms) EXPECT_NEAR(n, std::sqrt(static_cast<double>(c.hidden)), 1e-3);
 }
@@ -165,12 +158,7 @@ TEST(LayerOutputNorms, PreLnResidualStreamGrowsOverLayers) {
   BertConfig c = Config(NormPlacement::kPre);
   c.layers = 4;
   c.init = InitScheme::kXavier;
-  auto backend = MakeCpuBackend();
-  auto model = BertModel::Create(c, HeadOptions{}, backend.get());
-  ASSERT_TRUE(model.ok()) << model.status();
-  (*model)->Initialize(1);
-  ASSERT_TRUE((*model)->ForwardMlm(testing::RandomBatch(c, 2, 8, 2, 3), ForwardOptions{}).ok());
-  const std::vector<double> norms = (*model)->LayerOutputNorms();
+  const std::vector<double> norms = OutputNormsAtInit(c);
   ASSERT_EQ(norms.size(), 4u);
   // Each layer adds a branch roughly independent of the stream: the norm grows.
   for (size_t l = 1; l < norms.size(); ++l) EXPECT_GT(norms[l], norms[l - 1]) << "layer " << l;
