@@ -350,6 +350,9 @@ def warmup(runs, criterion, out_dir):
               + (f"; {len(groups) - len(judged)} setting(s) without both arms not judged"
                  if len(judged) < len(groups) else ""))
     plots = [plot_warmup(runs, out_dir)]
+    layer_plot = plot_warmup_layers(runs, [g["group"] for g in judged], out_dir)
+    if layer_plot:
+        plots.append(layer_plot)
     return Result({"cells": cells, "groups": groups}, verdict(passed, len(judged)), reason,
                   table(["setting", "warmup", "steps", "seeds", "mean", "min", "max", "diverged"], rows), plots)
 
@@ -371,6 +374,23 @@ def compare_warmup(key, group, arm_stats, margin):
 def warmup_arms(runs):
     """The arms of one setting, by their warmup length."""
     return dict(sorted(arms(runs).items(), key=lambda item: item[1][0].setting("schedule.warmup_steps", 0)))
+
+
+def plot_warmup_layers(runs, judged_groups, out_dir):
+    """The layer norms of the lowest seed of each warmup arm, in the last judged setting (the
+    largest learning rate when lr is the only other axis)."""
+    if not judged_groups:
+        return None
+    key = tuple(sorted(judged_groups[-1].items()))
+    chosen = []
+    for arm_runs in warmup_arms([r for r in runs if group_key(r, "warmup") == key]).values():
+        with_layers = sorted((r for r in arm_runs if r.layers), key=lambda r: natural(seed_of(r)))
+        if with_layers:
+            chosen.append(with_layers[0])
+    if not chosen:
+        return None
+    return plot_layer_norms(chosen, lambda run: f"warmup {run.setting('schedule.warmup_steps', 0)} steps",
+                            f"{label(key)}, seed {seed_of(chosen[0])}", out_dir, "warmup_layers.png")
 
 
 def plot_warmup(runs, out_dir):
@@ -515,14 +535,21 @@ def layer_runs(runs, roles):
 
 
 def plot_tfixup_layers(runs, roles, out_dir):
-    """A row per variant: the FFN W2 gradient norm and update norm of every layer against step
-    (log-log, so the first steps, where Post-LN without warmup goes wrong, get room)."""
+    """The layer norms of one seed of each variant (layer_runs)."""
     chosen = layer_runs(runs, roles)
     if not chosen:
         return None
+    return plot_layer_norms(chosen, lambda run: run.axes.get("variant"),
+                            f"{label(group_key(chosen[0], 'variant'))}, seed {seed_of(chosen[0])}",
+                            out_dir, "tfixup_layers.png")
+
+
+def plot_layer_norms(chosen, title_of, suptitle, out_dir, name):
+    """A row per run: the FFN W2 gradient norm and update norm of every layer against step
+    (log-log, so the first steps, where Post-LN without warmup goes wrong, get room)."""
     plt = pyplot()
     fig, axes = plt.subplots(len(chosen), 2, figsize=(8, 2.2 * len(chosen)), squeeze=False, layout="constrained")
-    fig.suptitle(f"{label(group_key(chosen[0], 'variant'))}, seed {seed_of(chosen[0])}", fontsize=10)
+    fig.suptitle(suptitle, fontsize=10)
     for row, run in zip(axes, chosen):
         layers = len(run.layers[0]["grad_norm"]["ffn_w2"])
         colours = plt.cm.viridis([i / max(1, layers - 1) for i in range(layers)])
@@ -532,12 +559,12 @@ def plot_tfixup_layers(runs, roles, out_dir):
                 ax.plot(steps, [r[what]["ffn_w2"][layer] for r in run.layers], color=colours[layer], linewidth=1)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_title(f"{run.axes.get('variant')}: FFN W2 {what.replace('_', ' ')}", fontsize=9)
+            ax.set_title(f"{title_of(run)}: FFN W2 {what.replace('_', ' ')}", fontsize=9)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
         mappable = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(1, max(layers, 2)))
         fig.colorbar(mappable, ax=list(row), label="layer")
-    return save(plt, fig, out_dir, "tfixup_layers.png")
+    return save(plt, fig, out_dir, name)
 
 
 ANALYSES = {

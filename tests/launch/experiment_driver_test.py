@@ -95,11 +95,13 @@ class ToyExperimentTest(unittest.TestCase):
         self.assertTrue(all(r["final_val_loss"] > 0 for r in summary["runs"]))
         self.assertEqual(len(summary["figures"]["groups"]), 1)
         self.assertIn(summary["verdict"], ("reproduced", "partly reproduced", "not reproduced"))
-        self.assertEqual(summary["plots"], ["warmup_curves.png"])
-        png = os.path.join(self.out, "toy", "warmup_curves.png")
-        with open(png, "rb") as f:
-            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
-        self.assertLess(os.path.getsize(png), 200_000)
+        # The loss curves, and the layer norms the toy's run.log_layer_norms records.
+        self.assertEqual(summary["plots"], ["warmup_curves.png", "warmup_layers.png"])
+        for plot in summary["plots"]:
+            png = os.path.join(self.out, "toy", plot)
+            with open(png, "rb") as f:
+                self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+            self.assertLess(os.path.getsize(png), 200_000)
         with open(os.path.join(self.out, "toy", "evals.csv"), encoding="utf-8") as f:
             self.assertEqual(len(f.readlines()), 1 + 2 * 3)  # header, 3 evals per run
         self.assertIn("verdict:", self.first.stdout)
