@@ -6,6 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "dist/bootstrap.h"
 #include "model/backend.h"
+#include "model/flops.h"
+#include "model/param_layout.h"
 #include "launch/common_flags.h"
 #include "launch/subcommand.h"
 #include "pretrain/run_config.h"
@@ -15,8 +17,44 @@ ABSL_FLAG(std::string, resume, "auto",
           "pretrain: auto = continue from the newest complete checkpoint in --out if there is one; none = start fresh "
           "(existing checkpoints stay until pruned); or a checkpoint directory to start from");
 
+ABSL_FLAG(bool, dry_run, false,
+          "pretrain: resolve and check the config (sections, keys, values, batch arithmetic), print it resolved "
+          "and what the run would do, and exit without touching data or devices");
+
 namespace lamina {
 namespace {
+
+// --dry_run: everything that can be checked without the data, the devices or the ranks. The
+// resolved config goes to stdout, the description to stderr.
+int DryRun(const std::string& config_path, const RunConfig& config) {
+  const BatchConfig& b = config.batch;
+  if (b.global_batch % b.micro_batch != 0)
+    return ReportError("pretrain", absl::StrCat(config_path, ": batch.global_batch (", b.global_batch,
+                                                ") must be a multiple of batch.micro_batch (", b.micro_batch, ")"));
+  const int64_t micro_batches = b.global_batch / b.micro_batch;
+  const int64_t params = TotalParams(ParamLayout::Build(config.model, HeadOptions{}));
+  const auto exists = [](const std::string& path) {
+    return std::filesystem::exists(path) ? "exists here" : "not found here: give it with --set";
+  };
+  std::fprintf(stderr,
+               "%s resolves: %lld params (%lld layers x %lld hidden, norm %s, init %s); optimizer %s, lr %g, %lld "
+               "warmup steps, %lld steps; global batch %lld = %lld micro-batches of %lld, over R ranks with %lld / R "
+               "accumulation steps each (R must divide %lld)\n"
+               "  data.train %s (%s)\n",
+               config_path.c_str(), static_cast<long long>(params), static_cast<long long>(config.model.layers),
+               static_cast<long long>(config.model.hidden), NormName(config.model.norm).c_str(),
+               InitName(config.model.init).c_str(), config.optimizer.ToJson()["name"].get<std::string>().c_str(),
+               config.schedule.lr, static_cast<long long>(config.schedule.warmup_steps),
+               static_cast<long long>(config.run.steps), static_cast<long long>(b.global_batch),
+               static_cast<long long>(micro_batches), static_cast<long long>(b.micro_batch),
+               static_cast<long long>(micro_batches), static_cast<long long>(micro_batches), config.data.train.c_str(),
+               exists(config.data.train));
+  if (!config.checkpoint.init_from.empty())
+    std::fprintf(stderr, "  checkpoint.init_from %s (%s), optimizer state: %s\n", config.checkpoint.init_from.c_str(),
+                 exists(config.checkpoint.init_from), config.checkpoint.init_optimizer.c_str());
+  std::printf("%s\n", config.ToJson().dump(2).c_str());
+  return 0;
+}
 
 int RunPretrain(const std::vector<std::string>& args) {
   if (!args.empty()) return ReportError("pretrain", absl::StrCat("unexpected argument '", args[0], "'"));
@@ -26,6 +64,7 @@ int RunPretrain(const std::vector<std::string>& args) {
   AddBackendOverrides(&overrides);
   auto config = LoadRunConfig(config_path, overrides);
   if (!config.ok()) return ReportError("pretrain", std::string(config.status().message()));
+  if (absl::GetFlag(FLAGS_dry_run)) return DryRun(config_path, *config);
   TrainerOptions options;
   options.run_dir = absl::GetFlag(FLAGS_out);
   if (options.run_dir.empty()) options.run_dir = "runs/" + std::filesystem::path(config_path).stem().string();

@@ -9,8 +9,8 @@
 #   everything after -- goes to `lamina pretrain`
 #
 # Examples:
-#   launch/pretrain.sh -n 8 -- --config launch/configs/bert_base.json --out runs/base
-#   launch/pretrain.sh -n 16 -H hosts.txt -- --config launch/configs/bert_base.json --out runs/base
+#   launch/pretrain.sh -n 8 -- --config launch/configs/lamb64k-preln-phase1.json --out runs/lamb64k-preln-phase1
+#   launch/pretrain.sh -n 16 -H hosts.txt -- --config launch/configs/lamb64k-preln-phase1.json --out runs/lamb64k-preln-phase1
 #
 # Each rank selects its GPU from its local rank (dist/bootstrap.cc), so ranks are not bound to
 # cores by mpirun (--bind-to none); set LAMINA_BIND=numa to bind each rank to a NUMA domain

@@ -86,7 +86,10 @@ nlohmann::json RunConfig::ToJson() const {
                {"prefetch", data.prefetch}};
   j["batch"] = {{"global_batch", batch.global_batch}, {"micro_batch", batch.micro_batch}};
   j["eval"] = {{"every", eval.every}, {"batch_size", eval.batch_size}, {"max_batches", eval.max_batches}};
-  j["checkpoint"] = {{"every", checkpoint.every}, {"keep", checkpoint.keep}};
+  j["checkpoint"] = {{"every", checkpoint.every},
+                     {"keep", checkpoint.keep},
+                     {"init_from", checkpoint.init_from},
+                     {"init_optimizer", checkpoint.init_optimizer}};
   j["run"] = {{"steps", run.steps},
               {"seed", run.seed},
               {"device", run.device},
@@ -200,7 +203,12 @@ absl::StatusOr<RunConfig> RunConfig::FromJson(const nlohmann::json& j) {
   RETURN_IF_ERROR(ckpt.Check());
   RETURN_IF_ERROR(ckpt.Read("every", &c.checkpoint.every));
   RETURN_IF_ERROR(ckpt.Read("keep", &c.checkpoint.keep));
+  RETURN_IF_ERROR(ckpt.Read("init_from", &c.checkpoint.init_from));
+  RETURN_IF_ERROR(ckpt.Read("init_optimizer", &c.checkpoint.init_optimizer));
   RETURN_IF_ERROR(ckpt.Finish());
+  if (c.checkpoint.init_optimizer != "keep" && c.checkpoint.init_optimizer != "reset")
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint.init_optimizer: expected \"keep\" or \"reset\", got \"",
+                                                   c.checkpoint.init_optimizer, "\""));
   RETURN_IF_ERROR(NonNegative("checkpoint.every", c.checkpoint.every));
   RETURN_IF_ERROR(Positive("checkpoint.keep", c.checkpoint.keep));
   return c;

@@ -42,6 +42,14 @@ struct EvalConfig {
 struct CheckpointConfig {
   int64_t every = 0;  // steps between checkpoints; 0 = only at the end
   int keep = 3;       // how many of the newest checkpoints to keep
+  // A fresh run (no checkpoint of its own to resume) starts from the weights of this checkpoint,
+  // or of the newest one of this run directory: BERT's phase 2 (seq 512) from phase 1 (seq 128).
+  // The data position is fresh (the dataset may have another seq_len) and the schedule starts at
+  // step 0. The model config must equal the checkpoint's (positions never trained in phase 1 keep
+  // their initialisation, as they do in BERT, whose phase 1 also has 512 positions).
+  std::string init_from;
+  // With init_from: "keep" the optimizer's moments and step count (NVIDIA's BERT recipe) or "reset" them.
+  std::string init_optimizer = "keep";
 };
 
 struct RunSection {

@@ -57,6 +57,37 @@ struct Trainer::Impl {
 
 Trainer::~Trainer() = default;
 
+namespace {
+
+// checkpoint.init_from: a fresh run starts from another run's weights (and, with init_optimizer
+// "keep", its optimizer moments), at step 0 of its own schedule and a fresh data position: the
+// loader is never restored, because the other run's position indexes a dataset that may have
+// another seq_len (phase 1 at 128, phase 2 at 512).
+absl::Status InitializeFrom(const RunConfig& config, int64_t seq_len, int rank, BertModel* model, Optimizer* opt) {
+  std::string from = config.checkpoint.init_from;
+  if (!std::filesystem::exists(std::filesystem::path(from) / "state.json")) {
+    auto latest = LatestCheckpoint(from);
+    if (!latest.ok())
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint.init_from: ", from,
+                                                     " is neither a checkpoint directory (with state.json) nor a run "
+                                                     "directory with a complete checkpoint (", latest.status().message(), ")"));
+    from = *latest;
+  }
+  const bool keep_optimizer = config.checkpoint.init_optimizer == "keep";
+  auto state = LoadCheckpoint(from, model, keep_optimizer ? opt : nullptr);
+  if (!state.ok()) return Annotate(state.status(), absl::StrCat("rank ", rank, ": checkpoint.init_from ", from));
+  if (rank == 0)
+    std::fprintf(stderr,
+                 "initialised from %s (step %lld of its run): weights%s; a fresh data position over %s (seq_len %lld); "
+                 "the schedule from step 0\n",
+                 from.c_str(), static_cast<long long>(state->step),
+                 keep_optimizer ? " and optimizer moments" : " only (optimizer reset)", config.data.train.c_str(),
+                 static_cast<long long>(seq_len));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config, const TrainerOptions& options,
                                                          Communicator* comm, std::unique_ptr<Backend> backend) {
   std::unique_ptr<Trainer> t(new Trainer());
@@ -143,6 +174,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
     t->step_ = state->step;
     im.last_checkpoint = ckpt;
     if (t->rank_ == 0) std::fprintf(stderr, "resumed from %s at step %lld\n", ckpt.c_str(), static_cast<long long>(t->step_));
+  } else if (!config.checkpoint.init_from.empty()) {
+    RETURN_IF_ERROR(InitializeFrom(config, im.seq_len, t->rank_, t->model_.get(), t->optimizer_.get()));
   }
 
   if (t->rank_ == 0) {

@@ -113,13 +113,14 @@ inline void WritePlain(const std::string& path, const std::string& text) { ASSER
 
 // dir/vocab.txt (the tiny vocab) and dir/ds: 300 synthetic documents drawn from `seed`,
 // prepared at seq 16 with `val_docs` held out: the dataset of the training-loop tests.
-inline void WriteSyntheticDataset(const TempDir& dir, uint32_t seed, int64_t val_docs) {
+inline void WriteSyntheticDataset(const TempDir& dir, uint32_t seed, int64_t val_docs, int64_t seq_len = 16,
+                                  const std::string& name = "ds") {
   WritePlain(dir.path("vocab.txt"), TinyVocabText());
   WritePlain(dir.path("corpus.txt"), PlainCorpus(SyntheticDocs(300, seed)));
   PrepareOptions o;
   o.inputs = {dir.path("corpus.txt")};
-  o.out_dir = dir.path("ds");
-  o.seq_len = 16;
+  o.out_dir = dir.path(name);
+  o.seq_len = seq_len;
   o.val_docs = val_docs;
   o.progress = false;
   auto m = PrepareCorpus(TinyTokenizer(), o);

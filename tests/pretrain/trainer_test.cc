@@ -93,6 +93,58 @@ TEST_F(TrainerTest, ResumeIsBitExact) {
   EXPECT_EQ(straight, resumed) << "relative difference " << RelativeDifference(resumed, straight);
 }
 
+// BERT's phase 2: a fresh run at a longer seq_len starts from a phase-1 run's weights (and,
+// unless reset, its optimizer moments) with its own schedule and a fresh data position; once it
+// has checkpoints of its own, it resumes from those instead.
+TEST_F(TrainerTest, PhaseTwoStartsFromPhaseOneAtALongerSeqLen) {
+  datatest::WriteSyntheticDataset(*dir_, 7, 20, /*seq_len=*/32, "ds32");
+  RunConfig phase1 = Config();
+  phase1.model.max_positions = 32;  // as BERT: phase 1 at 128 of 512 positions
+  phase1.run.steps = phase1.schedule.total_steps = 6;
+  const std::vector<float> phase1_params = Train(phase1, dir_->path("phase1"));
+  auto phase1_ckpt = LatestCheckpoint(dir_->path("phase1"));
+  ASSERT_TRUE(phase1_ckpt.ok()) << phase1_ckpt.status();
+
+  for (const std::string optimizer : {"keep", "reset"}) {
+    SCOPED_TRACE(optimizer);
+    RunConfig phase2 = phase1;
+    phase2.data.train = dir_->path("ds32");
+    phase2.run.steps = phase2.schedule.total_steps = 4;
+    phase2.checkpoint.every = 2;
+    phase2.checkpoint.init_from = dir_->path("phase1");  // a run directory: its newest checkpoint
+    phase2.checkpoint.init_optimizer = optimizer;
+    const std::string run_dir = dir_->path("phase2_" + optimizer);
+    TrainerOptions o{.run_dir = run_dir, .resume = "auto"};
+    auto t = Trainer::Create(phase2, o, nullptr);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ((*t)->step(), 0) << "the schedule starts anew";
+    EXPECT_EQ((*t)->model().ParamsToHost(), phase1_params);
+    EXPECT_EQ((*t)->optimizer().step(), optimizer == "keep" ? 6 : 0);
+    ASSERT_TRUE((*t)->Run().ok());
+    EXPECT_EQ((*t)->step(), 4);
+    auto state = ReadCheckpointState(*LatestCheckpoint(run_dir));
+    ASSERT_TRUE(state.ok()) << state.status();
+    EXPECT_EQ((*state)["run_config"]["data"]["train"], dir_->path("ds32"));
+
+    // Started again, it resumes from its own newest checkpoint, not from phase 1.
+    phase2.run.steps = phase2.schedule.total_steps = 6;
+    auto again = Trainer::Create(phase2, o, nullptr);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ((*again)->step(), 4);
+  }
+
+  RunConfig bad = phase1;
+  bad.checkpoint.init_from = dir_->path("no_such_run");
+  auto refused = Trainer::Create(bad, TrainerOptions{.run_dir = dir_->path("phase2_bad"), .resume = "auto"}, nullptr);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "checkpoint.init_from")) << refused.status();
+  bad.checkpoint.init_from = dir_->path("phase1");
+  bad.model.hidden = 48;
+  refused = Trainer::Create(bad, TrainerOptions{.run_dir = dir_->path("phase2_bad"), .resume = "auto"}, nullptr);
+  ASSERT_FALSE(refused.ok()) << "a model config other than the checkpoint's is refused";
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "hidden")) << refused.status();
+}
+
 TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
   RunConfig c = Config();
   c.schedule.lr = 1e30;  // the first update sends the parameters to inf; every later loss is NaN
