@@ -19,6 +19,9 @@ ABSL_FLAG(int64_t, seeds, 1, "finetune: runs per learning rate, with seeds --see
           "per depth, with seeds run.seed, run.seed+1, ...");
 ABSL_FLAG(uint64_t, seed, 1, "finetune: the first seed (classifier init, shuffling, dropout)");
 ABSL_FLAG(double, warmup_ratio, 0.1, "finetune: fraction of the updates over which the learning rate warms up linearly");
+ABSL_FLAG(bool, predict_test, true,
+          "finetune: after each run's last epoch, predict the test split (the GLUE submission file of the best run); "
+          "--predict_test=false saves that time where only dev metrics matter");
 ABSL_FLAG(double, weight_decay, 0.01, "finetune: AdamW decoupled weight decay (never on biases and LayerNorm)");
 
 namespace lamina {
@@ -44,6 +47,7 @@ absl::StatusOr<FinetuneJob> FinetuneJobFromFlags() {
   job.config.first_seed = absl::GetFlag(FLAGS_seed);
   job.config.warmup_ratio = absl::GetFlag(FLAGS_warmup_ratio);
   job.config.optimizer.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  job.config.predict_test = absl::GetFlag(FLAGS_predict_test);
   RETURN_IF_ERROR(job.config.Validate());
   ASSIGN_OR_RETURN(const BackendChoice backend, BackendFromFlags());
   job.device = backend.device;

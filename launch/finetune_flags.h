@@ -18,6 +18,7 @@ ABSL_DECLARE_FLAG(int64_t, seeds);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(double, warmup_ratio);
 ABSL_DECLARE_FLAG(double, weight_decay);
+ABSL_DECLARE_FLAG(bool, predict_test);
 
 namespace lamina {
 

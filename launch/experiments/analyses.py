@@ -3,8 +3,8 @@ file's "analysis" key (ANALYSES below).
 
 Each gets the finished runs (RunData: axis values, status, resolved config, eval and layer records
 or the grad-norms output), the file's criterion (fixed before anything ran) and the claim's output
-directory; it returns a Result: JSON-able figures, a verdict ("reproduced", "partly reproduced" or
-"not reproduced") with its reason in one sentence, a plain-text table, and the PNGs it wrote there
+directory; it returns a Result: JSON-able figures, a verdict ("reproduced", "partly reproduced",
+"not reproduced", or "inconclusive" where the runs cannot tell the arms apart) with its reason in one sentence, a plain-text table, and the PNGs it wrote there
 (dpi 100 and modest sizes keep each well under 200 KB). Runs are grouped by their axis values, never
 by name patterns; which arm is Post-LN or has no warmup is read from the run's resolved config
 (model.norm, schedule.warmup_steps), so an axis may be named as the file likes.
@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly reproduced", "not reproduced"
+INCONCLUSIVE = "inconclusive"  # the runs cannot tell the arms apart (e.g. no model beats chance)
 SEED = "seed"  # the axis whose runs are repeats of one arm
 DPI = 100
 
@@ -35,6 +36,7 @@ class RunData:
     evals: list = field(default_factory=list)
     layers: list = field(default_factory=list)
     grad_norms: dict | None = None
+    finetune: dict = field(default_factory=dict)  # task -> finetune-sweep's sweep.json
 
     @property
     def final_loss(self):
@@ -567,6 +569,119 @@ def plot_layer_norms(chosen, title_of, suptitle, out_dir, name):
     return save(plt, fig, out_dir, name)
 
 
+# ----------------------------------------------------------------------------------------------
+# Claim 3: finetuned on MRPC and RTE, Pre-LN is ahead of Post-LN at the same pretraining step.
+
+METRIC_TITLES = {"accuracy": "dev accuracy", "f1": "dev F1"}
+
+
+def downstream(runs, criterion, out_dir):
+    """Per task, averaged over the pretraining checkpoints, Pre-LN's median finetuned dev accuracy
+    (over finetuning seeds, at each checkpoint's best lr) exceeds Post-LN's by more than
+    criterion.margin. A task where no checkpoint of any run beats its majority-class baseline
+    (criterion.baselines) by the margin cannot tell the variants apart: it is reported, not judged."""
+    margin, baselines = criterion["margin"], criterion["baselines"]
+    by_norm = {}
+    for key, arm_runs in arms(runs).items():
+        by_norm.setdefault(arm_runs[0].setting("model.norm"), []).append((key, arm_runs))
+    for norm in ("post", "pre"):
+        if len(by_norm.get(norm, [])) != 1:
+            raise AnalysisError(f"expected exactly one arm with model.norm {norm}, found {len(by_norm.get(norm, []))}")
+    tasks = sorted({task for run in runs for task in run.finetune})
+    if not tasks:
+        raise AnalysisError("no run has finetuning results (the scale needs a 'finetune' section)")
+    if not set(tasks) <= set(baselines):
+        raise AnalysisError(f"criterion.baselines has no baseline for {', '.join(sorted(set(tasks) - set(baselines)))}")
+    curves, rows, judged = {}, [], {}
+    for task in tasks:
+        curves[task] = {label(key): arm_points(arm_runs, task) for key, arm_runs in arms(runs).items()}
+        for arm, points in curves[task].items():
+            rows += [[task, arm, p["step"], p["best_lr"], p["accuracy"]["median"], p["accuracy"]["min"],
+                      p["accuracy"]["max"], p.get("f1", {}).get("median")] for p in points]
+        best = max((p["accuracy"]["median"] for points in curves[task].values() for p in points), default=-math.inf)
+        post, pre = (mean_median(curves[task][label(by_norm[n][0][0])]) for n in ("post", "pre"))
+        judged[task] = {"baseline": baselines[task], "best_median": best,
+                        "testable": best > baselines[task] + margin,
+                        "postln_mean_median": post, "preln_mean_median": pre, "gap": pre - post}
+        judged[task]["reproduced"] = judged[task]["testable"] and pre - post > margin
+    testable = [t for t in tasks if judged[t]["testable"]]
+    passed = sum(judged[t]["reproduced"] for t in testable)
+    parts = [f"{t}: Pre-LN {judged[t]['preln_mean_median']:.3f} vs Post-LN {judged[t]['postln_mean_median']:.3f} "
+             f"(best of any checkpoint {judged[t]['best_median']:.3f}, baseline {judged[t]['baseline']:.3f}"
+             f"{'' if judged[t]['testable'] else ': not above it by the margin, not judged'})" for t in tasks]
+    reason = (f"mean over the checkpoints of the median finetuned dev accuracy, margin {margin}: " + "; ".join(parts))
+    result = verdict(passed, len(testable)) if testable else INCONCLUSIVE
+    plots = [plot_downstream(runs, curves, baselines, criterion.get("f1_baselines", {}), out_dir)]
+    return Result({"tasks": judged, "curves": curves}, result, reason,
+                  table(["task", "arm", "step", "best lr", "acc median", "min", "max", "F1 median"], rows), plots)
+
+
+def arm_points(arm_runs, task):
+    """A pretraining arm's finetuning points on `task`: per checkpoint step, the sweep's best lr
+    and the statistics over finetuning seeds of each final-epoch metric. Pretraining seeds, where
+    an arm has several, are pooled by taking the median of their medians."""
+    by_step = {}
+    for run in arm_runs:
+        for p in run.finetune.get(task, {}).get("points", []):
+            by_step.setdefault(p["step"], []).append(p)
+    points = []
+    for step, ps in sorted(by_step.items()):
+        point = {"step": step, "best_lr": ps[0]["best_lr"] if len(ps) == 1 else [p["best_lr"] for p in ps]}
+        for metric in ("accuracy", "f1"):
+            if metric in ps[0]["final"]:
+                point[metric] = {"median": median([p["final"][metric]["median"] for p in ps]),
+                                 "min": min(p["final"][metric]["min"] for p in ps),
+                                 "max": max(p["final"][metric]["max"] for p in ps),
+                                 "n": sum(p["final"][metric]["n"] for p in ps)}
+        points.append(point)
+    return points
+
+
+def median(values):
+    v = sorted(values)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+def mean_median(points):
+    return sum(p["accuracy"]["median"] for p in points) / len(points) if points else -math.inf
+
+
+def plot_downstream(runs, curves, baselines, f1_baselines, out_dir):
+    """A panel per task and metric: the median over finetuning seeds against pretraining step, the
+    seeds' range as error bars, a line per arm, the majority-class baseline dashed; and a panel of
+    the arms' pretraining val loss."""
+    plt = pyplot()
+    panels = [(task, metric) for task in curves for metric in ("accuracy", "f1")
+              if any(metric in p for points in curves[task].values() for p in points)]
+    fig, axes = subplots(plt, len(panels) + 1, width=4.6, height=3.4, columns=4)
+    for ax, (task, metric) in zip(axes, panels):
+        for i, (arm, points) in enumerate(curves[task].items()):
+            steps = [p["step"] for p in points]
+            mid = [p[metric]["median"] for p in points]
+            low = [p[metric]["median"] - p[metric]["min"] for p in points]
+            high = [p[metric]["max"] - p[metric]["median"] for p in points]
+            ax.errorbar(steps, mid, yerr=[low, high], color=plt.cm.tab10.colors[i % 10], marker="o", capsize=3,
+                        label=arm)
+        base = baselines[task] if metric == "accuracy" else f1_baselines.get(task)
+        if base is not None:
+            ax.axhline(base, color="gray", linestyle="--", linewidth=1, label=f"majority class {base:.3f}")
+        ax.set_title(f"{task.upper()} {METRIC_TITLES[metric]}", fontsize=10)
+        ax.set_xlabel("pretraining step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for i, (key, arm_runs) in enumerate(arms(runs).items()):
+        draw_arm(axes[-1], arm_runs, plt.cm.tab10.colors[i % 10], label(key))
+    loss_axes(axes[-1], "pretraining")
+    axes[-1].legend(fontsize=7)
+    return save(plt, fig, out_dir, "downstream.png")
+
+
+def task_baselines(value):
+    ok = (isinstance(value, dict) and value and set(value) <= {"mrpc", "rte"}
+          and all(not is_number(v) and 0 < v < 1 for v in value.values()))
+    return None if ok else "expected an object mapping mrpc and/or rte to a baseline in (0, 1)"
+
+
 ANALYSES = {
     "grad_norms_at_init": Analysis(grad_norms_at_init, "grad-norms", {
         "postln_min_ratio": is_number, "postln_max_abs_slope": is_number,
@@ -574,4 +689,6 @@ ANALYSES = {
     "warmup": Analysis(warmup, "pretrain", {"margin": is_number}),
     "convergence": Analysis(convergence, "pretrain", {"max_ratio": is_number}),
     "tfixup": Analysis(tfixup, "pretrain", {"margin": is_number, "variants": names_of("tfixup", "preln", "postln")}),
+    "downstream": Analysis(downstream, "pretrain", {"margin": is_number, "baselines": task_baselines,
+                                                    "f1_baselines": task_baselines}),
 }

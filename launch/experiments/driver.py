@@ -118,6 +118,7 @@ class Run:
     base: str
     overrides: list
     grad_norms: dict | None = None
+    finetune: dict | None = None  # the scale's finetune section, placeholders expanded
 
     def settings(self, kind):
         """What defines the run; two claims share a run dir only when these are equal."""
@@ -213,7 +214,7 @@ def check_analysis(name_node, criterion_node, kind):
 
 def parse_scale(node, here, kind):
     """A scale's settings, with its base config checked to exist; placeholders stay unexpanded."""
-    optional = ("set", "data", "parallel", "threads") + (("grad_norms",) if kind == "grad-norms" else ())
+    optional = ("set", "data", "parallel", "threads") + (("grad_norms",) if kind == "grad-norms" else ("finetune",))
     required = ("base", "grids") + (("grad_norms",) if kind == "grad-norms" else ())
     members = node.fields(required, optional)
     base = os.path.normpath(os.path.join(here, members["base"].string()))
@@ -228,6 +229,7 @@ def parse_scale(node, here, kind):
             "parallel": members["parallel"].integer(1) if "parallel" in members else 1,
             "threads": members["threads"].integer(1) if "threads" in members else 1,
             "grad_norms": parse_grad_norms(members["grad_norms"]) if "grad_norms" in members else None,
+            "finetune": parse_finetune(members["finetune"]) if "finetune" in members else None,
             "grids": [parse_block(block, available) for block in members["grids"].items("grid blocks")]}
     for i, text in enumerate(spec["set"]):
         check_placeholders(members["set"].item(i), text, available)
@@ -238,6 +240,35 @@ def parse_grad_norms(node):
     members = node.fields(("layers", "batches", "seeds"))
     return {"layers": [item.integer(1) for item in members["layers"].items("depths")],
             "batches": members["batches"].integer(1), "seeds": members["seeds"].integer(1)}
+
+
+FINETUNE_TASKS = ("mrpc", "rte")
+
+
+def parse_finetune(node):
+    """A scale's finetune section: every checkpoint of every run is finetuned on each task
+    (`lamina finetune-sweep`) with these settings."""
+    members = node.fields(("glue", "tasks", "lrs", "seeds", "epochs", "batch", "max_seq", "device"))
+    check_placeholders(members["glue"], members["glue"].string(), ("shared",))
+    tasks = [item.string() for item in members["tasks"].items("task names")]
+    for i, task in enumerate(tasks):
+        if task not in FINETUNE_TASKS:
+            members["tasks"].item(i).fail(f"expected one of {', '.join(FINETUNE_TASKS)}")
+    lrs = members["lrs"].items("learning rates")
+    for item in lrs:
+        if is_positive_number(item.value):
+            item.fail("expected a positive number")
+    if members["device"].string() not in ("cpu", "cuda", "auto"):
+        members["device"].fail("expected cpu, cuda or auto")
+    return {"glue": members["glue"].value, "tasks": tasks, "lrs": [item.value for item in lrs],
+            "seeds": members["seeds"].integer(1), "epochs": members["epochs"].integer(1),
+            "batch": members["batch"].integer(1), "max_seq": members["max_seq"].integer(3),
+            "device": members["device"].value}
+
+
+def is_positive_number(value):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return None if ok else "expected a positive number"
 
 
 def parse_block(node, available):
@@ -325,8 +356,10 @@ def grid_runs(spec, values):
             combos = [{**combo, axis: value} for combo in combos for value in block[axis]]
         for axes in combos:
             overrides = spec["set"] + [o for axis in sorted(axes) for o in block[axis][axes[axis]]]
+            finetune = spec["finetune"] and {**spec["finetune"], "glue": expand(spec["finetune"]["glue"], values)}
             run = Run(name=run_name(axes), axes=axes, base=spec["base"],
-                      overrides=[expand(o, values) for o in overrides], grad_norms=spec["grad_norms"])
+                      overrides=[expand(o, values) for o in overrides], grad_norms=spec["grad_norms"],
+                      finetune=finetune)
             if run.name in runs and runs[run.name] != run:
                 spec["node"].key("grids").item(b).fail(f"run {run.name} is defined again with other settings")
             runs[run.name] = run
@@ -539,7 +572,70 @@ def prepare_data(exp, children):
     print(f"prepared {data.dir} in {time.monotonic() - started:.1f} s", flush=True)
 
 
-def run_command(exp, run):
+@dataclass
+class Job:
+    """One lamina invocation: a run of the grid (pretrain or grad-norms), or, after a run has
+    finished, the finetuning of each of its checkpoints on one task (finetune-sweep) in
+    RUNDIR/finetune/TASK/."""
+
+    run: Run
+    task: str | None = None
+
+    @property
+    def name(self):
+        return f"{self.run.name} / finetune {self.task}" if self.task else self.run.name
+
+
+def experiment_jobs(exp):
+    """The runs, then their finetuning jobs (which wait for their run)."""
+    jobs = [Job(run) for run in exp.runs]
+    return jobs + [Job(run, task) for run in exp.runs if run.finetune for task in run.finetune["tasks"]]
+
+
+def job_dir(exp, job):
+    return os.path.join(run_dir(exp, job.run), "finetune", job.task) if job.task else run_dir(exp, job.run)
+
+
+def job_done_file(exp, job):
+    return os.path.join(job_dir(exp, job), "done.json")
+
+
+def finetune_settings(job):
+    f = job.run.finetune
+    return {"task": job.task, **{k: f[k] for k in ("glue", "lrs", "seeds", "epochs", "batch", "max_seq", "device")}}
+
+
+def claim_job_dir(exp, job, create):
+    """claim_run_dir for runs; a finetuning job's directory records its settings in settings.json
+    the same way, so that a changed finetune section is refused rather than mixed in."""
+    if not job.task:
+        claim_run_dir(exp, job.run, create)
+        return
+    path, settings = job_dir(exp, job), finetune_settings(job)
+    record = os.path.join(path, "settings.json")
+    if os.path.exists(record):
+        existing = read_json(record)
+        if existing != settings:
+            raise SpecError(f"{exp.file}: the finetuning of {job.run.name} on {job.task} has other settings than "
+                            f"{record} records:\n  {record}: {json.dumps(existing)}\n  {exp.file}: {json.dumps(settings)}")
+    elif create:
+        os.makedirs(path, exist_ok=True)
+        write_json(record, settings)
+
+
+def job_ready(exp, job):
+    """A run can start at once; a finetuning job once its run is done."""
+    return not job.task or os.path.exists(done_file(exp, job.run))
+
+
+def job_command(exp, job):
+    run = job.run
+    if job.task:
+        f = run.finetune
+        return [exp.lamina, "finetune-sweep", "--run", run_dir(exp, run), "--task", job.task, "--data", f["glue"],
+                "--out", job_dir(exp, job), "--lr", ",".join(repr(float(lr)) for lr in f["lrs"]),
+                "--seeds", str(f["seeds"]), "--epochs", str(f["epochs"]), "--batch", str(f["batch"]),
+                "--max_seq", str(f["max_seq"]), "--device", f["device"], "--predict_test=false"]
     if exp.kind == "grad-norms":
         g = run.grad_norms
         return ([exp.lamina, "grad-norms", "--config", run.base]
@@ -552,7 +648,7 @@ def run_command(exp, run):
 
 @dataclass
 class Attempt:
-    run: Run
+    job: Job
     number: int
     index: int
     process: subprocess.Popen
@@ -562,56 +658,65 @@ class Attempt:
 
 
 class Scheduler:
-    """Runs the unfinished runs, `parallel` at a time. A failed run stops new starts; the running
+    """Runs the unfinished jobs, `parallel` at a time, each as soon as it is ready (a finetuning
+    job once its run is done), runs before finetuning. A failed job stops new starts; the running
     ones are let finish. A signal stops everything at the next checkpoint."""
 
-    def __init__(self, exp, runs, children):
-        self.exp, self.pending, self.children = exp, list(runs), children
-        self.total, self.started, self.running, self.failed = len(runs), 0, [], []
+    def __init__(self, exp, jobs, children):
+        self.exp, self.pending, self.children = exp, list(jobs), children
+        self.total, self.started, self.running, self.failed = len(jobs), 0, [], []
 
     def run(self):
         while self.pending or self.running:
-            while self.pending and len(self.running) < self.exp.parallel and not (self.failed or self.children.signal):
-                self.start(self.pending.pop(0))
+            while len(self.running) < self.exp.parallel and not (self.failed or self.children.signal):
+                ready = next((job for job in self.pending if job_ready(self.exp, job)), None)
+                if ready is None:
+                    break
+                self.pending.remove(ready)
+                self.start(ready)
             for attempt in [a for a in self.running if a.process.poll() is not None]:
                 self.running.remove(attempt)
                 self.finish(attempt)
             if not self.running and (self.failed or self.children.signal):
                 break
+            if not self.running and self.pending and not any(job_ready(self.exp, job) for job in self.pending):
+                raise RunError(f"nothing can start: {', '.join(job.name for job in self.pending)} wait for runs "
+                               "that did not finish")
             time.sleep(0.2)
         if self.children.signal:
             raise SystemExit(128 + self.children.signal)
         if self.failed:
-            raise RunError(f"{len(self.failed)} run(s) failed: {', '.join(self.failed)}")
+            raise RunError(f"{len(self.failed)} job(s) failed: {', '.join(self.failed)}")
 
-    def start(self, run):
-        path = run_dir(self.exp, run)
-        claim_run_dir(self.exp, run, create=True)
+    def start(self, job):
+        path = job_dir(self.exp, job)
+        claim_job_dir(self.exp, job, create=True)
         try:
             lock = lock_run(path)
         except RunError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
-            self.failed.append(run.name)
+            self.failed.append(job.name)
             return
         number = len(read_attempts(path)) + 1
-        command = run_command(self.exp, run)
+        command = job_command(self.exp, job)
         log = open(os.path.join(path, "log.txt"), "a", encoding="utf-8")
         log.write(f"=== attempt {number}, {now_iso()}: {shlex.join(command)}\n")
         log.flush()
-        stdout = (open(os.path.join(path, "grad_norms.json.part"), "w", encoding="utf-8")
-                  if self.exp.kind == "grad-norms" else log)
+        grad_norms = self.exp.kind == "grad-norms" and not job.task
+        stdout = open(os.path.join(path, "grad_norms.json.part"), "w", encoding="utf-8") if grad_norms else log
         process = self.children.spawn(command, stdout=stdout, stderr=log, env=lamina_env(self.exp.threads),
                                       pass_fds=(lock,))
         os.ftruncate(lock, 0)
         os.write(lock, f"{process.pid}\n".encode())
         self.started += 1
-        attempt = Attempt(run, number, self.started, process, time.time(), lock, [log, stdout])
+        attempt = Attempt(job, number, self.started, process, time.time(), lock, [log, stdout])
         append_jsonl(os.path.join(path, "attempts.jsonl"), {"attempt": number, "start": attempt.start})
         self.running.append(attempt)
-        print(f"[{attempt.index}/{self.total}] start {run.name} (attempt {number})", flush=True)
+        print(f"[{attempt.index}/{self.total}] start {job.name} (attempt {number})", flush=True)
 
     def finish(self, attempt):
-        run, path, code = attempt.run, run_dir(self.exp, attempt.run), attempt.process.returncode
+        job, code = attempt.job, attempt.process.returncode
+        path = job_dir(self.exp, job)
         self.children.reap(attempt.process)
         for f in set(attempt.files):
             f.close()
@@ -619,8 +724,8 @@ class Scheduler:
         wall = time.time() - attempt.start
         append_jsonl(os.path.join(path, "attempts.jsonl"),
                      {"attempt": attempt.number, "start": attempt.start, "wall_s": round(wall, 3), "exit": code})
-        status, detail = self.outcome(run, path, code)
-        prefix = f"[{attempt.index}/{self.total}] {status} {run.name} in {wall:.1f} s"
+        status, detail = self.outcome(job, path, code)
+        prefix = f"[{attempt.index}/{self.total}] {status} {job.name} in {wall:.1f} s"
         if status in ("finished", "diverged"):
             total, attempts = attempts_wall(path)
             write_json(os.path.join(path, "done.json"),
@@ -629,12 +734,16 @@ class Scheduler:
         elif status == "stopped":
             print(f"{prefix}: resumes from its last checkpoint", flush=True)
         else:
-            self.failed.append(run.name)
+            self.failed.append(job.name)
             print(f"{prefix}: exit {code}{detail_text(detail)}; the end of {path}/log.txt:\n"
                   f"{log_tail(os.path.join(path, 'log.txt'))}", file=sys.stderr, flush=True)
 
-    def outcome(self, run, path, code):
+    def outcome(self, job, path, code):
         """(status, details): finished, diverged (a result), stopped (by our signal) or failed."""
+        if job.task:
+            if code == 0 and os.path.exists(os.path.join(path, "sweep.json")):
+                return "finished", {}
+            return ("stopped" if self.children.signal else "failed"), {}
         if self.exp.kind == "grad-norms":
             part = os.path.join(path, "grad_norms.json.part")
             if code == 0:
@@ -709,12 +818,14 @@ def load_run_data(exp, run):
         return sorted((r for r in records if r.get("kind") == kind), key=lambda r: r["step"])
     config_path = os.path.join(path, "config.json")
     grad_norms_path = os.path.join(path, "grad_norms.json")
+    finetune = {job.task: read_json(os.path.join(job_dir(exp, job), "sweep.json"))
+                for job in experiment_jobs(exp) if job.task and job.run.name == run.name}
     return analyses.RunData(
         name=run.name, axes=run.axes, status=done["status"], wall_s=done["wall_s"],
         diverged_step=done.get("step"),
         config=read_json(config_path) if os.path.exists(config_path) else {},
         evals=by_kind("eval"), layers=by_kind("layers"),
-        grad_norms=read_json(grad_norms_path) if os.path.exists(grad_norms_path) else None)
+        grad_norms=read_json(grad_norms_path) if os.path.exists(grad_norms_path) else None, finetune=finetune)
 
 
 def machine():
@@ -776,9 +887,9 @@ def jsonable(value):
 
 def analyse(exp, invocation_start):
     """Reads every run, runs the claim's analysis into OUT/CLAIM/ and writes summary.json."""
-    missing = [run.name for run in exp.runs if not os.path.exists(done_file(exp, run))]
+    missing = [job.name for job in experiment_jobs(exp) if not os.path.exists(job_done_file(exp, job))]
     if missing:
-        raise RunError(f"{len(missing)} run(s) not finished: {', '.join(missing)}")
+        raise RunError(f"{len(missing)} job(s) not finished: {', '.join(missing)}")
     runs = [load_run_data(exp, run) for run in exp.runs]
     claim_dir = os.path.join(exp.out, exp.name)
     os.makedirs(claim_dir, exist_ok=True)
@@ -864,26 +975,28 @@ def dry_run(exp):
     if exp.data and exp.data.prepare:
         state = "prepared" if os.path.exists(os.path.join(exp.data.dir, "done")) else "to prepare"
         print(f"data ({state}): {shlex.join(prepare_command(exp))}")
-    for run in exp.runs:
-        claim_run_dir(exp, run, create=False)
-        state = "finished" if os.path.exists(done_file(exp, run)) else "to run"
-        print(f"{run.name} ({state}): {env} {shlex.join(run_command(exp, run))}")
-    print(f"{len(exp.runs)} runs, {exp.parallel} at a time, output under {exp.out}")
+    jobs = experiment_jobs(exp)
+    for job in jobs:
+        claim_job_dir(exp, job, create=False)
+        state = "finished" if os.path.exists(job_done_file(exp, job)) else "to run"
+        print(f"{job.name} ({state}): {env} {shlex.join(job_command(exp, job))}")
+    print(f"{len(jobs)} jobs, {exp.parallel} at a time, output under {exp.out}")
 
 
 def execute(exp):
     if not os.access(exp.lamina, os.X_OK):
         raise SpecError(f"no lamina binary at {exp.lamina}: build it (launch/setup.sh) or pass --lamina")
-    for run in exp.runs:
-        claim_run_dir(exp, run, create=False)
+    jobs = experiment_jobs(exp)
+    for job in jobs:
+        claim_job_dir(exp, job, create=False)
     todo = []
-    for run in exp.runs:
-        if os.path.exists(done_file(exp, run)):
-            print(f"skip {run.name} ({read_json(done_file(exp, run))['status']})")
+    for job in jobs:
+        if os.path.exists(job_done_file(exp, job)):
+            print(f"skip {job.name} ({read_json(job_done_file(exp, job))['status']})")
         else:
-            todo.append(run)
+            todo.append(job)
     with Children() as children:
-        if todo:
+        if any(not job.task for job in todo):
             prepare_data(exp, children)
         Scheduler(exp, todo, children).run()
 

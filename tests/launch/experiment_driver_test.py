@@ -208,9 +208,11 @@ def lock_free(path):
         os.close(fd)
 
 
-# A stand-in for lamina: `pretrain` writes config.json and metrics.jsonl for 8 steps, behaving as
-# --set fake.mode=finish|diverge|crash|hang says; `grad-norms` prints norms shaped as the papers say
-# (Post-LN: growing towards the last layer, flat in depth; Pre-LN: even, falling as 1/sqrt(L)).
+# A stand-in for lamina: `pretrain` writes config.json, metrics.jsonl and checkpoint directories
+# for 8 steps, behaving as --set fake.mode=finish|diverge|crash|hang says; `grad-norms` prints
+# norms shaped as the papers say (Post-LN: growing towards the last layer, flat in depth; Pre-LN:
+# even, falling as 1/sqrt(L)); `finetune-sweep` writes a sweep.json with a point per checkpoint,
+# Pre-LN 4 points ahead of Post-LN.
 FAKE_LAMINA = textwrap.dedent("""\
     import json, os, signal, sys, time
     command, args = sys.argv[1], sys.argv[2:]
@@ -225,10 +227,25 @@ FAKE_LAMINA = textwrap.dedent("""\
         print(json.dumps({"norm": sets["model.norm"], "init": "bert", "batches": int(flag("--batches")),
                           "seeds": int(flag("--seeds")), "seq_len": 32, "micro_batch": 8, "depths": depths}))
         sys.exit(0)
+    if command == "finetune-sweep":
+        run, task, out = flag("--run"), flag("--task"), flag("--out")
+        with open(os.path.join(run, "config.json")) as f:
+            norm = json.load(f)["model"]["norm"]
+        points = []
+        for step in sorted(int(d.split("_")[1]) for d in os.listdir(os.path.join(run, "checkpoints"))):
+            acc = (0.70 if norm == "pre" else 0.66) + step / 1000
+            stat = lambda v: {"n": int(flag("--seeds")), "mean": v, "std": 0.01, "median": v, "min": v - 0.01,
+                              "max": v + 0.01}
+            final = {"accuracy": stat(acc), **({"f1": stat(acc + 0.1)} if task == "mrpc" else {})}
+            points.append({"step": step, "best_lr": float(flag("--lr").split(",")[0]), "final": final})
+        with open(os.path.join(out, "sweep.json"), "w") as f:
+            json.dump({"task": task, "points": points}, f)
+        sys.exit(0)
     out, mode, steps = flag("--out"), sets.get("fake.mode", "finish"), 8
     warmup = int(sets.get("schedule.warmup_steps", 0))
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"model": {"norm": "post"}, "schedule": {"warmup_steps": warmup}, "run": {"steps": steps}}, f)
+        json.dump({"model": {"norm": sets.get("model.norm", "post")}, "schedule": {"warmup_steps": warmup},
+                   "run": {"steps": steps}}, f)
     if mode == "hang":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # lamina checkpoints and exits 0
         time.sleep(60)
@@ -245,6 +262,7 @@ FAKE_LAMINA = textwrap.dedent("""\
             if step % 4 == 0:
                 f.write(json.dumps({"kind": "eval", "step": step, "mlm_loss": 9.0 - step / 8 - warmup / 100,
                                     "mlm_accuracy": 0.1}) + "\\n")
+                os.makedirs(os.path.join(out, "checkpoints", f"step_{step:08d}"), exist_ok=True)
     """)
 
 
@@ -315,7 +333,7 @@ class FakeLaminaTest(unittest.TestCase):
         self.assertIn("--set schedule.warmup_steps=4 --set fake.mode=finish", result.stdout)
         result = driver(file, "--out", self.out, "--analyse_only", lamina=self.fake)
         self.assertEqual(result.returncode, 1)
-        self.assertIn("2 run(s) not finished: lr-1e-3__seed-1__variant-postln__warmup-none, ", result.stderr)
+        self.assertIn("2 job(s) not finished: lr-1e-3__seed-1__variant-postln__warmup-none, ", result.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.out, "runs")))
 
     def test_run_name_with_other_settings_is_refused(self):
@@ -345,6 +363,58 @@ class FakeLaminaTest(unittest.TestCase):
         self.assertAlmostEqual(figures["slope_last_layer"], -0.5)
         for png in ("norm_vs_layer.png", "last_layer_vs_depth.png"):
             self.assertTrue(os.path.exists(os.path.join(self.tmp, "pub", "norms", png)))
+
+
+    def downstream_experiment(self, lrs=(1e-4,)):
+        experiment = toy_experiment()
+        experiment.update(analysis="downstream", criterion={
+            "margin": 0.01, "baselines": {"mrpc": 0.684, "rte": 0.527}, "f1_baselines": {"mrpc": 0.812}})
+        scale = experiment["scales"]["cpu"]
+        del scale["data"]
+        scale["set"] = ["run.device=cpu"]
+        scale["grids"] = [{"variant": {"postln": ["model.norm=post", "schedule.warmup_steps=4"],
+                                       "preln": ["model.norm=pre"]}}]
+        scale["finetune"] = {"glue": "{shared}/glue", "tasks": ["mrpc", "rte"], "lrs": list(lrs), "seeds": 3,
+                             "epochs": 3, "batch": 32, "max_seq": 64, "device": "cpu"}
+        return write_json(os.path.join(self.tmp, "down.json"), experiment)
+
+    def test_finetuning_follows_each_run(self):
+        file = self.downstream_experiment()
+        result = driver(file, "--out", self.out, "--dry_run", lamina=self.fake)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.count("finetune-sweep --run"), 4)
+        self.assertIn("--task rte --data", result.stdout)
+        self.assertIn("--lr 0.0001 --seeds 3 --epochs 3 --batch 32 --max_seq 64 --device cpu --predict_test=false",
+                      result.stdout)
+        result = driver(file, "--out", self.out, "--publish", os.path.join(self.tmp, "pub"), lamina=self.fake)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for variant in ("postln", "preln"):
+            for task in ("mrpc", "rte"):
+                done = read_json(os.path.join(self.out, "runs", f"variant-{variant}", "finetune", task, "done.json"))
+                self.assertEqual(done["status"], "finished")
+        summary = read_json(os.path.join(self.tmp, "pub", "down", "summary.json"))
+        self.assertEqual(summary["verdict"], "reproduced", summary["reason"])
+        self.assertAlmostEqual(summary["figures"]["tasks"]["rte"]["gap"], 0.04)
+        points = summary["figures"]["curves"]["mrpc"]["variant=preln"]
+        self.assertEqual([p["step"] for p in points], [4, 8])
+        self.assertAlmostEqual(points[1]["f1"]["median"], 0.808)
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, "pub", "down", "downstream.png")))
+        again = driver(file, "--out", self.out, lamina=self.fake)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(again.stdout.count("skip "), 6)
+        changed = driver(self.downstream_experiment(lrs=(1e-4, 2e-4)), "--out", self.out, lamina=self.fake)
+        self.assertEqual(changed.returncode, 2)
+        self.assertIn("the finetuning of variant-postln on mrpc has other settings than", changed.stderr)
+
+    def test_downstream_below_the_baseline_is_inconclusive(self):
+        experiment = read_json(self.downstream_experiment())
+        experiment["criterion"]["baselines"] = {"mrpc": 0.9, "rte": 0.9}
+        file = write_json(os.path.join(self.tmp, "down.json"), experiment)
+        result = driver(file, "--out", self.out, lamina=self.fake)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        summary = read_json(os.path.join(self.out, "down", "summary.json"))
+        self.assertEqual(summary["verdict"], "inconclusive", summary["reason"])
+        self.assertIn("not above it by the margin, not judged", summary["reason"])
 
 
 class BadExperimentFileTest(unittest.TestCase):
@@ -388,6 +458,16 @@ class BadExperimentFileTest(unittest.TestCase):
         self.check(lambda e, s: e.update(analysis="warmpu"), "analysis: unknown analysis")
         self.check(lambda e, s: s["set"].append("data.train={dta}"), "scales.cpu.set[3]: placeholder {dta}")
         self.check(lambda e, s: e.update(scales={"gpu": s}), "scales: no scale 'cpu'")
+
+    def test_bad_finetune_section(self):
+        finetune = {"glue": "{shared}/glue", "tasks": ["mrpc"], "lrs": [1e-4], "seeds": 1, "epochs": 1, "batch": 8,
+                    "max_seq": 32, "device": "cpu"}
+        self.check(lambda e, s: s.update(finetune={**finetune, "tasks": ["sst2"]}),
+                   "scales.cpu.finetune.tasks[0]: expected one of mrpc, rte")
+        self.check(lambda e, s: s.update(finetune={**finetune, "lrs": [0]}),
+                   "scales.cpu.finetune.lrs[0]: expected a positive number")
+        self.check(lambda e, s: s.update(finetune={k: v for k, v in finetune.items() if k != "seeds"}),
+                   "scales.cpu.finetune.seeds: missing")
 
 
 if __name__ == "__main__":
