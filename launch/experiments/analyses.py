@@ -682,6 +682,127 @@ def task_baselines(value):
     return None if ok else "expected an object mapping mrpc and/or rte to a baseline in (0, 1)"
 
 
+# ----------------------------------------------------------------------------------------------
+# Claim 5: without warmup, Pre-LN and T-Fixup stand larger batches and learning rates.
+
+
+def large_batch(runs, criterion, out_dir):
+    """Per variant, global batch and optimizer, the largest lr of the grid at which the run still
+    trains: it did not diverge and its final val loss is within criterion.margin of the best final
+    loss of that (variant, batch, optimizer) over the grid. At the largest batch, Pre-LN and
+    T-Fixup (criterion.variants) should train at a larger lr than Post-LN without warmup. Where no
+    run of any variant fails the test, the grid never reached the instability: inconclusive."""
+    roles, margin = criterion["variants"], criterion["margin"]
+    cells = {}
+    for run in runs:
+        key = (run.axes.get("variant"), run.setting("batch.global_batch"), run.setting("optimizer.name"))
+        cells.setdefault(key, []).append(run)
+    missing = [f"{role} ({value})" for role, value in roles.items() if value not in {k[0] for k in cells}]
+    if missing:
+        raise AnalysisError(f"no runs of {', '.join(missing)}")
+    figures, rows, failures = [], [], 0
+    for (variant, batch, optimizer), cell_runs in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        by_lr = {}
+        for run in cell_runs:
+            by_lr.setdefault(run.setting("schedule.lr"), []).append(run)
+        finals = {lr: stats(rs)["mean"] for lr, rs in sorted(by_lr.items())}
+        best = min(finals.values())
+        trains = {lr: math.isfinite(f) and f <= best + margin for lr, f in finals.items()}
+        failures += sum(not ok for ok in trains.values())
+        largest = max((lr for lr, ok in trains.items() if ok), default=None)
+        figures.append({"variant": variant, "global_batch": batch, "optimizer": optimizer,
+                        "warmup_steps": cell_runs[0].setting("schedule.warmup_steps", 0),
+                        "steps": cell_runs[0].setting("run.steps"), "finals": {repr(lr): f for lr, f in finals.items()},
+                        "trains": {repr(lr): ok for lr, ok in trains.items()}, "largest_lr": largest})
+        rows += [[batch, optimizer, variant, lr, finals[lr], "yes" if trains[lr] else "no",
+                  "largest" if lr == largest else ""] for lr in finals]
+    top = max(f["global_batch"] for f in figures)
+    at_top = {}
+    for f in figures:
+        if f["global_batch"] == top:
+            at_top.setdefault(f["variant"], []).append(f)
+    def largest_at_top(role):
+        return max((f["largest_lr"] or 0.0 for f in at_top.get(roles[role], [])), default=0.0)
+    post = largest_at_top("postln")
+    held = {role: largest_at_top(role) > post for role in ("preln", "tfixup")}
+    if failures == 0:
+        result = INCONCLUSIVE
+        reason = (f"every run of every variant trains at every lr of the grid (within {margin} of its best): "
+                  "the grid never reached the instability the claim is about")
+    else:
+        result = verdict(sum(held.values()), 2)
+        reason = (f"at global batch {top}, the largest lr that still trains (within {margin} of the best): "
+                  + ", ".join(f"{role} {cell_text(largest_at_top(role))}" for role in ("postln", "preln", "tfixup"))
+                  + (f", Post-LN with warmup {cell_text(largest_at_top('postln_warmup'))}" if "postln_warmup" in roles
+                     else "") + f"; {failures} (variant, batch, optimizer, lr) cell(s) do not train")
+    plots = [plot_largest_lr(figures, out_dir), plot_large_batch_curves(runs, top, out_dir)]
+    return Result({"cells": figures, "largest_batch": top, "held": held}, result, reason,
+                  table(["batch", "optimizer", "variant", "lr", "final val loss", "trains", ""], rows), plots)
+
+
+def plot_largest_lr(figures, out_dir):
+    """Left: the largest lr that still trains against the global batch, a line per variant and
+    optimizer. Right panels: final val loss against lr, one per (batch, optimizer)."""
+    plt = pyplot()
+    settings = sorted({(f["global_batch"], f["optimizer"]) for f in figures})
+    fig, axes = subplots(plt, 1 + len(settings), width=4.4, height=3.4, columns=4)
+    variants = sorted({f["variant"] for f in figures})
+    colour = {v: plt.cm.tab10.colors[i % 10] for i, v in enumerate(variants)}
+    for variant in variants:
+        for optimizer, marker in zip(sorted({f["optimizer"] for f in figures}), "os^v"):
+            points = sorted((f["global_batch"], f["largest_lr"]) for f in figures
+                            if f["variant"] == variant and f["optimizer"] == optimizer and f["largest_lr"])
+            if points:
+                axes[0].plot(*zip(*points), marker=marker, color=colour[variant], label=f"{variant} ({optimizer})")
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("global batch (sequences)")
+    axes[0].set_ylabel("largest lr that trains")
+    axes[0].grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    for ax, (batch, optimizer) in zip(axes[1:], settings):
+        for f in figures:
+            if (f["global_batch"], f["optimizer"]) == (batch, optimizer):
+                lrs = sorted(float(lr) for lr in f["finals"])
+                ys = [f["finals"][repr(lr)] for lr in lrs]
+                ax.plot(lrs, [y if math.isfinite(y) else float("nan") for y in ys], marker="o",
+                        color=colour[f["variant"]], label=f["variant"])
+                for lr, y in zip(lrs, ys):
+                    if not math.isfinite(y):
+                        ax.plot([lr], [0.97], "x", color=colour[f["variant"]], markersize=8, mew=2,
+                                transform=ax.get_xaxis_transform())
+        ax.set_xscale("log")
+        ax.set_title(f"batch {batch}, {optimizer}", fontsize=10)
+        ax.set_xlabel("peak lr")
+        ax.set_ylabel("final val MLM loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save(plt, fig, out_dir, "largest_lr.png")
+
+
+def plot_large_batch_curves(runs, batch, out_dir):
+    """Val loss against sequences seen (step x global batch; every sequence has the dataset's
+    seq_len) at the largest batch: a panel per optimizer, a colour per variant, each lr a line
+    (darker = larger)."""
+    plt = pyplot()
+    chosen = [r for r in runs if r.setting("batch.global_batch") == batch]
+    optimizers = sorted({r.setting("optimizer.name") for r in chosen})
+    fig, axes = subplots(plt, len(optimizers), width=5.5, height=3.8)
+    variants = sorted({r.axes.get("variant") for r in chosen})
+    for ax, optimizer in zip(axes, optimizers):
+        for i, variant in enumerate(variants):
+            arm = sorted((r for r in chosen if r.axes.get("variant") == variant and r.setting("optimizer.name") == optimizer),
+                         key=lambda r: r.setting("schedule.lr"))
+            for j, run in enumerate(arm):
+                steps, losses = run.curve()
+                ax.plot([s * batch for s in steps], losses, color=plt.cm.tab10.colors[i % 10], alpha=0.35 + 0.65 * (j + 1) / len(arm),
+                        linewidth=1.2, label=f"{variant} lr {run.setting('schedule.lr'):g}")
+        loss_axes(ax, f"batch {batch}, {optimizer}")
+        ax.set_xlabel("sequences seen")
+        ax.legend(fontsize=6, ncol=2)
+    return save(plt, fig, out_dir, "large_batch_curves.png")
+
+
 ANALYSES = {
     "grad_norms_at_init": Analysis(grad_norms_at_init, "grad-norms", {
         "postln_min_ratio": is_number, "postln_max_abs_slope": is_number,
@@ -689,6 +810,8 @@ ANALYSES = {
     "warmup": Analysis(warmup, "pretrain", {"margin": is_number}),
     "convergence": Analysis(convergence, "pretrain", {"max_ratio": is_number}),
     "tfixup": Analysis(tfixup, "pretrain", {"margin": is_number, "variants": names_of("tfixup", "preln", "postln")}),
+    "large_batch": Analysis(large_batch, "pretrain", {
+        "margin": is_number, "variants": names_of("postln", "postln_warmup", "preln", "tfixup")}),
     "downstream": Analysis(downstream, "pretrain", {"margin": is_number, "baselines": task_baselines,
                                                     "f1_baselines": task_baselines}),
 }

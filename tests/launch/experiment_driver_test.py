@@ -244,8 +244,10 @@ FAKE_LAMINA = textwrap.dedent("""\
     out, mode, steps = flag("--out"), sets.get("fake.mode", "finish"), 8
     warmup = int(sets.get("schedule.warmup_steps", 0))
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"model": {"norm": sets.get("model.norm", "post")}, "schedule": {"warmup_steps": warmup},
-                   "run": {"steps": steps}}, f)
+        json.dump({"model": {"norm": sets.get("model.norm", "post")},
+                   "schedule": {"warmup_steps": warmup, "lr": float(sets.get("schedule.lr", 1e-3))},
+                   "batch": {"global_batch": int(sets.get("batch.global_batch", 8))},
+                   "optimizer": {"name": sets.get("optimizer.name", "adamw")}, "run": {"steps": steps}}, f)
     if mode == "hang":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # lamina checkpoints and exits 0
         time.sleep(60)
@@ -415,6 +417,38 @@ class FakeLaminaTest(unittest.TestCase):
         summary = read_json(os.path.join(self.out, "down", "summary.json"))
         self.assertEqual(summary["verdict"], "inconclusive", summary["reason"])
         self.assertIn("not above it by the margin, not judged", summary["reason"])
+
+
+    def test_large_batch(self):
+        experiment = toy_experiment()
+        experiment.update(analysis="large_batch", criterion={"margin": 0.05, "variants": {
+            "postln": "postln", "postln_warmup": "postln_warmup", "preln": "preln", "tfixup": "tfixup"}})
+        variants = {"postln": ["model.norm=post"], "postln_warmup": ["model.norm=post", "schedule.warmup_steps=2"],
+                    "preln": ["model.norm=pre"], "tfixup": ["model.norm=none"]}
+        small = {"batch": {"8": ["batch.global_batch=8"]}, "optimizer": {"adamw": ["optimizer.name=adamw"]}}
+        large = {"batch": {"64": ["batch.global_batch=64"]}, "optimizer": {"lamb": ["optimizer.name=lamb"]}}
+        stable = {k: v for k, v in variants.items() if k != "postln"}
+        scale = experiment["scales"]["cpu"]
+        del scale["data"]
+        scale["set"] = ["run.device=cpu"]
+        scale["grids"] = [
+            {**small, "lr": {"1": ["schedule.lr=1"], "2": ["schedule.lr=2"]}, "variant": variants},
+            {**large, "lr": {"1": ["schedule.lr=1"]}, "variant": variants},
+            {**large, "lr": {"2": ["schedule.lr=2"]}, "variant": stable},
+            {**large, "lr": {"2": ["schedule.lr=2"]}, "variant": {"postln": ["model.norm=post", "fake.mode=diverge"]}}]
+        file = write_json(os.path.join(self.tmp, "large.json"), experiment)
+        result = driver(file, "--out", self.out, lamina=self.fake)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        summary = read_json(os.path.join(self.out, "large", "summary.json"))
+        self.assertEqual(summary["verdict"], "reproduced", summary["reason"])
+        self.assertIn("at global batch 64, the largest lr that still trains (within 0.05 of the best): postln 1, "
+                      "preln 2, tfixup 2, Post-LN with warmup 2; 1 (variant, batch, optimizer, lr) cell(s) do not "
+                      "train", summary["reason"])
+        cells = {(c["variant"], c["global_batch"]): c for c in summary["figures"]["cells"]}
+        self.assertEqual(cells[("postln", 64)]["trains"], {"1.0": True, "2.0": False})
+        self.assertEqual(cells[("postln", 8)]["largest_lr"], 2.0)
+        for png in ("largest_lr.png", "large_batch_curves.png"):
+            self.assertTrue(os.path.exists(os.path.join(self.out, "large", png)))
 
 
 class BadExperimentFileTest(unittest.TestCase):
