@@ -17,6 +17,9 @@ ABSL_FLAG(std::string, resume, "auto",
           "pretrain: auto = continue from the newest complete checkpoint in --out if there is one; none = start fresh "
           "(existing checkpoints stay until pruned); or a checkpoint directory to start from");
 
+ABSL_FLAG(std::vector<std::string>, allow_config_change, {},
+          "pretrain: config keys (or sections, e.g. schedule) that a resume may change although they change the "
+          "trajectory (schedule, data, batch, optimizer, seed); without it such a change is refused, naming each key");
 ABSL_FLAG(bool, dry_run, false,
           "pretrain: resolve and check the config (sections, keys, values, batch arithmetic), print it resolved "
           "and what the run would do, and exit without touching data or devices");
@@ -69,6 +72,7 @@ int RunPretrain(const std::vector<std::string>& args) {
   options.run_dir = absl::GetFlag(FLAGS_out);
   if (options.run_dir.empty()) options.run_dir = "runs/" + std::filesystem::path(config_path).stem().string();
   options.resume = absl::GetFlag(FLAGS_resume);
+  options.allow_config_change = absl::GetFlag(FLAGS_allow_config_change);
 
   auto dist = Bootstrap({.comm = absl::GetFlag(FLAGS_comm)});
   if (!dist.ok()) return ReportError("pretrain", std::string(dist.status().message()));

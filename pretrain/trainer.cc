@@ -20,6 +20,7 @@
 #include "model/flops.h"
 #include "model/layer_stats.h"
 #include "pretrain/checkpoint.h"
+#include "pretrain/config_changes.h"
 #include "pretrain/evaluate.h"
 #include "pretrain/metrics.h"
 #include "pretrain/train_data.h"
@@ -169,6 +170,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
   if (!ckpt.empty()) {
     auto state = LoadCheckpoint(ckpt, t->model_.get(), t->optimizer_.get());
     if (!state.ok()) return Annotate(state.status(), absl::StrCat("rank ", t->rank_, ": resuming from ", ckpt));
+    const std::vector<ConfigChange> changes = DiffResolvedConfigs(state->run_config, config.ToJson());
+    if (t->rank_ == 0)
+      for (const ConfigChange& c : changes)
+        std::fprintf(stderr, "resume: %s: checkpoint %s, now %s%s\n", c.key.c_str(), c.before.c_str(), c.after.c_str(),
+                     c.trajectory ? " (changes the trajectory)" : "");
+    RETURN_IF_ERROR(CheckResumeConfigChanges(changes, options.allow_config_change, ckpt));
     ASSIGN_OR_RETURN(LoaderPosition pos, LoaderPosition::FromJson(state->data_position.dump()));
     RETURN_IF_ERROR(im.loader->Restore(pos));
     t->step_ = state->step;

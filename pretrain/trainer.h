@@ -12,6 +12,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "data/loader.h"
@@ -26,6 +27,9 @@ namespace lamina {
 struct TrainerOptions {
   std::string run_dir;           // checkpoints/, metrics.jsonl and config.json go here
   std::string resume = "auto";   // "auto": the newest checkpoint in run_dir if any; "none"; or a checkpoint dir
+  // Config keys (or sections) whose change from the checkpoint's config a resume accepts even
+  // though they change the trajectory (pretrain/config_changes.h).
+  std::vector<std::string> allow_config_change;
 };
 
 // Makes SIGTERM and SIGINT ask running trainers to checkpoint and stop after the current step.

@@ -127,7 +127,6 @@ TEST_F(TrainerTest, PhaseTwoStartsFromPhaseOneAtALongerSeqLen) {
     EXPECT_EQ((*state)["run_config"]["data"]["train"], dir_->path("ds32"));
 
     // Started again, it resumes from its own newest checkpoint, not from phase 1.
-    phase2.run.steps = phase2.schedule.total_steps = 6;
     auto again = Trainer::Create(phase2, o, nullptr);
     ASSERT_TRUE(again.ok()) << again.status();
     EXPECT_EQ((*again)->step(), 4);
@@ -143,6 +142,36 @@ TEST_F(TrainerTest, PhaseTwoStartsFromPhaseOneAtALongerSeqLen) {
   refused = Trainer::Create(bad, TrainerOptions{.run_dir = dir_->path("phase2_bad"), .resume = "auto"}, nullptr);
   ASSERT_FALSE(refused.ok()) << "a model config other than the checkpoint's is refused";
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "hidden")) << refused.status();
+}
+
+// Resuming with a config whose change alters the trajectory (here the schedule's length, through
+// run.steps) is refused, naming the key and both values, unless --allow_config_change names it;
+// a change that leaves the trajectory alone (evaluation) is accepted.
+TEST_F(TrainerTest, ResumeRefusesAConfigChangeThatAltersTheTrajectory) {
+  RunConfig c = Config();
+  c.run.steps = c.schedule.total_steps = 4;
+  Train(c, dir_->path("changed"));
+  RunConfig longer = c;
+  longer.run.steps = longer.schedule.total_steps = 8;
+  TrainerOptions o{.run_dir = dir_->path("changed"), .resume = "auto"};
+  auto refused = Trainer::Create(longer, o, nullptr);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "schedule.total_steps (checkpoint 4, now 8)"))
+      << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "--allow_config_change")) << refused.status();
+  RunConfig reseeded = c;
+  reseeded.run.seed = 9;
+  refused = Trainer::Create(reseeded, o, nullptr);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "run.seed (checkpoint 1, now 9)")) << refused.status();
+
+  RunConfig logged = c;
+  logged.eval.every = 2;
+  EXPECT_TRUE(Trainer::Create(logged, o, nullptr).ok());
+  o.allow_config_change = {"schedule"};
+  auto allowed = Trainer::Create(longer, o, nullptr);
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  EXPECT_EQ((*allowed)->step(), 4);
 }
 
 TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
