@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "core/status.h"
 
 namespace lamina {
@@ -34,13 +35,16 @@ absl::StatusOr<EvalResult> EvaluateMlm(BertModel& model, const MlmValidationSet&
     RETURN_IF_ERROR(comm->AllReduce(CommBuffer{counts, 3, DType::kI32, Device::kCpu}, ReduceOp::kSum));
     loss_sum = loss32;
   }
+  // Every rank has the same counts here, so all return the error together.
+  if (counts[0] == 0)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no masked tokens to evaluate: the validation split has ", val.num_sequences(),
+        " sequences (a dataset prepared with --val_docs 0 has none; prepare it with --val_docs N)"));
   EvalResult r;
   r.tokens = counts[0];
   r.sequences = counts[2];
-  if (r.tokens > 0) {
-    r.loss = loss_sum / counts[0];
-    r.accuracy = static_cast<double>(counts[1]) / counts[0];
-  }
+  r.loss = loss_sum / counts[0];
+  r.accuracy = static_cast<double>(counts[1]) / counts[0];
   return r;
 }
 

@@ -125,6 +125,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
   ASSIGN_OR_RETURN(im.loader, MlmTrainLoader::Create(im.dataset, vocab, lc));
   ASSIGN_OR_RETURN(MlmValidationSet val, MlmValidationSet::Create(im.dataset, vocab, config.data.masking));
   im.val = std::make_unique<MlmValidationSet>(std::move(val));
+  // Every run evaluates at its end (and every eval.every steps): refuse now rather than after training.
+  if (im.val->num_sequences() == 0)
+    return absl::FailedPreconditionError(absl::StrCat(
+        config.data.train, ": the dataset has no validation sequences, and a run evaluates at least at its end; "
+                           "prepare it with --val_docs N (N > 0)"));
 
   // Model and optimizer.
   if (backend != nullptr) {

@@ -13,6 +13,8 @@
 #include "tests/testing/compare.h"
 #include "tests/testing/tiny_config.h"
 #include "pretrain/checkpoint.h"
+#include "pretrain/evaluate.h"
+#include "pretrain/train_data.h"
 #include "pretrain/metrics.h"
 #include "model/layer_stats.h"
 #include "tests/data/mlm_test_util.h"
@@ -172,6 +174,32 @@ TEST_F(TrainerTest, ResumeRefusesAConfigChangeThatAltersTheTrajectory) {
   auto allowed = Trainer::Create(longer, o, nullptr);
   ASSERT_TRUE(allowed.ok()) << allowed.status();
   EXPECT_EQ((*allowed)->step(), 4);
+}
+
+// A dataset prepared with --val_docs 0 has nothing to evaluate: evaluation is an error (it once
+// reported loss 0 and perplexity 1), and a run, which evaluates at least at its end, refuses it
+// before training.
+TEST_F(TrainerTest, NoValidationSequencesIsAnError) {
+  datatest::WriteSyntheticDataset(*dir_, 7, /*val_docs=*/0, 16, "ds_noval");
+  RunConfig c = Config();
+  c.data.train = dir_->path("ds_noval");
+  auto refused = Trainer::Create(c, TrainerOptions{.run_dir = dir_->path("noval"), .resume = "none"}, nullptr);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "no validation sequences")) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "--val_docs")) << refused.status();
+
+  auto data = OpenTrainData(c);
+  ASSERT_TRUE(data.ok()) << data.status();
+  auto val = MlmValidationSet::Create(data->dataset, data->vocab, c.data.masking);
+  ASSERT_TRUE(val.ok()) << val.status();
+  auto backend = MakeBackend("cpu");
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto model = BertModel::Create(c.model, HeadOptions{}, backend->get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  (*model)->Initialize(1);
+  auto result = EvaluateMlm(**model, *val, 8, 0);
+  ASSERT_FALSE(result.ok());
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "no masked tokens to evaluate")) << result.status();
 }
 
 TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
