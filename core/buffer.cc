@@ -29,8 +29,13 @@ absl::StatusOr<Buffer> Buffer::Allocate(Device device, size_t bytes) {
   cudaError_t err = cudaMalloc(&b.data_, bytes);
   if (err != cudaSuccess) {
     b.data_ = nullptr;
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(err)));
+    (void)cudaGetLastError();  // an allocation failure is not sticky: clear it for the next call
+    size_t free_bytes = 0, total_bytes = 0;
+    const bool known = cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cudaMalloc of ", bytes, " bytes (", bytes >> 20, " MiB) failed: ", cudaGetErrorString(err),
+        known ? absl::StrCat("; the GPU has ", free_bytes >> 20, " MiB free of ", total_bytes >> 20, " MiB") : "",
+        "; a smaller batch.micro_batch (more accumulation steps, the same global batch) needs less"));
   }
   return b;
 #else

@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
-#include "core/timer.h"
 
 namespace lamina {
 
@@ -96,13 +95,11 @@ bool GradientSync::Test() {
 
 absl::Status GradientSync::Wait() {
   Start();
-  Timer timer;
   absl::Status status = error_;
   for (auto& work : pending_) status.Update(work->Wait());
   pending_.clear();
   error_ = absl::OkStatus();
   next_ = layout_.buckets().size();
-  last_wait_seconds_ = timer.Seconds();
   RETURN_IF_ERROR(status);
   if (!layout_.sharded()) {
     if (options_.bf16) backend_->Convert(wire_, grads_);

@@ -70,8 +70,6 @@ class GradientSync {
   TensorView shard_grads() const { return shard_grads_; }
   // Bytes each rank contributes per step.
   size_t bytes_per_step() const { return wire_.bytes(); }
-  // Seconds the last Wait() blocked: the communication the backward pass did not hide.
-  double last_wait_seconds() const { return last_wait_seconds_; }
   // Device (or host) bytes this object allocated (the bf16 copy, the shard buffers).
   size_t allocated_bytes() const { return wire_buf_.bytes() + shard_grads_buf_.bytes() + shard_wire_buf_.bytes(); }
 
@@ -94,7 +92,6 @@ class GradientSync {
   size_t next_ = 0;         // buckets_[next_ - 1] is the next to launch (counting down); reset by Wait()
   std::vector<std::unique_ptr<Work>> pending_;
   absl::Status error_;
-  double last_wait_seconds_ = 0;
 };
 
 }  // namespace lamina

@@ -31,10 +31,8 @@ namespace {
 // resolved config goes to stdout, the description to stderr.
 int DryRun(const std::string& config_path, const RunConfig& config) {
   const BatchConfig& b = config.batch;
-  if (b.global_batch % b.micro_batch != 0)
-    return ReportError("pretrain", absl::StrCat(config_path, ": batch.global_batch (", b.global_batch,
-                                                ") must be a multiple of batch.micro_batch (", b.micro_batch, ")"));
-  const int64_t micro_batches = b.global_batch / b.micro_batch;
+  const absl::StatusOr<int> micro_batches = b.Accumulation(1);
+  if (!micro_batches.ok()) return ReportError("pretrain", absl::StrCat(config_path, ": ", micro_batches.status().message()));
   const int64_t params = TotalParams(ParamLayout::Build(config.model, HeadOptions{}));
   const auto exists = [](const std::string& path) {
     return std::filesystem::exists(path) ? "exists here" : "not found here: give it with --set";
@@ -49,8 +47,8 @@ int DryRun(const std::string& config_path, const RunConfig& config) {
                InitName(config.model.init).c_str(), config.optimizer.ToJson()["name"].get<std::string>().c_str(),
                config.schedule.lr, static_cast<long long>(config.schedule.warmup_steps),
                static_cast<long long>(config.run.steps), static_cast<long long>(b.global_batch),
-               static_cast<long long>(micro_batches), static_cast<long long>(b.micro_batch),
-               static_cast<long long>(micro_batches), static_cast<long long>(micro_batches), config.data.train.c_str(),
+               static_cast<long long>(*micro_batches), static_cast<long long>(b.micro_batch),
+               static_cast<long long>(*micro_batches), static_cast<long long>(*micro_batches), config.data.train.c_str(),
                exists(config.data.train));
   if (!config.checkpoint.init_from.empty())
     std::fprintf(stderr, "  checkpoint.init_from %s (%s), optimizer state: %s\n", config.checkpoint.init_from.c_str(),

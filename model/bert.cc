@@ -90,7 +90,8 @@ absl::StatusOr<std::unique_ptr<BertModel>> BertModel::Create(const BertConfig& c
 void BertModel::Initialize(uint64_t seed) {
   std::vector<float> host;
   InitParams(config_, layout_, seed, &host);
-  LAMINA_CHECK(LoadParams(host).ok());
+  const absl::Status loaded = LoadParams(host);
+  LAMINA_CHECK(loaded.ok(), "loading the initial parameters: ", loaded.ToString());
 }
 
 absl::Status BertModel::LoadParams(const std::vector<float>& host) {

@@ -31,9 +31,7 @@ absl::StatusOr<InitGradNorms> MeasureInitGradNorms(const RunConfig& config, cons
                                                    Backend* backend) {
   if (options.batches <= 0) return absl::InvalidArgumentError(absl::StrCat("batches: must be positive, got ", options.batches));
   if (options.seeds <= 0) return absl::InvalidArgumentError(absl::StrCat("seeds: must be positive, got ", options.seeds));
-  if (config.batch.global_batch % config.batch.micro_batch != 0)
-    return absl::InvalidArgumentError(absl::StrCat("batch.global_batch (", config.batch.global_batch,
-                                                   ") must be a multiple of batch.micro_batch (", config.batch.micro_batch, ")"));
+  ASSIGN_OR_RETURN(const int accumulation, config.batch.Accumulation(1));
   ASSIGN_OR_RETURN(TrainData data, OpenTrainData(config));
   std::vector<int64_t> depths = options.depths;
   if (depths.empty()) depths = {config.model.layers};
@@ -56,7 +54,7 @@ absl::StatusOr<InitGradNorms> MeasureInitGradNorms(const RunConfig& config, cons
       lc.seed = seed;
       lc.global_batch = config.batch.global_batch;
       lc.micro_batch = config.batch.micro_batch;
-      lc.accumulation = static_cast<int>(config.batch.global_batch / config.batch.micro_batch);
+      lc.accumulation = accumulation;
       lc.masking = config.data.masking;
       lc.prefetch = 0;
       ASSIGN_OR_RETURN(std::unique_ptr<MlmTrainLoader> loader, MlmTrainLoader::Create(data.dataset, data.vocab, lc));

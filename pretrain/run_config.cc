@@ -71,6 +71,15 @@ absl::Status NonNegative(const std::string& key, double v) {
 
 }  // namespace
 
+absl::StatusOr<int> BatchConfig::Accumulation(int ranks) const {
+  const int64_t per_step = micro_batch * ranks;
+  if (per_step <= 0 || global_batch % per_step != 0)
+    return absl::InvalidArgumentError(absl::StrCat("batch.global_batch (", global_batch,
+                                                   ") must be a multiple of batch.micro_batch (", micro_batch,
+                                                   ") x ranks (", ranks, ")"));
+  return static_cast<int>(global_batch / per_step);
+}
+
 nlohmann::json RunConfig::ToJson() const {
   nlohmann::json j;
   j["model"] = model.ToJson();

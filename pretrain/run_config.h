@@ -31,6 +31,10 @@ struct DataConfig {
 struct BatchConfig {
   int64_t global_batch = 256;  // sequences per optimizer step, over all ranks
   int64_t micro_batch = 32;    // sequences per forward/backward on one rank
+
+  // Micro-batches each of `ranks` ranks accumulates per step: global / (micro x ranks), an error
+  // naming the keys when that is not a whole number.
+  absl::StatusOr<int> Accumulation(int ranks) const;
 };
 
 struct EvalConfig {

@@ -99,12 +99,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config
   Impl& im = *t->impl_;
   t->rank_ = comm ? comm->rank() : 0;
   t->world_ = comm ? comm->world_size() : 1;
-  const int64_t per_step = config.batch.micro_batch * t->world_;
-  if (config.batch.global_batch % per_step != 0)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "batch.global_batch (%d) must be a multiple of batch.micro_batch (%d) x ranks (%d)", config.batch.global_batch,
-        config.batch.micro_batch, t->world_));
-  t->accumulation_ = static_cast<int>(config.batch.global_batch / per_step);
+  ASSIGN_OR_RETURN(t->accumulation_, config.batch.Accumulation(t->world_));
   if (options.run_dir.empty()) return absl::InvalidArgumentError("no run directory (--out) given");
 
   // Data.

@@ -69,15 +69,16 @@ CublasLt::~CublasLt() {
   if (handle_ != nullptr) cublasLtDestroy(handle_);
 }
 
-const char* CublasLt::Init() {
+absl::Status CublasLt::Init() {
   const cublasStatus_t st = cublasLtCreate(&handle_);
-  if (st != CUBLAS_STATUS_SUCCESS) return cublasLtGetStatusString(st);
+  if (st != CUBLAS_STATUS_SUCCESS) return absl::InternalError(absl::StrCat("cuBLASLt: cublasLtCreate: ", cublasLtGetStatusString(st)));
   const cudaError_t err = cudaMalloc(&workspace_, kWorkspaceBytes);
   if (err != cudaSuccess) {
     workspace_ = nullptr;
-    return cudaGetErrorString(err);
+    return absl::ResourceExhaustedError(absl::StrCat("cuBLASLt: allocating its ", kWorkspaceBytes >> 20,
+                                                     " MiB workspace: ", cudaGetErrorString(err)));
   }
-  return nullptr;
+  return absl::OkStatus();
 }
 
 // The heuristics pick slower kernels when a dimension is not a multiple of 8 (16 bytes of bf16):

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 
+#include "absl/status/status.h"
 #include "core/dtype.h"
 
 namespace lamina::cuda {
@@ -41,12 +42,10 @@ class CublasLt {
   CublasLt(const CublasLt&) = delete;
   CublasLt& operator=(const CublasLt&) = delete;
 
-  // Creates the handle and the workspace; returns the error string of a failure or null.
-  const char* Init();
+  // Creates the handle and the workspace.
+  absl::Status Init();
   // Enqueues the product on `stream`. Aborts with the shape when cuBLASLt has no algorithm for it.
   void Gemm(const GemmSpec& spec, cudaStream_t stream);
-  // How many distinct (shape, layout, alignment, epilogue) heuristics queries have been made.
-  size_t cached_algorithms() const { return algos_.size(); }
 
  private:
   // Computes a product with a dimension that is not a multiple of 8 as two; false if it has none.

@@ -81,7 +81,7 @@ class CudaBackend final : public Backend {
   absl::Status Init() {
     cudaError_t err = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
     if (err != cudaSuccess) return absl::InternalError(absl::StrCat("cudaStreamCreate: ", cudaGetErrorString(err)));
-    if (const char* e = gemm_.Init(); e != nullptr) return absl::InternalError(absl::StrCat("cuBLASLt: ", e));
+    RETURN_IF_ERROR(gemm_.Init());
     ASSIGN_OR_RETURN(sum_result_, Buffer::Allocate(Device::kCuda, sizeof(double)));
     // The GPU's name ("cuda: NVIDIA H100 80GB HBM3, flash attention") lets reports look up its
     // peak for MFU, and says which attention kernels ran.
@@ -514,7 +514,7 @@ class CudaBackend final : public Backend {
       LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old scratch may still be in use
       scratch_ = Buffer();
       absl::StatusOr<Buffer> b = Buffer::Allocate(Device::kCuda, bytes + bytes / 4);
-      LAMINA_CHECK(b.ok(), "scratch of ", bytes, " bytes: ", b.status().ToString());
+      LAMINA_CHECK(b.ok(), "the CUDA backend's scratch for an op's intermediates: ", b.status().ToString());
       scratch_ = *std::move(b);
     }
     return scratch_.data();
@@ -595,7 +595,7 @@ class CudaBackend final : public Backend {
       if (bytes > segment_buffer_.bytes()) {
         Synchronize();
         absl::StatusOr<Buffer> b = Buffer::Allocate(Device::kCuda, bytes);
-        LAMINA_CHECK(b.ok(), b.status().ToString());
+        LAMINA_CHECK(b.ok(), "the optimizer's segment table: ", b.status().ToString());
         segment_buffer_ = *std::move(b);
       }
       device_segments_ = static_cast<cuda::DeviceSegment*>(segment_buffer_.data());
