@@ -1,4 +1,5 @@
-// `lamina info --config FILE`: parameter counts per group and training FLOPs per token.
+// `lamina info --config FILE [--set model.KEY=V]`: parameter counts per group and training FLOPs
+// per token of a model config or of a run config's model.
 #include <cstdio>
 
 #include "absl/flags/flag.h"
@@ -8,6 +9,7 @@
 #include "model/config.h"
 #include "model/flops.h"
 #include "model/param_layout.h"
+#include "pretrain/run_config.h"
 
 ABSL_FLAG(double, mask_rate, 0.15, "Fraction of tokens the MLM head predicts (its FLOPs scale with it)");
 ABSL_FLAG(int64_t, num_labels, 0, "info: also count a classification head with this many labels");
@@ -19,8 +21,10 @@ int RunInfo(const std::vector<std::string>& args) {
   if (!args.empty()) return ReportError("info", "takes no positional arguments");
   const std::string path = absl::GetFlag(FLAGS_config);
   if (path.empty()) return ReportError("info", "--config FILE is required");
-  auto config = BertConfig::FromFile(path);
-  if (!config.ok()) return ReportError("info", std::string(config.status().message()));
+  // A model config, or a whole run config (its model section), as every other subcommand takes.
+  auto run_config = LoadRunConfig(path, absl::GetFlag(FLAGS_set));
+  if (!run_config.ok()) return ReportError("info", std::string(run_config.status().message()));
+  const BertConfig* config = &run_config->model;
   const int64_t seq = absl::GetFlag(FLAGS_seq_len);
   const double mask_rate = absl::GetFlag(FLAGS_mask_rate);
   if (seq <= 0 || seq > config->max_positions)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Every run config lamina ships resolves (`lamina pretrain --config F --dry_run`), and every
+"""Every run config lamina ships resolves (`lamina pretrain --config F --dry_run`, and `lamina info`
+reads its model), and every
 launch/configs/... path a script, a doc or the README names exists: a user's first command must
 not fail on a file we forgot to ship."""
 
@@ -39,6 +40,10 @@ class ShippedConfigs(unittest.TestCase):
                 self.assertEqual(result.returncode, 0, result.stderr)
                 self.assertIn("resolves:", result.stderr)
                 self.assertIn('"model"', result.stdout)
+                info = subprocess.run([LAMINA, "info", "--config", config], cwd=ROOT, capture_output=True, text=True,
+                                      timeout=60)
+                self.assertEqual(info.returncode, 0, info.stderr)  # a whole run config, as a model config
+                self.assertIn("parameters", info.stdout)
 
     def test_dry_run_refuses_a_bad_config(self):
         config = os.path.join(ROOT, "launch", "configs", "lamb64k-preln-phase2.json")
