@@ -40,7 +40,7 @@ class ShippedConfigs(unittest.TestCase):
                 self.assertEqual(result.returncode, 0, result.stderr)
                 self.assertIn("resolves:", result.stderr)
                 self.assertIn('"model"', result.stdout)
-                info = subprocess.run([LAMINA, "info", "--config", config], cwd=ROOT, capture_output=True, text=True,
+                info = subprocess.run([LAMINA, "info", "--config", config, "--seq_len", "32"], cwd=ROOT, capture_output=True, text=True,
                                       timeout=60)
                 self.assertEqual(info.returncode, 0, info.stderr)  # a whole run config, as a model config
                 self.assertIn("parameters", info.stdout)
