@@ -175,6 +175,7 @@ int RunBenchAllReduce(const std::vector<std::string>& args) {
 }  // namespace
 
 LAMINA_SUBCOMMAND("bench allreduce", "Time the all-reduce of the active communicator per message size (nccl-tests style)",
-                  RunBenchAllReduce);
+                  RunBenchAllReduce,
+                  lamina::FlagNames({{"buffers", "bytes", "comm", "dtype", "iters", "warmup"}}));
 
 }  // namespace lamina

@@ -223,6 +223,8 @@ int RunBenchStep(const std::vector<std::string>& args) {
 }  // namespace lamina
 
 LAMINA_SUBCOMMAND("bench train", "training-step throughput (seq/s, tokens/s, MFU, memory) on synthetic batches",
-                  lamina::RunBenchTrain);
+                  lamina::RunBenchTrain,
+                  lamina::FlagNames({{"config", "set", "seq_len", "micro_batch", "steps", "warmup", "peak_tflops", "comm"}, lamina::BackendFlags()}));
 LAMINA_SUBCOMMAND("bench step", "training-step time per phase (forward, backward, gradient sync, optimizer) per rank",
-                  lamina::RunBenchStep);
+                  lamina::RunBenchStep,
+                  lamina::FlagNames({{"config", "set", "seq_len", "micro_batch", "steps", "warmup", "peak_tflops", "comm"}, lamina::BackendFlags()}));

@@ -124,4 +124,5 @@ int RunBenchTokenize(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace lamina
 
-LAMINA_SUBCOMMAND("bench tokenize", "WordPiece tokenizer throughput, 1 and N threads", lamina::RunBenchTokenize);
+LAMINA_SUBCOMMAND("bench tokenize", "WordPiece tokenizer throughput, 1 and N threads", lamina::RunBenchTokenize,
+                  lamina::FlagNames({{"input", "max_mb", "repeats", "threads", "vocab"}}));

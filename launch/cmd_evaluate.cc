@@ -46,4 +46,5 @@ int RunEvaluate(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace lamina
 
-LAMINA_SUBCOMMAND("evaluate", "validation MLM loss, perplexity and accuracy of a checkpoint", lamina::RunEvaluate);
+LAMINA_SUBCOMMAND("evaluate", "validation MLM loss, perplexity and accuracy of a checkpoint", lamina::RunEvaluate,
+                  lamina::FlagNames({{"data", "eval_batch", "max_batches"}, lamina::LoadModelFlags()}));

@@ -27,4 +27,5 @@ int RunExportHf(const std::vector<std::string>& args) {
 }  // namespace lamina
 
 LAMINA_SUBCOMMAND("export-hf", "write a checkpoint as a Hugging Face model directory (config.json, safetensors)",
-                  lamina::RunExportHf);
+                  lamina::RunExportHf,
+                  lamina::FlagNames({{"checkpoint", "out", "vocab"}}));

@@ -87,4 +87,5 @@ int RunFillMask(const std::vector<std::string>& texts) {
 }  // namespace
 }  // namespace lamina
 
-LAMINA_SUBCOMMAND("fill-mask", "top tokens and probabilities for each [MASK] of some text", lamina::RunFillMask);
+LAMINA_SUBCOMMAND("fill-mask", "top tokens and probabilities for each [MASK] of some text", lamina::RunFillMask,
+                  lamina::FlagNames({{"json", "top_k"}, lamina::LoadModelFlags()}));

@@ -37,4 +37,5 @@ int RunFinetune(const std::vector<std::string>& args) {
 }  // namespace lamina
 
 LAMINA_SUBCOMMAND("finetune", "finetune a checkpoint on GLUE MRPC or RTE over learning rates and seeds",
-                  lamina::RunFinetune);
+                  lamina::RunFinetune,
+                  lamina::FlagNames({{"checkpoint", "out"}, lamina::FinetuneFlags()}));

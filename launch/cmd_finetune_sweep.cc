@@ -42,4 +42,5 @@ int RunFinetuneSweepCommand(const std::vector<std::string>& args) {
 }  // namespace lamina
 
 LAMINA_SUBCOMMAND("finetune-sweep", "finetune every checkpoint of a pretraining run (metric against step)",
-                  lamina::RunFinetuneSweepCommand);
+                  lamina::RunFinetuneSweepCommand,
+                  lamina::FlagNames({{"run", "out"}, lamina::FinetuneFlags()}));

@@ -72,4 +72,5 @@ int RunGradNorms(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace lamina
 
-LAMINA_SUBCOMMAND("grad-norms", "per-layer gradient norms at initialisation, for several depths", lamina::RunGradNorms);
+LAMINA_SUBCOMMAND("grad-norms", "per-layer gradient norms at initialisation, for several depths", lamina::RunGradNorms,
+                  lamina::FlagNames({{"config", "set", "layers", "batches", "seeds", "json"}, lamina::BackendFlags()}));

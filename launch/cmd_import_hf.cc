@@ -34,4 +34,5 @@ int RunImportHf(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace lamina
 
-LAMINA_SUBCOMMAND("import-hf", "convert a Hugging Face BERT model (safetensors) to a lamina checkpoint", lamina::RunImportHf);
+LAMINA_SUBCOMMAND("import-hf", "convert a Hugging Face BERT model (safetensors) to a lamina checkpoint", lamina::RunImportHf,
+                  lamina::FlagNames({{"model", "out", "vocab", "init_seed"}}));

@@ -51,4 +51,5 @@ int RunInfo(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace lamina
 
-LAMINA_SUBCOMMAND("info", "parameter counts and FLOPs per token of a model config", lamina::RunInfo);
+LAMINA_SUBCOMMAND("info", "parameter counts and FLOPs per token of a model config", lamina::RunInfo,
+                  lamina::FlagNames({{"config", "set", "seq_len", "mask_rate", "num_labels"}}));

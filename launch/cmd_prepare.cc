@@ -72,4 +72,5 @@ int RunPrepare(const std::vector<std::string>& positional) {
 }  // namespace
 }  // namespace lamina
 
-LAMINA_SUBCOMMAND("prepare", "tokenize text (plain/.xz/.gz) into MLM token shards + manifest.json", lamina::RunPrepare);
+LAMINA_SUBCOMMAND("prepare", "tokenize text (plain/.xz/.gz) into MLM token shards + manifest.json", lamina::RunPrepare,
+                  lamina::FlagNames({{"input", "vocab", "out", "seq_len", "max_bytes", "max_docs", "val_docs", "shard_sequences", "threads", "progress"}}));

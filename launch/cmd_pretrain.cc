@@ -101,4 +101,5 @@ int RunPretrain(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace lamina
 
-LAMINA_SUBCOMMAND("pretrain", "masked-LM pretraining (one process, or ranks under mpirun/srun)", lamina::RunPretrain);
+LAMINA_SUBCOMMAND("pretrain", "masked-LM pretraining (one process, or ranks under mpirun/srun)", lamina::RunPretrain,
+                  lamina::FlagNames({{"config", "set", "out", "resume", "allow_config_change", "dry_run", "comm"}, lamina::BackendFlags()}));

@@ -62,4 +62,5 @@ int RunTokenize(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace lamina
 
-LAMINA_SUBCOMMAND("tokenize", "BERT WordPiece ids (or tokens) of each stdin line", lamina::RunTokenize);
+LAMINA_SUBCOMMAND("tokenize", "BERT WordPiece ids (or tokens) of each stdin line", lamina::RunTokenize,
+                  lamina::FlagNames({{"vocab", "ids", "tokens"}}));

@@ -1,5 +1,6 @@
 // The `lamina` executable: `lamina SUBCOMMAND [flags...]`. Each subcommand lives in its own
-// cmd_*.cc and registers itself here; flags are Abseil flags, listed by `lamina --help`.
+// cmd_*.cc and registers itself with the flags it reads; `lamina --help` lists the subcommands,
+// `lamina SUBCOMMAND --help` that subcommand's flags, and a flag of another subcommand is an error.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -7,7 +8,6 @@
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/flags/flag.h"
 #include "launch/common_flags.h"
@@ -21,7 +21,7 @@ std::string Overview() {
       "BERT-style masked-LM pretraining and GLUE finetuning (Post-LN, Pre-LN, T-Fixup).\n\n"
       "usage: lamina SUBCOMMAND [--flag=value ...] [args ...]\n\nsubcommands:\n";
   for (const Subcommand& c : Subcommands()) absl::StrAppend(&s, "  ", c.name, std::string(18 - std::min<size_t>(17, c.name.size()), ' '), c.summary, "\n");
-  absl::StrAppend(&s, "\n`lamina SUBCOMMAND --help` lists every flag with its default.");
+  absl::StrAppend(&s, "\n`lamina SUBCOMMAND --help` lists the subcommand's flags with their defaults.");
   return s;
 }
 
@@ -31,12 +31,8 @@ std::string Overview() {
 int main(int argc, char** argv) {
   using namespace lamina;
   absl::SetProgramUsageMessage(Overview());
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view path) { return path.find("launch/") != absl::string_view::npos; };
-  absl::SetFlagsUsageConfig(usage_config);
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
-      std::strcmp(argv[1], "help") == 0) {
-    if (argc >= 2) absl::ParseCommandLine(argc, argv);  // --help prints every flag and exits
+      std::strcmp(argv[1], "help") == 0 || std::strcmp(argv[1], "--helpfull") == 0) {
     std::fprintf(stderr, "%s\n", Overview().c_str());
     return argc < 2 ? 2 : 0;
   }
@@ -51,6 +47,18 @@ int main(int argc, char** argv) {
   }
   if (cmd == nullptr) {
     std::fprintf(stderr, "lamina: unknown subcommand '%s'\n\n%s\n", argv[1], Overview().c_str());
+    return 2;
+  }
+  const std::vector<std::string> words(argv + 1 + consumed, argv + argc);
+  for (const std::string& w : words) {
+    if (w == "--") break;
+    if (w == "--help" || w == "-help" || w == "-h" || w == "--helpfull" || w == "--helpshort") {
+      std::printf("%s", SubcommandHelp(*cmd).c_str());
+      return 0;
+    }
+  }
+  if (const std::string foreign = ForeignFlag(*cmd, words); !foreign.empty()) {
+    std::fprintf(stderr, "lamina %s: %s\n", cmd->name.c_str(), foreign.c_str());
     return 2;
   }
   // Parse flags with the subcommand name removed; what remains are positional arguments.

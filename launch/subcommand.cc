@@ -3,6 +3,11 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
 namespace lamina {
 namespace {
 std::vector<Subcommand>& Registry() {
@@ -25,6 +30,70 @@ const Subcommand* FindSubcommand(const std::string& name) {
 bool RegisterSubcommand(Subcommand cmd) {
   Registry().push_back(std::move(cmd));
   return true;
+}
+
+const std::vector<std::string>& BackendFlags() {
+  static const std::vector<std::string> flags = {"device", "attention"};
+  return flags;
+}
+const std::vector<std::string>& LoadModelFlags() {
+  static const std::vector<std::string> flags = {"checkpoint", "vocab", "device", "attention"};
+  return flags;
+}
+const std::vector<std::string>& FinetuneFlags() {
+  static const std::vector<std::string> flags = {"task",         "data",         "lr",           "epochs", "batch",
+                                                 "max_seq",      "seeds",        "seed",         "warmup_ratio",
+                                                 "weight_decay", "predict_test", "vocab",        "device", "attention"};
+  return flags;
+}
+
+std::vector<std::string> FlagNames(std::initializer_list<std::vector<std::string>> lists) {
+  std::vector<std::string> names;
+  for (const auto& list : lists)
+    for (const std::string& n : list)
+      if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  return names;
+}
+
+std::string SubcommandHelp(const Subcommand& cmd) {
+  std::string s = absl::StrCat("lamina ", cmd.name, ": ", cmd.summary, "\n\nflags:\n");
+  std::vector<std::string> names = cmd.flags;
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr) {
+      absl::StrAppend(&s, "  --", name, "\n");
+      continue;
+    }
+    const std::string def = flag->DefaultValue();
+    absl::StrAppend(&s, "  --", name, " (default ", def.empty() ? "\"\"" : def, ")\n      ",
+                    flag->Help(), "\n");
+  }
+  if (names.empty()) absl::StrAppend(&s, "  (none)\n");
+  return s;
+}
+
+std::string ForeignFlag(const Subcommand& cmd, const std::vector<std::string>& args) {
+  for (const std::string& a : args) {
+    if (a == "--") break;
+    if (a.size() < 2 || a[0] != '-') continue;
+    std::string name = a.substr(a[1] == '-' ? 2 : 1);
+    name = name.substr(0, name.find('='));
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && name.rfind("no", 0) == 0) {
+      flag = absl::FindCommandLineFlag(name.substr(2));
+      if (flag != nullptr && flag->IsOfType<bool>()) name = name.substr(2);
+      else flag = nullptr;
+    }
+    if (flag == nullptr) continue;  // not a flag name (a negative value, say), or unknown: Abseil's to refuse
+    if (std::find(cmd.flags.begin(), cmd.flags.end(), name) != cmd.flags.end()) continue;
+    std::vector<std::string> own = cmd.flags;
+    std::sort(own.begin(), own.end());
+    return absl::StrCat("--", name, " is not a flag of `lamina ", cmd.name, "` (it would be ignored); its flags: ",
+                        own.empty() ? "none" : absl::StrCat("--", absl::StrJoin(own, ", --")), " (lamina ", cmd.name,
+                        " --help)");
+  }
+  return "";
 }
 
 int ReportError(const std::string& subcommand, const std::string& message) {
