@@ -34,7 +34,20 @@ int RunFillMask(const std::vector<std::string>& texts) {
   for (const std::string& text : texts) {
     std::vector<int32_t> ids = {tok->cls_id()};
     tok->Encode(text, &ids);
-    if (static_cast<int64_t>(ids.size()) > max_len - 1) ids.resize(max_len - 1);
+    const int64_t tokens = static_cast<int64_t>(ids.size()) - 1;  // the text's, without [CLS]
+    if (tokens > max_len - 2) {
+      // The model sees [CLS] + max_len - 2 tokens + [SEP]: a [MASK] past that cut is never seen.
+      const auto cut = ids.begin() + (max_len - 1);
+      const int64_t masks_cut = std::count(cut, ids.end(), tok->mask_id());
+      if (masks_cut > 0)
+        return ReportError(cmd, absl::StrCat("\"", text, "\" is ", tokens, " tokens; the model reads at most ", max_len - 2,
+                                             " (max_positions ", max_len, " less [CLS] and [SEP]), and ", masks_cut,
+                                             " [MASK] lie past that cut: shorten the text before them"));
+      std::fprintf(stderr, "fill-mask: \"%s\" is %lld tokens; only the first %lld are read (max_positions %lld)\n",
+                   text.c_str(), static_cast<long long>(tokens), static_cast<long long>(max_len - 2),
+                   static_cast<long long>(max_len));
+      ids.resize(max_len - 1);
+    }
     ids.push_back(tok->sep_id());
     EncoderBatch b;
     b.batch = 1;

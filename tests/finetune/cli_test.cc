@@ -152,6 +152,24 @@ TEST(Cli, FinetuneReportsMalformedGlueFiles) {
 }
 
 // --attention names CUDA kernels: a bad name, or flash on the CPU, is an error that says so.
+// A text longer than the model's positions is cut with a word on stderr; a [MASK] past the cut
+// is refused with that reason (it was reported as "no [MASK]").
+TEST(Cli, FillMaskSaysWhereALongTextIsCut) {
+  NEED_BINARY();
+  const std::string ckpt = ImportFixture("fill_mask_cut");  // 64 positions
+  std::string words;
+  for (int i = 0; i < 70; ++i) absl::StrAppend(&words, "word ");
+  const Result late = Lamina(absl::StrCat("fill-mask --device cpu --checkpoint ", ckpt, " \"", words, "the [MASK].\""));
+  EXPECT_EQ(late.code, 1) << late.out;
+  EXPECT_NE(late.out.find("the model reads at most 62 (max_positions 64 less [CLS] and [SEP]), and 1 [MASK] lie past "
+                          "that cut"),
+            std::string::npos)
+      << late.out;
+  const Result early = Lamina(absl::StrCat("fill-mask --device cpu --checkpoint ", ckpt, " \"the [MASK]. ", words, "\""));
+  EXPECT_EQ(early.code, 0) << early.out;
+  EXPECT_NE(early.out.find("only the first 62 are read (max_positions 64)"), std::string::npos) << early.out;
+}
+
 TEST(Cli, AttentionFlagIsCheckedEverywhere) {
   NEED_BINARY();
   const std::string ckpt = ImportFixture("attention");
