@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "core/file_util.h"
 #include "core/philox.h"
@@ -378,6 +379,9 @@ absl::StatusOr<Manifest> PrepareCorpus(const WordPieceTokenizer& tokenizer, cons
   RETURN_IF_ERROR(packer_status);
   progress.Update(options.max_bytes > 0 ? text_bytes : total_file_bytes, text_bytes, /*final=*/true);
 
+  if (packer.documents() == 0)
+    return absl::InvalidArgumentError(absl::StrCat(absl::StrJoin(options.inputs, ", "),
+                                                   ": no non-empty documents (an empty input makes an empty dataset)"));
   if (options.val_docs > 0 && packer.documents() <= options.val_docs) {
     return absl::InvalidArgumentError(absl::StrCat("the input has ", packer.documents(), " non-empty documents; holding out --val-docs ",
                                                    options.val_docs, " would leave none for training"));

@@ -162,6 +162,7 @@ class GzipDecoder : public TextReader::Decoder {
 absl::StatusOr<std::unique_ptr<TextReader>> TextReader::Open(const std::string& path) {
   std::unique_ptr<TextReader> r(new TextReader());
   r->path_ = path;
+  r->check_ = TextCheck(path);
   r->file_ = std::fopen(path.c_str(), "rb");
   if (r->file_ == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
   if (std::fseek(r->file_, 0, SEEK_END) == 0) {
@@ -226,7 +227,12 @@ absl::StatusOr<bool> TextReader::ReadLine(std::string* line) {
     text_pos_ += static_cast<size_t>(nl - begin) + 1;
     break;
   }
-  if (!any) return false;
+  if (!any) {
+    RETURN_IF_ERROR(check_.Check(/*at_end=*/true));
+    return false;
+  }
+  check_.Add(*line);
+  RETURN_IF_ERROR(check_.Check(/*at_end=*/false));
   if (!line->empty() && line->back() == '\r') line->pop_back();
   ++line_number_;
   return true;

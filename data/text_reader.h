@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "data/text_check.h"
 
 namespace lamina {
 
@@ -25,7 +26,8 @@ class TextReader {
   TextReader& operator=(const TextReader&) = delete;
 
   // Reads the next line into `line` without its "\n" (nor a "\r" before it). Returns false at the
-  // end of the input; an error (naming the file) on a read failure or corrupt compressed data.
+  // end of the input; an error (naming the file) on a read failure, corrupt compressed data, or
+  // input that is not UTF-8 text (data/text_check.h).
   // A last line without a final newline is returned as a line.
   absl::StatusOr<bool> ReadLine(std::string* line);
 
@@ -55,6 +57,7 @@ class TextReader {
   bool text_done_ = false;
   uint64_t file_size_ = 0, file_bytes_read_ = 0, text_bytes_read_ = 0;
   int64_t line_number_ = 0;
+  TextCheck check_{""};
 };
 
 }  // namespace lamina

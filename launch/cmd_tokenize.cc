@@ -7,6 +7,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "data/text_check.h"
 #include "data/wordpiece.h"
 #include "launch/common_flags.h"
 #include "launch/subcommand.h"
@@ -33,9 +34,15 @@ int RunTokenize(const std::vector<std::string>& args) {
   std::vector<int32_t> ids;
   std::string out;
   ssize_t n;
+  TextCheck check("stdin");
   while ((n = getline(&line, &capacity, stdin)) >= 0) {
     absl::string_view text(line, static_cast<size_t>(n));
     if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    check.Add(text);
+    if (absl::Status s = check.Check(/*at_end=*/false); !s.ok()) {
+      std::free(line);
+      return ReportError("tokenize", std::string(s.message()));
+    }
     ids.clear();
     tokenizer->Encode(text, &ids);
     for (size_t i = 0; i < ids.size(); ++i) {
@@ -53,6 +60,7 @@ int RunTokenize(const std::vector<std::string>& args) {
     }
   }
   std::free(line);
+  if (absl::Status s = check.Check(/*at_end=*/true); !s.ok()) return ReportError("tokenize", std::string(s.message()));
   std::fwrite(out.data(), 1, out.size(), stdout);
   if (std::ferror(stdin)) return ReportError("tokenize", "error reading stdin");
   if (std::fflush(stdout) != 0) return ReportError("tokenize", "error writing stdout");

@@ -17,6 +17,7 @@
 #include "core/philox.h"
 #include "data/dataset.h"
 #include "gtest/gtest.h"
+#include "data/text_check.h"
 #include "tests/data/mlm_test_util.h"
 
 namespace lamina {
@@ -201,6 +202,49 @@ TEST(Prepare, UserErrorsAreReported) {
   o.inputs.pop_back();
   o.seq_len = 2;
   EXPECT_FALSE(PrepareCorpus(tok, o).ok());
+}
+
+// An empty input is an error rather than an empty dataset, and so is a binary file, named with
+// the offset of its first byte that is not UTF-8 text; a few stray bytes in text are tolerated.
+TEST(Prepare, EmptyAndBinaryInputsAreRefused) {
+  Corpus corpus;
+  TempDir out;
+  const WordPieceTokenizer tok = datatest::TinyTokenizer();
+  PrepareOptions o = Options(corpus, out.path("x"));
+  o.val_docs = 0;
+  datatest::WritePlain(corpus.dir.path("empty.txt"), "");
+  o.inputs = {corpus.dir.path("empty.txt")};
+  absl::Status s = PrepareCorpus(tok, o).status();
+  EXPECT_TRUE(absl::StrContains(s.message(), "empty.txt: no non-empty documents")) << s;
+
+  std::string binary = "w1 w2 w3\n";
+  for (int i = 0; i < 8192; ++i) binary.push_back(static_cast<char>((i * 131 + 7) % 256));
+  datatest::WritePlain(corpus.dir.path("binary.bin"), binary);
+  o.inputs = {corpus.dir.path("binary.bin")};
+  s = PrepareCorpus(tok, o).status();
+  EXPECT_TRUE(absl::StrContains(s.message(), "binary.bin: not UTF-8 text")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "the first at byte offset 10")) << s;
+
+  std::string mostly_text = datatest::PlainCorpus(datatest::SyntheticDocs(40, 5));
+  mostly_text.insert(100, "\xff\xfe");
+  datatest::WritePlain(corpus.dir.path("stray.txt"), mostly_text);
+  o.inputs = {corpus.dir.path("stray.txt")};
+  EXPECT_TRUE(PrepareCorpus(tok, o).ok());
+}
+
+TEST(TextCheck, CountsInvalidUtf8AndNulBytes) {
+  TextCheck ok("ok");
+  ok.Add("plain ascii, caf\xc3\xa9, \xe6\x97\xa5\xe6\x9c\xac");
+  EXPECT_EQ(ok.bad_bytes(), 0u);
+  EXPECT_TRUE(ok.Check(true).ok());
+  TextCheck bad("bad");
+  bad.Add(std::string("ab\0c\xc3(", 6));  // a NUL and a truncated two-byte sequence
+  EXPECT_EQ(bad.bad_bytes(), 2u);
+  EXPECT_EQ(bad.bytes(), 7u);  // with the newline
+  EXPECT_TRUE(bad.Check(false).ok()) << "fewer than kMinBytes: judged at the end";
+  const absl::Status s = bad.Check(true);
+  EXPECT_TRUE(absl::StrContains(s.message(), "bad: not UTF-8 text: 2 of the first 7 bytes")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "byte offset 2")) << s;
 }
 
 // A prepared dataset whose files the rejection tests then damage.
