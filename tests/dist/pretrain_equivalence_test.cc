@@ -25,12 +25,17 @@ std::string Lamina() {
   return b != nullptr ? b : "";
 }
 
+// Open MPI over TCP only (no shared memory), on the loopback interface: the transport a
+// multi-node job's ranks on different hosts use, exercised on one host.
+constexpr char kTcpTransport[] = "--mca btl tcp,self --mca btl_tcp_if_include lo";
+
 // Runs `lamina pretrain` on `ranks` MPI ranks (a plain process for 0); returns the exit code.
-int Pretrain(const TempDir& dir, int ranks, int micro, const std::string& out, const std::string& extra = "--resume none") {
+int Pretrain(const TempDir& dir, int ranks, int micro, const std::string& out, const std::string& extra = "--resume none",
+             const std::string& mpirun_flags = "") {
   const std::string args = absl::StrCat(" pretrain --config ", dir.path("run.json"), " --out ", out, " ", extra,
                                         " --set batch.micro_batch=", micro, " >> ", out, ".log 2>&1");
   const std::string launcher =
-      ranks == 0 ? "" : absl::StrCat("mpirun --oversubscribe --allow-run-as-root -np ", ranks, " ");
+      ranks == 0 ? "" : absl::StrCat("mpirun --oversubscribe --allow-run-as-root ", mpirun_flags, " -np ", ranks, " ");
   return std::system((launcher + Lamina() + args).c_str());
 }
 
@@ -82,6 +87,12 @@ TEST(DataParallelPretrain, RanksMatchOneProcessWithTheWholeBatch) {
     ASSERT_EQ(many.size(), one.size());
     EXPECT_LT(RelativeDifference(many, one), 1e-5) << ranks << " ranks";
   }
+  // The same over TCP, as ranks on separate nodes talk.
+  const std::string tcp = dir.path("np2_tcp");
+  ASSERT_EQ(Pretrain(dir, 2, 8, tcp, "--resume none", kTcpTransport), 0) << *ReadFile(tcp + ".log");
+  const std::vector<float> over_tcp = FinalParams(tcp);
+  ASSERT_EQ(over_tcp.size(), one.size());
+  EXPECT_LT(RelativeDifference(over_tcp, one), 1e-5) << "2 ranks over TCP";
 }
 
 // ZeRO-1 (sharded optimizer state, gradients reduce-scattered during the backward pass) trains
