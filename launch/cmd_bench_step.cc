@@ -59,10 +59,7 @@ struct PhaseTimes {
 };
 
 int RunBench(const std::string& cmd, bool per_rank) {
-  if (absl::GetFlag(FLAGS_config).empty()) return ReportError(cmd, "--config FILE is required (a model or run config)");
-  std::vector<std::string> overrides = absl::GetFlag(FLAGS_set);
-  AddBackendOverrides(&overrides);
-  auto config = LoadRunConfig(absl::GetFlag(FLAGS_config), overrides);
+  auto config = RunConfigFromFlags();
   if (!config.ok()) return ReportError(cmd, std::string(config.status().message()));
   const int64_t seq = absl::GetFlag(FLAGS_seq_len);
   const int64_t micro = absl::GetFlag(FLAGS_micro_batch) > 0 ? absl::GetFlag(FLAGS_micro_batch) : config->batch.micro_batch;

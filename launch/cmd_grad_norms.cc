@@ -36,11 +36,7 @@ void PrintTable(const DepthGradNorms& d) {
 int RunGradNorms(const std::vector<std::string>& args) {
   const char* name = "grad-norms";
   if (!args.empty()) return ReportError(name, absl::StrCat("unexpected argument '", args[0], "'"));
-  const std::string config_path = absl::GetFlag(FLAGS_config);
-  if (config_path.empty()) return ReportError(name, "--config FILE is required (a pretraining config with data.train)");
-  std::vector<std::string> overrides = absl::GetFlag(FLAGS_set);
-  AddBackendOverrides(&overrides);
-  auto config = LoadRunConfig(config_path, overrides);
+  auto config = RunConfigFromFlags();
   if (!config.ok()) return ReportError(name, std::string(config.status().message()));
   InitGradNormsOptions options;
   for (const std::string& text : absl::GetFlag(FLAGS_layers)) {

@@ -60,10 +60,7 @@ int DryRun(const std::string& config_path, const RunConfig& config) {
 int RunPretrain(const std::vector<std::string>& args) {
   if (!args.empty()) return ReportError("pretrain", absl::StrCat("unexpected argument '", args[0], "'"));
   const std::string config_path = absl::GetFlag(FLAGS_config);
-  if (config_path.empty()) return ReportError("pretrain", "--config FILE is required (see launch/configs/)");
-  std::vector<std::string> overrides = absl::GetFlag(FLAGS_set);
-  AddBackendOverrides(&overrides);
-  auto config = LoadRunConfig(config_path, overrides);
+  auto config = RunConfigFromFlags();
   if (!config.ok()) return ReportError("pretrain", std::string(config.status().message()));
   if (absl::GetFlag(FLAGS_dry_run)) return DryRun(config_path, *config);
   TrainerOptions options;

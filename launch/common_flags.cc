@@ -25,8 +25,8 @@ ABSL_FLAG(std::string, device, "",
 ABSL_FLAG(std::string, attention, "",
           "CUDA attention kernels: flash (fused tiled kernels, scores in f32 registers; head dims that are multiples "
           "of 8 up to 128, others take gemm), gemm (per-head cuBLASLt products around a softmax kernel; scores stored "
-          "in bf16), or auto (flash on a GPU, the reference on the CPU); empty = the config's run.attention (pretrain, "
-          "bench) or auto (finetune, evaluate, fill-mask)");
+          "in bf16), or auto (flash on a GPU, the reference on the CPU); gemm and flash are an error on the CPU; "
+          "empty = the config's run.attention (pretrain, bench) or auto (finetune, evaluate, fill-mask)");
 ABSL_FLAG(std::string, checkpoint, "", "Checkpoint directory (RUN_DIR/checkpoints/step_N) or a run directory (its newest)");
 ABSL_FLAG(int, iters, 20, "bench: timed iterations per measurement");
 ABSL_FLAG(int, warmup, 5, "bench: untimed warm-up iterations before the timed ones");
@@ -46,16 +46,22 @@ namespace lamina {
 absl::StatusOr<BackendChoice> BackendFromFlags() {
   BackendChoice c;
   c.device = absl::GetFlag(FLAGS_device).empty() ? "auto" : absl::GetFlag(FLAGS_device);
+  if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")
+    return absl::InvalidArgumentError(absl::StrCat("--device: expected cpu, cuda or auto, got \"", c.device, "\""));
   if (!absl::GetFlag(FLAGS_attention).empty()) {
     ASSIGN_OR_RETURN(c.options.attention, ParseAttentionKernel(absl::GetFlag(FLAGS_attention), "--attention"));
   }
   return c;
 }
 
-void AddBackendOverrides(std::vector<std::string>* overrides) {
-  if (!absl::GetFlag(FLAGS_device).empty()) overrides->push_back("run.device=\"" + absl::GetFlag(FLAGS_device) + "\"");
-  if (!absl::GetFlag(FLAGS_attention).empty())
-    overrides->push_back("run.attention=\"" + absl::GetFlag(FLAGS_attention) + "\"");
+absl::StatusOr<RunConfig> RunConfigFromFlags() {
+  if (absl::GetFlag(FLAGS_config).empty())
+    return absl::InvalidArgumentError("--config FILE is required (a run config; see launch/configs/)");
+  ASSIGN_OR_RETURN(RunConfig config, LoadRunConfig(absl::GetFlag(FLAGS_config), absl::GetFlag(FLAGS_set)));
+  ASSIGN_OR_RETURN(const BackendChoice backend, BackendFromFlags());
+  if (!absl::GetFlag(FLAGS_device).empty()) config.run.device = backend.device;
+  if (!absl::GetFlag(FLAGS_attention).empty()) config.run.attention = backend.options.attention;
+  return config;
 }
 
 absl::StatusOr<LoadedModel> LoadModelFromFlags() {

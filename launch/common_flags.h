@@ -10,6 +10,7 @@
 #include "data/wordpiece.h"
 #include "model/backend.h"
 #include "pretrain/load_model.h"
+#include "pretrain/run_config.h"
 
 // BERT vocab.txt: one WordPiece token a line, id = line number (tokenize, prepare, bench tokenize, ...).
 ABSL_DECLARE_FLAG(std::string, vocab);
@@ -46,9 +47,11 @@ struct BackendChoice {
   std::string device;
   BackendOptions options;
 };
+// The one parse of --device and --attention (both checked).
 absl::StatusOr<BackendChoice> BackendFromFlags();
-// --device and --attention as run-config overrides (subcommands that read a run config).
-void AddBackendOverrides(std::vector<std::string>* overrides);
+// --config with every --set applied, then --device and --attention when given (they override
+// run.device and run.attention): the run config of pretrain, grad-norms and bench.
+absl::StatusOr<RunConfig> RunConfigFromFlags();
 
 // The --checkpoint model with its MLM head, on the backend --device and --attention ask for
 // (evaluate, fill-mask).

@@ -31,9 +31,10 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device, 
   if (device != "cpu" && device != "cuda" && device != "auto")
     return absl::InvalidArgumentError(absl::StrCat("device: expected cpu, cuda or auto, got \"", device, "\""));
   if (device == "cuda" || (device == "auto" && CudaAvailable())) return MakeCudaBackend(options);
-  if (options.attention == AttentionKernel::kFlash)
+  if (options.attention != AttentionKernel::kAuto)
     return absl::InvalidArgumentError(absl::StrCat("attention \"", AttentionKernelName(options.attention),
-                                                   "\" is a CUDA kernel; the CPU backend has only the reference"));
+                                                   "\" is a CUDA kernel; the CPU backend has only the reference "
+                                                   "(attention auto)"));
   return MakeCpuBackend();
 }
 

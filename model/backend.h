@@ -223,7 +223,8 @@ std::unique_ptr<Backend> MakeCpuBackend();
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options = {});
 
 // The backend `device` names: "cpu", "cuda", or "auto" (the GPU when this build has CUDA and
-// one is present, else the CPU). Options that only the GPU has are an error on the CPU.
+// one is present, else the CPU). Options that only the GPU has are an error on the CPU: there
+// attention must be kAuto (gemm and flash name CUDA kernels).
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device, const BackendOptions& options = {});
 
 }  // namespace lamina

@@ -186,8 +186,10 @@ TEST(Cli, AttentionFlagIsCheckedEverywhere) {
                                               Temp("attention_run")));
   EXPECT_EQ(pretrain.code, 1) << pretrain.out;
   EXPECT_NE(pretrain.out.find("is a CUDA kernel"), std::string::npos) << pretrain.out;
-  const Result ok = Lamina(absl::StrCat("fill-mask --device cpu --attention gemm --checkpoint ", ckpt, " \"a [MASK].\""));
-  EXPECT_EQ(ok.code, 0) << ok.out;
+  const Result cpu_gemm =
+      Lamina(absl::StrCat("fill-mask --device cpu --attention gemm --checkpoint ", ckpt, " \"a [MASK].\""));
+  EXPECT_EQ(cpu_gemm.code, 1) << cpu_gemm.out;  // a CUDA kernel too: the CPU has only the reference
+  EXPECT_NE(cpu_gemm.out.find("\"gemm\" is a CUDA kernel"), std::string::npos) << cpu_gemm.out;
   // "auto", the default, is the reference on the CPU.
   const Result cpu_auto =
       Lamina(absl::StrCat("fill-mask --device cpu --attention auto --checkpoint ", ckpt, " \"a [MASK].\""));

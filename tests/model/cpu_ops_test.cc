@@ -584,13 +584,15 @@ TEST_F(CpuOpsTest, MisuseAbortsWithAMessage) {
   EXPECT_DEATH(backend_->Add(F32(x, {10}), I32(ids, {2}), F32(x, {10})), "b must be f32");
 }
 
-// The fused attention kernels exist only on the GPU: asking the CPU for them is an error, not a
-// silent fallback.
-TEST(MakeBackend, FlashAttentionOnTheCpuIsAnError) {
+// The CUDA attention kernels (flash and gemm) exist only on the GPU: asking the CPU for either is
+// an error, not a silent fallback to the reference.
+TEST(MakeBackend, CudaAttentionKernelsOnTheCpuAreAnError) {
   absl::StatusOr<std::unique_ptr<Backend>> b = MakeBackend("cpu", {.attention = AttentionKernel::kFlash});
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.status().message().find("attention \"flash\" is a CUDA kernel"), std::string::npos) << b.status();
-  EXPECT_TRUE(MakeBackend("cpu", {.attention = AttentionKernel::kGemm}).ok());
+  b = MakeBackend("cpu", {.attention = AttentionKernel::kGemm});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("attention \"gemm\" is a CUDA kernel"), std::string::npos) << b.status();
   // The default, "auto", is the fused kernels on a GPU and the reference here.
   EXPECT_EQ(BackendOptions{}.attention, AttentionKernel::kAuto);
   EXPECT_EQ(*ParseAttentionKernel("auto", "run.attention"), AttentionKernel::kAuto);
