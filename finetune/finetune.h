@@ -22,7 +22,7 @@
 #include "finetune/metrics.h"
 #include "model/optimizer.h"
 #include "nlohmann/json.hpp"
-#include "pretrain/load_model.h"
+#include "checkpoint/load_model.h"
 
 namespace lamina {
 

@@ -9,7 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "core/file_util.h"
 #include "core/status.h"
-#include "pretrain/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 namespace lamina {
 namespace {

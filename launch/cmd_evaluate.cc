@@ -9,7 +9,7 @@
 #include "launch/common_flags.h"
 #include "launch/subcommand.h"
 #include "pretrain/evaluate.h"
-#include "pretrain/load_model.h"
+#include "checkpoint/load_model.h"
 
 ABSL_FLAG(int64_t, eval_batch, 64, "evaluate: sequences per forward pass");
 ABSL_FLAG(int64_t, max_batches, 0, "evaluate: evaluate at most this many batches (0 = the whole validation split)");

@@ -1,10 +1,10 @@
 // `lamina export-hf --checkpoint CKPT --out DIR [--vocab FILE]`: a lamina checkpoint as a
 // transformers model directory (BertForMaskedLM for Post-LN, RobertaPreLayerNormForMaskedLM for
-// Pre-LN; T-Fixup is refused). See finetune/hf_interchange.h.
+// Pre-LN; T-Fixup is refused). See checkpoint/hf_interchange.h.
 #include <cstdio>
 
 #include "absl/flags/flag.h"
-#include "finetune/hf_interchange.h"
+#include "checkpoint/hf_interchange.h"
 #include "launch/common_flags.h"
 #include "launch/subcommand.h"
 

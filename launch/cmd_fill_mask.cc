@@ -11,7 +11,7 @@
 #include "launch/common_flags.h"
 #include "launch/subcommand.h"
 #include "nlohmann/json.hpp"
-#include "pretrain/load_model.h"
+#include "checkpoint/load_model.h"
 
 ABSL_FLAG(int, top_k, 5, "fill-mask: how many candidates to print per [MASK]");
 

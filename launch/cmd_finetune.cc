@@ -10,7 +10,7 @@
 #include "launch/common_flags.h"
 #include "launch/finetune_flags.h"
 #include "launch/subcommand.h"
-#include "pretrain/load_model.h"
+#include "checkpoint/load_model.h"
 
 namespace lamina {
 namespace {

@@ -1,9 +1,9 @@
 // `lamina import-hf --model HF_DIR --out CKPT [--vocab FILE]`: a Hugging Face BERT (or
-// RoBERTa-PreLayerNorm) model directory to a lamina checkpoint (finetune/hf_interchange.h).
+// RoBERTa-PreLayerNorm) model directory to a lamina checkpoint (checkpoint/hf_interchange.h).
 #include <cstdio>
 
 #include "absl/flags/flag.h"
-#include "finetune/hf_interchange.h"
+#include "checkpoint/hf_interchange.h"
 #include "launch/common_flags.h"
 #include "launch/subcommand.h"
 

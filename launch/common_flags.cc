@@ -3,7 +3,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/marshalling.h"
 #include "core/status.h"
-#include "pretrain/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 ABSL_FLAG(std::string, vocab, "",
           "BERT WordPiece vocab.txt (one token a line; id = line number), e.g. "

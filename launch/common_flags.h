@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "data/wordpiece.h"
 #include "model/backend.h"
-#include "pretrain/load_model.h"
+#include "checkpoint/load_model.h"
 #include "pretrain/run_config.h"
 
 // BERT vocab.txt: one WordPiece token a line, id = line number (tokenize, prepare, bench tokenize, ...).

@@ -19,7 +19,7 @@
 #include "dist/sharded_optimizer.h"
 #include "model/flops.h"
 #include "model/layer_stats.h"
-#include "pretrain/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "pretrain/config_changes.h"
 #include "pretrain/evaluate.h"
 #include "pretrain/metrics.h"

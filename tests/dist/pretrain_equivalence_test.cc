@@ -12,7 +12,7 @@
 #include "data/prepare.h"
 #include "gtest/gtest.h"
 #include "tests/testing/compare.h"
-#include "pretrain/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "tests/data/mlm_test_util.h"
 
 namespace lamina {

@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/compare.h"
 #include "tests/testing/tiny_config.h"
-#include "pretrain/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "pretrain/evaluate.h"
 #include "pretrain/train_data.h"
 #include "pretrain/metrics.h"

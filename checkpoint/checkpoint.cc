@@ -1,4 +1,4 @@
-#include "pretrain/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 #include <fcntl.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 // Import of Hugging Face models against outputs transformers computed (tests/fixtures/hf, made by
 // tests/fixtures/make_hf_fixture.py), bit-exact round trips, and the refusals.
-#include "finetune/hf_interchange.h"
+#include "checkpoint/hf_interchange.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -16,8 +16,8 @@
 #include "core/safetensors.h"
 #include "gtest/gtest.h"
 #include "model/optimizer.h"
-#include "pretrain/checkpoint.h"
-#include "pretrain/load_model.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/load_model.h"
 #include "tests/testing/tiny_config.h"
 
 namespace lamina {

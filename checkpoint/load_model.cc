@@ -1,4 +1,4 @@
-#include "pretrain/load_model.h"
+#include "checkpoint/load_model.h"
 
 #include <filesystem>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/safetensors.h"
 #include "core/status.h"
-#include "pretrain/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 namespace lamina {
 

@@ -1,4 +1,4 @@
-#include "finetune/hf_interchange.h"
+#include "checkpoint/hf_interchange.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -17,8 +17,8 @@
 #include "data/wordpiece.h"
 #include "model/init.h"
 #include "model/param_layout.h"
-#include "pretrain/checkpoint.h"
-#include "pretrain/load_model.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/load_model.h"
 
 namespace lamina {
 namespace {

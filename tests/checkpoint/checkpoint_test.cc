@@ -1,6 +1,6 @@
 // Checkpoints on a tiny CPU model: bit-exact round trips, pruning, what counts as the latest
 // checkpoint, refusal of foreign or damaged checkpoints, and survival of a SIGKILL mid-save.
-#include "pretrain/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 #include <signal.h>
 #include <sys/wait.h>
