@@ -30,7 +30,7 @@ absl::Status TextCheck::Check(bool at_end) const {
   if (bytes_ == 0) return absl::OkStatus();
   if (!at_end && bytes_ < kMinBytes) return absl::OkStatus();
   const double fraction = static_cast<double>(bad_) / static_cast<double>(bytes_);
-  if (fraction <= kMaxBadFraction) return absl::OkStatus();
+  if (fraction <= kMaxBadFraction || bad_ <= kFewBadBytes) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrFormat(
       "%s: not UTF-8 text: %d of the first %d bytes are invalid UTF-8 or NUL (%.1f%%, more than %.0f%%), the first at "
       "byte offset %d (of the decompressed text)",

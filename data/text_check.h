@@ -1,8 +1,8 @@
 // Whether a byte stream is text: a binary file (an executable, an image, a mislabelled archive)
 // fed to `prepare` or `tokenize` would otherwise become sequences of garbage tokens that train
-// without a warning. A stream whose invalid UTF-8 or NUL bytes pass a small fraction is refused,
-// naming the first such byte's offset; a few stray bytes in a large corpus (Wikipedia dumps have
-// some) are tolerated.
+// without a warning. A stream whose invalid UTF-8 or NUL bytes pass a small fraction (and a few
+// bytes) is refused, naming the first such byte's offset; a few stray bytes in a large corpus
+// (Wikipedia dumps have some) or in a line typed to `tokenize` are tolerated.
 #pragma once
 
 #include <cstdint>
@@ -15,8 +15,10 @@ namespace lamina {
 
 class TextCheck {
  public:
-  // Refused beyond this fraction of bad bytes, judged once kMinBytes have been seen (or at the end).
+  // Refused beyond this fraction of bad bytes and more than kFewBadBytes of them, judged once
+  // kMinBytes have been seen (or at the end).
   static constexpr double kMaxBadFraction = 0.01;
+  static constexpr uint64_t kFewBadBytes = 8;
   static constexpr uint64_t kMinBytes = 4096;
 
   explicit TextCheck(std::string name) : name_(std::move(name)) {}

@@ -237,13 +237,17 @@ TEST(TextCheck, CountsInvalidUtf8AndNulBytes) {
   ok.Add("plain ascii, caf\xc3\xa9, \xe6\x97\xa5\xe6\x9c\xac");
   EXPECT_EQ(ok.bad_bytes(), 0u);
   EXPECT_TRUE(ok.Check(true).ok());
+  TextCheck few("few");
+  few.Add(std::string("ab\0c\xc3(", 6));  // a NUL and a truncated two-byte sequence
+  EXPECT_EQ(few.bad_bytes(), 2u);
+  EXPECT_EQ(few.bytes(), 7u);  // with the newline
+  EXPECT_TRUE(few.Check(true).ok()) << "a few stray bytes are tolerated";
   TextCheck bad("bad");
-  bad.Add(std::string("ab\0c\xc3(", 6));  // a NUL and a truncated two-byte sequence
-  EXPECT_EQ(bad.bad_bytes(), 2u);
-  EXPECT_EQ(bad.bytes(), 7u);  // with the newline
+  bad.Add(std::string("ab\0c\xc3(\xff\xff\xff\xff\xff\xff\xff\xff", 14));
+  EXPECT_EQ(bad.bad_bytes(), 10u);
   EXPECT_TRUE(bad.Check(false).ok()) << "fewer than kMinBytes: judged at the end";
   const absl::Status s = bad.Check(true);
-  EXPECT_TRUE(absl::StrContains(s.message(), "bad: not UTF-8 text: 2 of the first 7 bytes")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "bad: not UTF-8 text: 10 of the first 15 bytes")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "byte offset 2")) << s;
 }
 
