@@ -410,20 +410,30 @@ def run_dir(exp, run):
     return os.path.join(exp.out, "runs", run.name)
 
 
+def recorded_settings_match(exp, record, settings, what):
+    """Whether RECORD (a run's overrides.json, a finetuning job's settings.json) exists; an error
+    when it records other settings than `settings`: the file gives `what` to a job that ran
+    with others."""
+    if not os.path.exists(record):
+        return False
+    existing = read_json(record)
+    if existing != settings:
+        raise SpecError(f"{exp.file}: {what} has other settings than {record} records:\n"
+                        f"  {record}: {json.dumps(existing)}\n  {exp.file}: {json.dumps(settings)}")
+    return True
+
+
 def claim_run_dir(exp, run, create):
     """Checks that the run dir, if it exists, was made for these settings; creates it when asked.
     A mismatch means two experiments give one run name to different runs."""
     path = run_dir(exp, run)
     settings = run.settings(exp.kind)
     record = os.path.join(path, "overrides.json")
-    if os.path.exists(record):
-        existing = read_json(record)
-        if existing != settings:
-            raise SpecError(f"{exp.file}: run {run.name} has other settings than {record} records:\n"
-                            f"  {record}: {json.dumps(existing)}\n  {exp.file}: {json.dumps(settings)}")
-    elif os.path.isdir(path) and os.listdir(path):
+    if recorded_settings_match(exp, record, settings, f"run {run.name}"):
+        return
+    if os.path.isdir(path) and os.listdir(path):
         raise SpecError(f"{path} exists without overrides.json: not a run of this driver; move it away")
-    elif create:
+    if create:
         os.makedirs(path, exist_ok=True)
         write_json(record, settings)
 
@@ -613,12 +623,7 @@ def claim_job_dir(exp, job, create):
         return
     path, settings = job_dir(exp, job), finetune_settings(job)
     record = os.path.join(path, "settings.json")
-    if os.path.exists(record):
-        existing = read_json(record)
-        if existing != settings:
-            raise SpecError(f"{exp.file}: the finetuning of {job.run.name} on {job.task} has other settings than "
-                            f"{record} records:\n  {record}: {json.dumps(existing)}\n  {exp.file}: {json.dumps(settings)}")
-    elif create:
+    if not recorded_settings_match(exp, record, settings, f"the finetuning of {job.run.name} on {job.task}") and create:
         os.makedirs(path, exist_ok=True)
         write_json(record, settings)
 
