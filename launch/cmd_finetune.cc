@@ -1,4 +1,5 @@
-// `lamina finetune --task mrpc|rte --checkpoint DIR --data GLUE_DIR [--lr 2e-5,3e-5] [--seeds N] [--out DIR]`:
+// `lamina finetune --task mrpc|rte --checkpoint DIR --data GLUE_DIR [--lr 2e-5,3e-5] [--seeds N] [--out DIR]`,
+// or `lamina finetune --config FILE [--set finetune.KEY=VALUE] [flags]` (the flags' names as keys):
 // finetunes a pretrained checkpoint on a GLUE pair task for every learning rate and seed and
 // reports the dev metrics with their statistics over seeds (finetune/finetune.h).
 #include <cstdio>
@@ -15,8 +16,15 @@
 namespace lamina {
 namespace {
 
+const std::vector<std::string>& FinetuneConfigKeys() {
+  static const std::vector<std::string> keys = FlagNames({{"checkpoint", "out"}, FinetuneFlags()});
+  return keys;
+}
+
 int RunFinetune(const std::vector<std::string>& args) {
   if (!args.empty()) return ReportError("finetune", "takes no positional arguments");
+  auto section = ApplyFinetuneConfig(FinetuneConfigKeys());
+  if (!section.ok()) return ReportError("finetune", std::string(section.status().message()));
   auto job = FinetuneJobFromFlags();
   if (!job.ok()) return ReportError("finetune", std::string(job.status().message()));
   job->checkpoint = absl::GetFlag(FLAGS_checkpoint);
@@ -26,6 +34,9 @@ int RunFinetune(const std::vector<std::string>& args) {
   job->out_dir = absl::GetFlag(FLAGS_out);
   if (job->out_dir.empty())
     job->out_dir = absl::StrCat(*resolved, "/finetune-", absl::AsciiStrToLower(GlueTaskName(job->config.task)));
+  (*section)["out"] = job->out_dir;
+  if (absl::Status s = WriteFinetuneConfig(job->out_dir, *section); !s.ok())
+    return ReportError("finetune", std::string(s.message()));
   auto report = RunFinetuneJob(*job, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   if (!report.ok()) return ReportError("finetune", std::string(report.status().message()));
   std::printf("%s", report->Table().c_str());
@@ -38,4 +49,4 @@ int RunFinetune(const std::vector<std::string>& args) {
 
 LAMINA_SUBCOMMAND("finetune", "finetune a checkpoint on GLUE MRPC or RTE over learning rates and seeds",
                   lamina::RunFinetune,
-                  lamina::FlagNames({{"checkpoint", "out"}, lamina::FinetuneFlags()}));
+                  lamina::FlagNames({{"config", "set", "checkpoint", "out"}, lamina::FinetuneFlags()}));

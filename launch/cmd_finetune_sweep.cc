@@ -1,4 +1,5 @@
-// `lamina finetune-sweep --run RUN_DIR --task mrpc|rte --data GLUE_DIR [finetune flags]`: finetunes
+// `lamina finetune-sweep --run RUN_DIR --task mrpc|rte --data GLUE_DIR [finetune flags]` (or --config FILE
+// with a finetune section, as `lamina finetune`): finetunes
 // every checkpoint of a pretraining run and writes the dev metrics against the pretraining step
 // (OUT/sweep.json, OUT/sweep.tsv; OUT defaults to RUN_DIR/finetune/<task>).
 #include <cstdio>
@@ -18,6 +19,9 @@ namespace {
 
 int RunFinetuneSweepCommand(const std::vector<std::string>& args) {
   if (!args.empty()) return ReportError("finetune-sweep", "takes no positional arguments");
+  static const std::vector<std::string> keys = FlagNames({{"run", "out"}, FinetuneFlags()});
+  auto section = ApplyFinetuneConfig(keys);
+  if (!section.ok()) return ReportError("finetune-sweep", std::string(section.status().message()));
   auto job = FinetuneJobFromFlags();
   if (!job.ok()) return ReportError("finetune-sweep", std::string(job.status().message()));
   const std::string run_dir = absl::GetFlag(FLAGS_run);
@@ -25,6 +29,9 @@ int RunFinetuneSweepCommand(const std::vector<std::string>& args) {
   job->out_dir = absl::GetFlag(FLAGS_out);
   if (job->out_dir.empty())
     job->out_dir = absl::StrCat(run_dir, "/finetune/", absl::AsciiStrToLower(GlueTaskName(job->config.task)));
+  (*section)["out"] = job->out_dir;
+  if (absl::Status s = WriteFinetuneConfig(job->out_dir, *section); !s.ok())
+    return ReportError("finetune-sweep", std::string(s.message()));
   auto sweep = RunFinetuneSweep(run_dir, *job, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   if (!sweep.ok()) return ReportError("finetune-sweep", std::string(sweep.status().message()));
   std::printf("step\tbest_lr\tmedian score\n");
@@ -43,4 +50,4 @@ int RunFinetuneSweepCommand(const std::vector<std::string>& args) {
 
 LAMINA_SUBCOMMAND("finetune-sweep", "finetune every checkpoint of a pretraining run (metric against step)",
                   lamina::RunFinetuneSweepCommand,
-                  lamina::FlagNames({{"run", "out"}, lamina::FinetuneFlags()}));
+                  lamina::FlagNames({{"config", "set", "run", "out"}, lamina::FinetuneFlags()}));

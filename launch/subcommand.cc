@@ -73,7 +73,12 @@ std::string SubcommandHelp(const Subcommand& cmd) {
   return s;
 }
 
-std::string ForeignFlag(const Subcommand& cmd, const std::vector<std::string>& args) {
+namespace {
+
+// The lamina flags named on a command line, in order ("--noprogress" as "progress"); names that
+// are not flags (a negative value, say) or unknown ones (Abseil refuses those) are left out.
+std::vector<std::string> NamedFlags(const std::vector<std::string>& args) {
+  std::vector<std::string> names;
   for (const std::string& a : args) {
     if (a == "--") break;
     if (a.size() < 2 || a[0] != '-') continue;
@@ -85,7 +90,26 @@ std::string ForeignFlag(const Subcommand& cmd, const std::vector<std::string>& a
       if (flag != nullptr && flag->IsOfType<bool>()) name = name.substr(2);
       else flag = nullptr;
     }
-    if (flag == nullptr) continue;  // not a flag name (a negative value, say), or unknown: Abseil's to refuse
+    if (flag != nullptr) names.push_back(name);
+  }
+  return names;
+}
+
+std::vector<std::string>& GivenFlags() {
+  static std::vector<std::string> given;
+  return given;
+}
+
+}  // namespace
+
+bool FlagGiven(const std::string& name) {
+  return std::find(GivenFlags().begin(), GivenFlags().end(), name) != GivenFlags().end();
+}
+
+void RecordGivenFlags(const std::vector<std::string>& args) { GivenFlags() = NamedFlags(args); }
+
+std::string ForeignFlag(const Subcommand& cmd, const std::vector<std::string>& args) {
+  for (const std::string& name : NamedFlags(args)) {
     if (std::find(cmd.flags.begin(), cmd.flags.end(), name) != cmd.flags.end()) continue;
     std::vector<std::string> own = cmd.flags;
     std::sort(own.begin(), own.end());

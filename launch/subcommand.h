@@ -35,6 +35,11 @@ bool RegisterSubcommand(Subcommand cmd);
 // Prints "lamina NAME: message" to stderr and returns exit code 1; for errors a user can fix.
 int ReportError(const std::string& subcommand, const std::string& message);
 
+// The names of the flags given on this command line (main records them before the subcommand
+// runs): what a config file may not override.
+bool FlagGiven(const std::string& name);
+void RecordGivenFlags(const std::vector<std::string>& args);
+
 // `lamina NAME --help`: the summary and each of the subcommand's flags with its default and help.
 std::string SubcommandHelp(const Subcommand& cmd);
 // The first flag on the command line (`args`, after the subcommand's name) that is a lamina flag

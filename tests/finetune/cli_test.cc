@@ -136,6 +136,44 @@ TEST(Cli, FinetuneWritesResultsAndPredictions) {
   EXPECT_EQ(std::count(tsv->begin(), tsv->end(), '\n'), 6);
 }
 
+// finetune is configured as pretrain is: a config file's finetune section, --set finetune.KEY,
+// and the flags as shorthands that win; the resolved section lands in OUT/config.json.
+TEST(Cli, FinetuneTakesAConfigFileWithSetAndFlags) {
+  NEED_BINARY();
+  const std::string ckpt = ImportFixture("ft_config");
+  const std::string glue = TinyGlue("glue_config");
+  const std::string out = Temp("ft_config_out");
+  const std::string config = Temp("ft_config.json");
+  WriteText(config, absl::StrCat(R"({"finetune": {"task": "mrpc", "device": "cpu", "checkpoint": ")", ckpt,
+                                 R"(", "data": ")", glue, R"(", "lr": [1e-4, 3e-4], "epochs": 2, "batch": 8,
+                                    "max_seq": 32, "seeds": 3, "predict_test": false}})"));
+  const Result r = Lamina(absl::StrCat("finetune --config ", config, " --set finetune.epochs=1 --seeds 2 --out ", out));
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto results = ReadFile(out + "/results.json");
+  ASSERT_TRUE(results.ok());
+  const nlohmann::json j = nlohmann::json::parse(*results);
+  EXPECT_EQ(j["runs"].size(), 4u) << "two lrs (file) x two seeds (the flag beats the file's 3)";
+  EXPECT_EQ(j["runs"][0]["epochs"].size(), 1u) << "--set beats the file";
+  EXPECT_FALSE(fs::exists(out + "/MRPC.tsv")) << "predict_test false";
+  auto written = ReadFile(out + "/config.json");
+  ASSERT_TRUE(written.ok());
+  const nlohmann::json c = nlohmann::json::parse(*written)["finetune"];
+  EXPECT_EQ(c["seeds"], 2);
+  EXPECT_EQ(c["epochs"], 1);
+  EXPECT_EQ(c["lr"], nlohmann::json::parse("[0.0001, 0.0003]"));
+  EXPECT_EQ(c["task"], "mrpc");
+  EXPECT_EQ(c["out"], out);
+
+  WriteText(config, R"({"finetune": {"tsak": "mrpc"}})");
+  const Result typo = Lamina(absl::StrCat("finetune --config ", config));
+  EXPECT_EQ(typo.code, 1) << typo.out;
+  EXPECT_NE(typo.out.find("finetune.tsak: unknown key (known: "), std::string::npos) << typo.out;
+  WriteText(config, R"({"finetune": {"epochs": "many"}})");
+  const Result bad = Lamina(absl::StrCat("finetune --config ", config));
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("finetune.epochs: "), std::string::npos) << bad.out;
+}
+
 TEST(Cli, FinetuneReportsMalformedGlueFiles) {
   NEED_BINARY();
   const std::string ckpt = ImportFixture("bad");

@@ -45,6 +45,17 @@ class ShippedConfigs(unittest.TestCase):
                 self.assertEqual(info.returncode, 0, info.stderr)  # a whole run config, as a model config
                 self.assertIn("parameters", info.stdout)
 
+    def test_finetune_configs_are_read(self):
+        configs = sorted(glob.glob(os.path.join(ROOT, "launch", "configs", "finetune", "*.json")))
+        self.assertEqual(len(configs), 2)
+        for config in configs:
+            with self.subTest(config=os.path.relpath(config, ROOT)):
+                # No checkpoint given: every key of the file parsed, then the missing one named.
+                result = subprocess.run([LAMINA, "finetune", "--config", config], cwd=ROOT, capture_output=True,
+                                        text=True, timeout=60)
+                self.assertEqual(result.returncode, 1)
+                self.assertIn("--checkpoint DIR is required", result.stderr)
+
     def test_dry_run_refuses_a_bad_config(self):
         config = os.path.join(ROOT, "launch", "configs", "lamb64k-preln-phase2.json")
         result = subprocess.run([LAMINA, "pretrain", "--config", config, "--dry_run", "--set", "batch.micro_batch=100"],
