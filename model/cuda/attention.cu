@@ -1,5 +1,5 @@
 // Launchers of the attention core's row kernels (model/cuda/attention.cuh). The matrix products
-// around them run through the cuBLASLt wrapper (model/cuda/cuda_backend.cc).
+// around them, the rest of the GEMM path, are in model/cuda/attention_gemm.cc.
 #include "model/cuda/attention.cuh"
 #include "model/cuda/kernels.h"
 

@@ -10,9 +10,11 @@
 #include "core/bf16.h"
 #include "core/status.h"
 #include "model/backend.h"
+#include "model/cuda/attention_gemm.h"
 #include "model/cuda/cublaslt.h"
 #include "model/cuda/cuda_check.h"
 #include "model/cuda/kernels.h"
+#include "model/cuda/optimizer_segments.h"
 
 namespace lamina {
 namespace {
@@ -50,11 +52,6 @@ void CheckNumel(const TensorView& t, int64_t n, const char* what) {
 
 void CheckMatrix(const TensorView& t, int64_t rows, int64_t cols, const char* what) {
   LAMINA_CHECK(t.rows() == rows && t.cols() == cols, what, " must be [", rows, ", ", cols, "], got ", t.ToString());
-}
-
-template <typename T>
-const T* Offset(const void* p, int64_t elems) {
-  return static_cast<const T*>(p) + elems;
 }
 
 // C[m, n] = op(A) op(B) on whole row-major matrices: each leading dimension is the operand's
@@ -312,43 +309,8 @@ class CudaBackend final : public Backend {
                                         rng, static_cast<uint16_t*>(out.data), saved.data, stream_);
       return;
     }
-    const int64_t tt = d.seq * d.seq;
-    const cuda::AttentionSoftmaxSaved kept = SoftmaxSaved(saved, d, heads);
-    const void* x = qkv.data;
-    for (int64_t h = 0; h < heads; ++h) {  // S = Q K^T, unscaled
-      GemmSpec s = HeadGemm(d);
-      s.trans_b = true;
-      s.m = d.seq;
-      s.n = d.seq;
-      s.k = d.head_dim;
-      s.a = Offset<uint16_t>(x, h * d.head_dim);
-      s.lda = 3 * d.hidden;
-      s.stride_a = d.seq * 3 * d.hidden;
-      s.b = Offset<uint16_t>(x, d.hidden + h * d.head_dim);
-      s.ldb = 3 * d.hidden;
-      s.stride_b = d.seq * 3 * d.hidden;
-      s.c = kept.scores + h * tt;
-      s.ldc = d.seq;
-      s.stride_c = heads * tt;
-      gemm_.Gemm(s, stream_);
-    }
-    cuda::LaunchAttentionSoftmax(kept, key_mask.as<int32_t>(), Scale(d), d.batch, heads, d.seq, dropout_p, rng, stream_);
-    for (int64_t h = 0; h < heads; ++h) {  // O = dropout(P) V
-      GemmSpec s = HeadGemm(d);
-      s.m = d.seq;
-      s.n = d.head_dim;
-      s.k = d.seq;
-      s.a = kept.dropped + h * tt;
-      s.lda = d.seq;
-      s.stride_a = heads * tt;
-      s.b = Offset<uint16_t>(x, 2 * d.hidden + h * d.head_dim);
-      s.ldb = 3 * d.hidden;
-      s.stride_b = d.seq * 3 * d.hidden;
-      s.c = static_cast<uint16_t*>(out.data) + h * d.head_dim;
-      s.ldc = d.hidden;
-      s.stride_c = d.seq * d.hidden;
-      gemm_.Gemm(s, stream_);
-    }
+    cuda::GemmAttentionForward(gemm_, GemmShapeOf(d, heads), Bf16(qkv, "qkv"), key_mask.as<int32_t>(), dropout_p, rng,
+                               SoftmaxSaved(saved, d, heads), static_cast<uint16_t*>(out.data), stream_);
   }
 
   // Both paths read the forward pass's dropout decisions from `saved`: no draws, so no rng.
@@ -369,64 +331,10 @@ class CudaBackend final : public Backend {
                                          Scratch(bytes), stream_);
       return;
     }
-    // The gradient of the dropped probabilities, then dscores over it.
-    const int64_t tt = d.seq * d.seq;
-    const cuda::AttentionSoftmaxSaved kept = SoftmaxSaved(saved, d, heads);
-    uint16_t* grad = static_cast<uint16_t*>(Scratch(d.batch * heads * tt * sizeof(uint16_t)));
-    const void* x = qkv.data;
-    const int64_t row3 = 3 * d.hidden, stride3 = d.seq * 3 * d.hidden;
-    for (int64_t h = 0; h < heads; ++h) {  // d(dropout(P)) = dO V^T
-      GemmSpec s = HeadGemm(d);
-      s.trans_b = true;
-      s.m = d.seq;
-      s.n = d.seq;
-      s.k = d.head_dim;
-      s.a = Offset<uint16_t>(dout.data, h * d.head_dim);
-      s.lda = d.hidden;
-      s.stride_a = d.seq * d.hidden;
-      s.b = Offset<uint16_t>(x, 2 * d.hidden + h * d.head_dim);
-      s.ldb = row3;
-      s.stride_b = stride3;
-      s.c = grad + h * tt;
-      s.ldc = d.seq;
-      s.stride_c = heads * tt;
-      gemm_.Gemm(s, stream_);
-    }
-    cuda::LaunchAttentionSoftmaxBackward(grad, kept, key_mask.as<int32_t>(), Scale(d), d.batch, heads, d.seq, dropout_p,
-                                         grad, stream_);
-    uint16_t* dx = static_cast<uint16_t*>(dqkv.data);
-    for (int64_t h = 0; h < heads; ++h) {
-      const int64_t col = h * d.head_dim;
-      // dV = dropout(P)^T dO
-      GemmSpec s = HeadGemm(d);
-      s.trans_a = true;
-      s.m = d.seq;
-      s.n = d.head_dim;
-      s.k = d.seq;
-      s.a = kept.dropped + h * tt;
-      s.lda = d.seq;
-      s.stride_a = heads * tt;
-      s.b = Offset<uint16_t>(dout.data, col);
-      s.ldb = d.hidden;
-      s.stride_b = d.seq * d.hidden;
-      s.c = dx + 2 * d.hidden + col;
-      s.ldc = row3;
-      s.stride_c = stride3;
-      gemm_.Gemm(s, stream_);
-      // dQ = dS K (dS already carries the 1/sqrt(D) scale)
-      s.trans_a = false;
-      s.a = grad + h * tt;
-      s.b = Offset<uint16_t>(x, d.hidden + col);
-      s.ldb = row3;
-      s.stride_b = stride3;
-      s.c = dx + col;
-      gemm_.Gemm(s, stream_);
-      // dK = dS^T Q
-      s.trans_a = true;
-      s.b = Offset<uint16_t>(x, col);
-      s.c = dx + d.hidden + col;
-      gemm_.Gemm(s, stream_);
-    }
+    uint16_t* grad = static_cast<uint16_t*>(Scratch(d.batch * heads * d.seq * d.seq * sizeof(uint16_t)));
+    cuda::GemmAttentionBackward(gemm_, GemmShapeOf(d, heads), Bf16(dout, "dout"), Bf16(qkv, "qkv"),
+                                key_mask.as<int32_t>(), dropout_p, SoftmaxSaved(saved, d, heads), grad,
+                                static_cast<uint16_t*>(dqkv.data), stream_);
   }
 
   // ---- rows ----
@@ -501,13 +409,6 @@ class CudaBackend final : public Backend {
     int64_t batch, seq, hidden, head_dim;
   };
 
-  // A per-head product batched over the sequences of the batch.
-  static GemmSpec HeadGemm(const Dims& d) {
-    GemmSpec s;
-    s.batch = static_cast<int>(d.batch);
-    return s;
-  }
-
   // Device memory for an op's intermediates, reused by every op (they run in stream order).
   void* Scratch(size_t bytes) {
     if (bytes > scratch_.bytes()) {
@@ -543,7 +444,9 @@ class CudaBackend final : public Backend {
   static cuda::AttentionSoftmaxSaved SoftmaxSaved(const TensorView& saved, const Dims& d, int64_t heads) {
     return cuda::AttentionSoftmaxSaved::In(saved.data, d.batch * heads * d.seq, d.seq);
   }
-  static float Scale(const Dims& d) { return 1.0f / std::sqrt(static_cast<float>(d.head_dim)); }
+  static cuda::GemmAttentionShape GemmShapeOf(const Dims& d, int64_t heads) {
+    return cuda::GemmAttentionShape{d.batch, d.seq, heads, d.head_dim};
+  }
 
   bool UsesFlash(int64_t head_dim) const {
     return options_.attention == AttentionKernel::kFlash && cuda::FlashAttentionSupports(head_dim);
@@ -567,7 +470,8 @@ class CudaBackend final : public Backend {
     return d;
   }
 
-  // Checks the buffers, uploads the segment table when it changed and returns the step's constants.
+  // Checks the buffers, uploads the segment table when it changed (model/cuda/optimizer_segments.h)
+  // and returns the step's constants.
   cuda::OptimizerHyper CheckOptimizer(const TensorView& params, const TensorView& grads, const TensorView& m,
                                       const TensorView& v, const TensorView& compute,
                                       std::span<const ParamSegment> segments, const AdamWHyper& hyper) {
@@ -577,46 +481,9 @@ class CudaBackend final : public Backend {
     CheckNumel(v, n, "v");
     if (!compute.empty()) CheckNumel(compute, n, "compute");
     LAMINA_CHECK(hyper.step >= 1, "optimizer step ", hyper.step, " must be 1-based");
-    bool same = segments.size() == host_segments_.size();
-    for (size_t i = 0; same && i < segments.size(); ++i) {
-      same = segments[i].offset == host_segments_[i].offset && segments[i].size == host_segments_[i].size &&
-             (segments[i].decay ? 1 : 0) == host_segments_[i].decay && segments[i].tensor == host_segments_[i].tensor;
-    }
-    if (!same) {
-      host_segments_.clear();
-      max_segment_ = 0;
-      for (const ParamSegment& s : segments) {
-        LAMINA_CHECK(s.offset >= 0 && s.size >= 0 && s.offset + s.size <= n, "segment [", s.offset, ", +", s.size,
-                     ") outside ", n, " parameters");
-        host_segments_.push_back(cuda::DeviceSegment{s.offset, s.size, s.decay ? 1 : 0, s.tensor});
-        max_segment_ = std::max(max_segment_, s.size);
-      }
-      const size_t bytes = host_segments_.size() * sizeof(cuda::DeviceSegment);
-      if (bytes > segment_buffer_.bytes()) {
-        Synchronize();
-        absl::StatusOr<Buffer> b = Buffer::Allocate(Device::kCuda, bytes);
-        LAMINA_CHECK(b.ok(), "the optimizer's segment table: ", b.status().ToString());
-        segment_buffer_ = *std::move(b);
-      }
-      device_segments_ = static_cast<cuda::DeviceSegment*>(segment_buffer_.data());
-      if (bytes > 0) {
-        LAMINA_CUDA_CHECK(
-            cudaMemcpyAsync(device_segments_, host_segments_.data(), bytes, cudaMemcpyHostToDevice, stream_));
-        Synchronize();  // host_segments_ may change before a later copy would read it
-      }
-    }
-    cuda::OptimizerHyper h;
-    h.lr = hyper.lr;
-    h.beta1 = hyper.beta1;
-    h.beta2 = hyper.beta2;
-    h.eps = hyper.eps;
-    h.weight_decay = hyper.weight_decay;
-    h.grad_scale = hyper.grad_scale;
-    h.bias_correction1 =
-        static_cast<float>(1.0 - std::pow(static_cast<double>(hyper.beta1), static_cast<double>(hyper.step)));
-    h.bias_correction2 =
-        static_cast<float>(1.0 - std::pow(static_cast<double>(hyper.beta2), static_cast<double>(hyper.step)));
-    return h;
+    device_segments_ = segment_table_.Upload(segments, n, stream_);
+    max_segment_ = segment_table_.max_segment();
+    return cuda::DeviceHyper(hyper);
   }
 
   cudaStream_t stream_ = nullptr;
@@ -624,9 +491,8 @@ class CudaBackend final : public Backend {
   cuda::CublasLt gemm_;
   Buffer scratch_;
   Buffer sum_result_;
-  Buffer segment_buffer_;
-  std::vector<cuda::DeviceSegment> host_segments_;
-  cuda::DeviceSegment* device_segments_ = nullptr;
+  cuda::DeviceSegmentTable segment_table_;
+  const cuda::DeviceSegment* device_segments_ = nullptr;  // of the last CheckOptimizer
   int64_t max_segment_ = 0;
   std::vector<uint16_t> staging_;
   const BackendOptions options_;
