@@ -10,16 +10,17 @@ ABSL_FLAG(std::string, vocab, "",
           "../shared/data/vocab/bert-base-uncased-vocab.txt; evaluate, fill-mask, finetune and export-hf default to "
           "the vocab of the run that wrote the checkpoint (its run_config.data.vocab)");
 ABSL_FLAG(std::string, config, "",
-          "JSON config file: a bare model object, or a full config whose sections are model, optimizer, schedule, "
-          "data, batch, eval, checkpoint, run (see launch/configs/)");
+          "JSON config file: pretrain, grad-norms, bench and info take a run config (sections model, optimizer, "
+          "schedule, data, batch, eval, checkpoint, run) or a bare model object; finetune and finetune-sweep take "
+          "{\"finetune\": {FLAG NAME: VALUE, ...}} (see launch/configs/ and launch/configs/finetune/)");
 ABSL_FLAG(std::string, out, "", "Output directory (created if missing)");
 ABSL_FLAG(int64_t, seq_len, 128,
           "Sequence length in tokens, [CLS] and [SEP] included (prepare: rows are [CLS] up to seq_len-2 tokens of one "
           "document [SEP], padded with [PAD]; info: the length FLOPs are counted at)");
 ABSL_FLAG(int, threads, 0, "Worker threads (0 = one per hardware thread); results never depend on it");
 ABSL_FLAG(std::vector<std::string>, set, {},
-          "Override a config key, repeatable: --set optimizer.weight_decay=0 --set model.norm=pre (the value is read as "
-          "JSON when it parses, else as a string)");
+          "Override a config key, repeatable: --set optimizer.weight_decay=0 --set model.norm=pre, or for finetune "
+          "--set finetune.seeds=5 (the value is read as JSON when it parses, else as a string)");
 ABSL_FLAG(std::string, device, "",
           "Compute device: cpu, cuda, or auto (a GPU when there is one); empty = the config's run.device");
 ABSL_FLAG(std::string, attention, "",
