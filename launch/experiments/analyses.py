@@ -690,8 +690,10 @@ def large_batch(runs, criterion, out_dir):
     """Per variant, global batch and optimizer, the largest lr of the grid at which the run still
     trains: it did not diverge and its final val loss is within criterion.margin of the best final
     loss of that (variant, batch, optimizer) over the grid. At the largest batch, Pre-LN and
-    T-Fixup (criterion.variants) should train at a larger lr than Post-LN without warmup. Where no
-    run of any variant fails the test, the grid never reached the instability: inconclusive."""
+    T-Fixup (criterion.variants) should train at a larger lr than Post-LN without warmup. Where
+    every variant still trains at the grid's largest lr at the largest batch, the grid never
+    reached the instability: inconclusive (a smaller lr that ends behind its best, in a short run,
+    is undertrained, not unstable)."""
     roles, margin = criterion["variants"], criterion["margin"]
     cells = {}
     for run in runs:
@@ -725,10 +727,12 @@ def large_batch(runs, criterion, out_dir):
         return max((f["largest_lr"] or 0.0 for f in at_top.get(roles[role], [])), default=0.0)
     post = largest_at_top("postln")
     held = {role: largest_at_top(role) > post for role in ("preln", "tfixup")}
-    if failures == 0:
+    grid_top = max(float(lr) for f in figures if f["global_batch"] == top for lr in f["finals"])
+    if all(f["largest_lr"] == grid_top for fs in at_top.values() for f in fs):
         result = INCONCLUSIVE
-        reason = (f"every run of every variant trains at every lr of the grid (within {margin} of its best): "
-                  "the grid never reached the instability the claim is about")
+        reason = (f"at global batch {top} every variant still trains at the grid's largest lr {cell_text(grid_top)} "
+                  f"(within {margin} of its best): the grid never reached the instability the claim is about"
+                  f"; {failures} smaller-lr cell(s) end more than {margin} behind their best")
     else:
         result = verdict(sum(held.values()), 2)
         reason = (f"at global batch {top}, the largest lr that still trains (within {margin} of the best): "

@@ -449,6 +449,15 @@ class FakeLaminaTest(unittest.TestCase):
         self.assertEqual(cells[("postln", 8)]["largest_lr"], 2.0)
         for png in ("largest_lr.png", "large_batch_curves.png"):
             self.assertTrue(os.path.exists(os.path.join(self.out, "large", png)))
+        # Without the diverging run every variant trains at the grid's largest lr: inconclusive.
+        scale["grids"] = scale["grids"][:3] + [{**large, "lr": {"2": ["schedule.lr=2"]},
+                                                "variant": {"postln": ["model.norm=post", "fake.mode=finish"]}}]
+        file = write_json(os.path.join(self.tmp, "large.json"), experiment)
+        result = driver(file, "--out", os.path.join(self.tmp, "out2"), lamina=self.fake)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        summary = read_json(os.path.join(self.tmp, "out2", "large", "summary.json"))
+        self.assertEqual(summary["verdict"], "inconclusive", summary["reason"])
+        self.assertIn("every variant still trains at the grid's largest lr 2", summary["reason"])
 
 
 class BadExperimentFileTest(unittest.TestCase):
