@@ -110,14 +110,18 @@ nlohmann::json HeadsJson(const HeadOptions& h) { return {{"mlm", h.mlm}, {"num_l
 // "model.hidden: checkpoint has 512, config has 768" for each key where the two objects differ.
 void DiffObjects(const std::string& prefix, const nlohmann::json& ckpt, const nlohmann::json& mine,
                  std::vector<std::string>* diffs) {
-  std::set<std::string> keys;
-  for (const auto& item : ckpt.items()) keys.insert(item.key());
-  for (const auto& item : mine.items()) keys.insert(item.key());
-  for (const std::string& k : keys) {
-    const std::string a = ckpt.contains(k) ? ckpt.at(k).dump() : "nothing";
-    const std::string b = mine.contains(k) ? mine.at(k).dump() : "nothing";
-    if (a != b) diffs->push_back(absl::StrCat(prefix, k, ": checkpoint has ", a, ", config has ", b));
+  for (const JsonLeafChange& c : DiffJsonLeaves(ckpt, mine))
+    diffs->push_back(absl::StrCat(prefix, c.key, ": checkpoint has ", c.before.value_or("nothing"), ", config has ",
+                                  c.after.value_or("nothing")));
+}
+
+void FlattenLeaves(const nlohmann::json& j, const std::string& prefix, std::map<std::string, std::string>* out) {
+  if (j.is_object() && !j.empty()) {
+    for (const auto& [key, value] : j.items())
+      FlattenLeaves(value, prefix.empty() ? key : absl::StrCat(prefix, ".", key), out);
+    return;
   }
+  (*out)[prefix] = j.dump();
 }
 
 // Reads, for each (prefix, flat) target, the tensor prefix + <param name> of every parameter of
@@ -225,6 +229,25 @@ absl::StatusOr<std::string> RunConfigVocab(const nlohmann::json& run_config, con
   if (data == run_config.end() || !data->is_object() || !data->contains("vocab") || !(*data)["vocab"].is_string())
     return absl::NotFoundError(absl::StrCat(state_path, ": no run_config.data.vocab; pass --vocab FILE"));
   return (*data)["vocab"].get<std::string>();
+}
+
+std::vector<JsonLeafChange> DiffJsonLeaves(const nlohmann::json& before, const nlohmann::json& after) {
+  std::map<std::string, std::string> b, a;
+  FlattenLeaves(before, "", &b);
+  FlattenLeaves(after, "", &a);
+  std::set<std::string> keys;
+  for (const auto* side : {&b, &a})
+    for (const auto& [key, value] : *side) keys.insert(key);
+  const auto value_of = [](const std::map<std::string, std::string>& m, const std::string& key) {
+    const auto it = m.find(key);
+    return it == m.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  std::vector<JsonLeafChange> changes;
+  for (const std::string& key : keys) {
+    JsonLeafChange c{key, value_of(b, key), value_of(a, key)};
+    if (c.before != c.after) changes.push_back(std::move(c));
+  }
+  return changes;
 }
 
 absl::StatusOr<nlohmann::json> ReadCheckpointState(const std::string& ckpt_dir) {

@@ -17,7 +17,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -57,6 +59,15 @@ absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir);
 // error names each differing key) or whose tensors do not match the model's layout. Everything
 // is checked before anything is changed: on error the model and optimizer are untouched.
 absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& ckpt_dir, BertModel* model, Optimizer* opt);
+
+// The leaves of two JSON objects (nested objects flattened to dotted keys) whose values differ,
+// by key; a side without the key has no value. What a checkpoint's recorded configs are checked
+// against the present ones with (LoadCheckpoint here, the resume check in pretrain/).
+struct JsonLeafChange {
+  std::string key;
+  std::optional<std::string> before, after;  // each value's JSON text
+};
+std::vector<JsonLeafChange> DiffJsonLeaves(const nlohmann::json& before, const nlohmann::json& after);
 
 // state.json of a checkpoint, checked for format and version (tools read the model config here).
 absl::StatusOr<nlohmann::json> ReadCheckpointState(const std::string& ckpt_dir);

@@ -16,6 +16,7 @@
 namespace lamina {
 namespace {
 
+// The keys of its --config's finetune section: its flags less --config and --set.
 const std::vector<std::string>& FinetuneConfigKeys() {
   static const std::vector<std::string> keys = FlagNames({{"checkpoint", "out"}, FinetuneFlags()});
   return keys;
@@ -49,4 +50,4 @@ int RunFinetune(const std::vector<std::string>& args) {
 
 LAMINA_SUBCOMMAND("finetune", "finetune a checkpoint on GLUE MRPC or RTE over learning rates and seeds",
                   lamina::RunFinetune,
-                  lamina::FlagNames({{"config", "set", "checkpoint", "out"}, lamina::FinetuneFlags()}));
+                  lamina::FlagNames({{"config", "set"}, lamina::FinetuneConfigKeys()}));

@@ -17,10 +17,15 @@ ABSL_FLAG(std::string, run, "", "finetune-sweep: the pretraining run directory w
 namespace lamina {
 namespace {
 
+// The keys of its --config's finetune section: its flags less --config and --set.
+const std::vector<std::string>& SweepConfigKeys() {
+  static const std::vector<std::string> keys = FlagNames({{"run", "out"}, FinetuneFlags()});
+  return keys;
+}
+
 int RunFinetuneSweepCommand(const std::vector<std::string>& args) {
   if (!args.empty()) return ReportError("finetune-sweep", "takes no positional arguments");
-  static const std::vector<std::string> keys = FlagNames({{"run", "out"}, FinetuneFlags()});
-  auto section = ApplyFinetuneConfig(keys);
+  auto section = ApplyFinetuneConfig(SweepConfigKeys());
   if (!section.ok()) return ReportError("finetune-sweep", std::string(section.status().message()));
   auto job = FinetuneJobFromFlags();
   if (!job.ok()) return ReportError("finetune-sweep", std::string(job.status().message()));
@@ -50,4 +55,4 @@ int RunFinetuneSweepCommand(const std::vector<std::string>& args) {
 
 LAMINA_SUBCOMMAND("finetune-sweep", "finetune every checkpoint of a pretraining run (metric against step)",
                   lamina::RunFinetuneSweepCommand,
-                  lamina::FlagNames({{"config", "set", "run", "out"}, lamina::FinetuneFlags()}));
+                  lamina::FlagNames({{"config", "set"}, lamina::SweepConfigKeys()}));

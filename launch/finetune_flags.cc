@@ -36,6 +36,18 @@ namespace lamina {
 
 namespace {
 
+// --lr's text: comma-separated numbers.
+absl::StatusOr<std::vector<double>> ParseLearningRates(absl::string_view text) {
+  std::vector<double> lrs;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    double lr;
+    if (!absl::SimpleAtod(absl::StripAsciiWhitespace(part), &lr))
+      return absl::InvalidArgumentError(absl::StrCat("--lr: '", part, "' is not a number"));
+    lrs.push_back(lr);
+  }
+  return lrs;
+}
+
 // A config value as the text its flag parses: lists (the learning rates) comma-joined.
 absl::StatusOr<std::string> FlagText(const nlohmann::json& v) {
   if (v.is_string()) return v.get<std::string>();
@@ -55,12 +67,8 @@ absl::StatusOr<std::string> FlagText(const nlohmann::json& v) {
 nlohmann::json FlagJson(const std::string& name, const absl::CommandLineFlag& flag) {
   const std::string text = flag.CurrentValue();
   if (name == "lr") {
-    nlohmann::json list = nlohmann::json::array();
-    for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-      double v;
-      if (absl::SimpleAtod(part, &v)) list.push_back(v);
-    }
-    return list;
+    const absl::StatusOr<std::vector<double>> lrs = ParseLearningRates(text);
+    if (lrs.ok()) return *lrs;
   }
   if (flag.IsOfType<std::string>()) return text;
   nlohmann::json parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -120,13 +128,7 @@ absl::StatusOr<FinetuneJob> FinetuneJobFromFlags() {
   ASSIGN_OR_RETURN(job.config.task, ParseGlueTask(task));
   job.glue_dir = absl::GetFlag(FLAGS_data);
   if (job.glue_dir.empty()) return absl::InvalidArgumentError("--data GLUE_DIR is required (it holds MRPC/ and RTE/)");
-  job.config.learning_rates.clear();
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_lr), ',', absl::SkipWhitespace())) {
-    double lr;
-    if (!absl::SimpleAtod(absl::StripAsciiWhitespace(part), &lr))
-      return absl::InvalidArgumentError(absl::StrCat("--lr: '", part, "' is not a number"));
-    job.config.learning_rates.push_back(lr);
-  }
+  ASSIGN_OR_RETURN(job.config.learning_rates, ParseLearningRates(absl::GetFlag(FLAGS_lr)));
   job.config.epochs = absl::GetFlag(FLAGS_epochs);
   job.config.batch = absl::GetFlag(FLAGS_batch);
   job.config.max_seq = absl::GetFlag(FLAGS_max_seq);

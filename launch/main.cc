@@ -57,11 +57,11 @@ int main(int argc, char** argv) {
       return 0;
     }
   }
-  if (const std::string foreign = ForeignFlag(*cmd, words); !foreign.empty()) {
+  RecordGivenFlags(words);
+  if (const std::string foreign = ForeignFlag(*cmd); !foreign.empty()) {
     std::fprintf(stderr, "lamina %s: %s\n", cmd->name.c_str(), foreign.c_str());
     return 2;
   }
-  RecordGivenFlags(words);
   // Parse flags with the subcommand name removed; what remains are positional arguments.
   // `--set key=value` may repeat (and values may hold commas), so its occurrences are collected
   // here rather than by Abseil, which keeps only the last.

@@ -108,8 +108,8 @@ bool FlagGiven(const std::string& name) {
 
 void RecordGivenFlags(const std::vector<std::string>& args) { GivenFlags() = NamedFlags(args); }
 
-std::string ForeignFlag(const Subcommand& cmd, const std::vector<std::string>& args) {
-  for (const std::string& name : NamedFlags(args)) {
+std::string ForeignFlag(const Subcommand& cmd) {
+  for (const std::string& name : GivenFlags()) {
     if (std::find(cmd.flags.begin(), cmd.flags.end(), name) != cmd.flags.end()) continue;
     std::vector<std::string> own = cmd.flags;
     std::sort(own.begin(), own.end());

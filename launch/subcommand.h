@@ -35,18 +35,17 @@ bool RegisterSubcommand(Subcommand cmd);
 // Prints "lamina NAME: message" to stderr and returns exit code 1; for errors a user can fix.
 int ReportError(const std::string& subcommand, const std::string& message);
 
-// The names of the flags given on this command line (main records them before the subcommand
-// runs): what a config file may not override.
-bool FlagGiven(const std::string& name);
+// The flags named on this command line (`args`, after the subcommand's name), recorded by main
+// before the subcommand runs: what a config file may not override. Names that are not lamina
+// flags (a negative value, say, or a typo, which Abseil refuses) are left out.
 void RecordGivenFlags(const std::vector<std::string>& args);
+bool FlagGiven(const std::string& name);
 
 // `lamina NAME --help`: the summary and each of the subcommand's flags with its default and help.
 std::string SubcommandHelp(const Subcommand& cmd);
-// The first flag on the command line (`args`, after the subcommand's name) that is a lamina flag
-// but not one of `cmd`'s, as an error message naming it and the subcommand's flags; empty when
-// there is none. Unknown names are left to Abseil, which refuses them.
-std::string ForeignFlag(const Subcommand& cmd, const std::vector<std::string>& args);
-
+// The first recorded flag (RecordGivenFlags) that is not one of `cmd`'s, as an error message naming
+// it and the subcommand's flags; empty when there is none.
+std::string ForeignFlag(const Subcommand& cmd);
 }  // namespace lamina
 
 #define LAMINA_SUBCOMMAND_JOIN2(a, b) a##b

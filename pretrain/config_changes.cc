@@ -1,22 +1,14 @@
 #include "pretrain/config_changes.h"
 
 #include <algorithm>
-#include <map>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "checkpoint/checkpoint.h"
 
 namespace lamina {
 namespace {
-
-void Flatten(const nlohmann::json& j, const std::string& prefix, std::map<std::string, std::string>* out) {
-  if (j.is_object() && !j.empty()) {
-    for (const auto& [key, value] : j.items()) Flatten(value, prefix.empty() ? key : absl::StrCat(prefix, ".", key), out);
-    return;
-  }
-  (*out)[prefix] = j.dump();
-}
 
 // Keys whose change leaves the run's trajectory alone: what is logged, evaluated and kept, where
 // it runs, how the global batch is split into micro-batches and ranks, and how gradients travel
@@ -33,20 +25,9 @@ bool LeavesTrajectory(const std::string& key) {
 }  // namespace
 
 std::vector<ConfigChange> DiffResolvedConfigs(const nlohmann::json& checkpoint_config, const nlohmann::json& config) {
-  std::map<std::string, std::string> before, after;
-  Flatten(checkpoint_config, "", &before);
-  Flatten(config, "", &after);
   std::vector<ConfigChange> changes;
-  const std::string absent = "(absent)";
-  auto add = [&](const std::string& key) {
-    const auto b = before.find(key), a = after.find(key);
-    const std::string bv = b == before.end() ? absent : b->second, av = a == after.end() ? absent : a->second;
-    if (bv != av) changes.push_back({key, bv, av, !LeavesTrajectory(key)});
-  };
-  for (const auto& [key, value] : before) add(key);
-  for (const auto& [key, value] : after)
-    if (!before.contains(key)) add(key);
-  std::sort(changes.begin(), changes.end(), [](const ConfigChange& x, const ConfigChange& y) { return x.key < y.key; });
+  for (const JsonLeafChange& c : DiffJsonLeaves(checkpoint_config, config))
+    changes.push_back({c.key, c.before.value_or("(absent)"), c.after.value_or("(absent)"), !LeavesTrajectory(c.key)});
   return changes;
 }
 

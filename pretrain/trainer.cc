@@ -20,6 +20,7 @@
 #include "model/flops.h"
 #include "model/layer_stats.h"
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/load_model.h"
 #include "pretrain/config_changes.h"
 #include "pretrain/evaluate.h"
 #include "pretrain/metrics.h"
@@ -65,15 +66,9 @@ namespace {
 // loader is never restored, because the other run's position indexes a dataset that may have
 // another seq_len (phase 1 at 128, phase 2 at 512).
 absl::Status InitializeFrom(const RunConfig& config, int64_t seq_len, int rank, BertModel* model, Optimizer* opt) {
-  std::string from = config.checkpoint.init_from;
-  if (!std::filesystem::exists(std::filesystem::path(from) / "state.json")) {
-    auto latest = LatestCheckpoint(from);
-    if (!latest.ok())
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint.init_from: ", from,
-                                                     " is neither a checkpoint directory (with state.json) nor a run "
-                                                     "directory with a complete checkpoint (", latest.status().message(), ")"));
-    from = *latest;
-  }
+  auto resolved = ResolveCheckpoint(config.checkpoint.init_from);  // a checkpoint, or a run dir's newest
+  if (!resolved.ok()) return Annotate(resolved.status(), "checkpoint.init_from");
+  const std::string& from = *resolved;
   const bool keep_optimizer = config.checkpoint.init_optimizer == "keep";
   auto state = LoadCheckpoint(from, model, keep_optimizer ? opt : nullptr);
   if (!state.ok()) return Annotate(state.status(), absl::StrCat("rank ", rank, ": checkpoint.init_from ", from));

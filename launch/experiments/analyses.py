@@ -11,6 +11,7 @@ by name patterns; which arm is Post-LN or has no warmup is read from the run's r
 """
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly reproduced", "not reproduced"
@@ -629,17 +630,12 @@ def arm_points(arm_runs, task):
         point = {"step": step, "best_lr": ps[0]["best_lr"] if len(ps) == 1 else [p["best_lr"] for p in ps]}
         for metric in ("accuracy", "f1"):
             if metric in ps[0]["final"]:
-                point[metric] = {"median": median([p["final"][metric]["median"] for p in ps]),
+                point[metric] = {"median": statistics.median(p["final"][metric]["median"] for p in ps),
                                  "min": min(p["final"][metric]["min"] for p in ps),
                                  "max": max(p["final"][metric]["max"] for p in ps),
                                  "n": sum(p["final"][metric]["n"] for p in ps)}
         points.append(point)
     return points
-
-
-def median(values):
-    v = sorted(values)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
 def mean_median(points):

@@ -256,8 +256,8 @@ def parse_finetune(node):
             members["tasks"].item(i).fail(f"expected one of {', '.join(FINETUNE_TASKS)}")
     lrs = members["lrs"].items("learning rates")
     for item in lrs:
-        if is_positive_number(item.value):
-            item.fail("expected a positive number")
+        if problem := is_positive_number(item.value):
+            item.fail(problem)
     if members["device"].string() not in ("cpu", "cuda", "auto"):
         members["device"].fail("expected cpu, cuda or auto")
     return {"glue": members["glue"].value, "tasks": tasks, "lrs": [item.value for item in lrs],
@@ -612,7 +612,7 @@ def job_done_file(exp, job):
 
 def finetune_settings(job):
     f = job.run.finetune
-    return {"task": job.task, **{k: f[k] for k in ("glue", "lrs", "seeds", "epochs", "batch", "max_seq", "device")}}
+    return {"task": job.task, **{k: v for k, v in f.items() if k != "tasks"}}  # the job's own task, not the list
 
 
 def claim_job_dir(exp, job, create):
@@ -823,8 +823,8 @@ def load_run_data(exp, run):
         return sorted((r for r in records if r.get("kind") == kind), key=lambda r: r["step"])
     config_path = os.path.join(path, "config.json")
     grad_norms_path = os.path.join(path, "grad_norms.json")
-    finetune = {job.task: read_json(os.path.join(job_dir(exp, job), "sweep.json"))
-                for job in experiment_jobs(exp) if job.task and job.run.name == run.name}
+    tasks = run.finetune["tasks"] if run.finetune else []
+    finetune = {task: read_json(os.path.join(job_dir(exp, Job(run, task)), "sweep.json")) for task in tasks}
     return analyses.RunData(
         name=run.name, axes=run.axes, status=done["status"], wall_s=done["wall_s"],
         diverged_step=done.get("step"),

@@ -51,11 +51,15 @@ class TrainerTest : public ::testing::Test {
     return c;
   }
 
-  static std::vector<float> Train(const RunConfig& c, const std::string& run_dir, const std::string& resume = "none") {
+  static TrainerOptions Options(const std::string& run_dir, const std::string& resume) {
     TrainerOptions o;
     o.run_dir = run_dir;
     o.resume = resume;
-    auto t = Trainer::Create(c, o, nullptr);
+    return o;
+  }
+
+  static std::vector<float> Train(const RunConfig& c, const std::string& run_dir, const std::string& resume = "none") {
+    auto t = Trainer::Create(c, Options(run_dir, resume), nullptr);
     EXPECT_TRUE(t.ok()) << t.status();
     if (!t.ok()) return {};
     const absl::Status s = (*t)->Run();
@@ -116,7 +120,7 @@ TEST_F(TrainerTest, PhaseTwoStartsFromPhaseOneAtALongerSeqLen) {
     phase2.checkpoint.init_from = dir_->path("phase1");  // a run directory: its newest checkpoint
     phase2.checkpoint.init_optimizer = optimizer;
     const std::string run_dir = dir_->path("phase2_" + optimizer);
-    TrainerOptions o{.run_dir = run_dir, .resume = "auto"};
+    TrainerOptions o = Options(run_dir, "auto");
     auto t = Trainer::Create(phase2, o, nullptr);
     ASSERT_TRUE(t.ok()) << t.status();
     EXPECT_EQ((*t)->step(), 0) << "the schedule starts anew";
@@ -136,12 +140,12 @@ TEST_F(TrainerTest, PhaseTwoStartsFromPhaseOneAtALongerSeqLen) {
 
   RunConfig bad = phase1;
   bad.checkpoint.init_from = dir_->path("no_such_run");
-  auto refused = Trainer::Create(bad, TrainerOptions{.run_dir = dir_->path("phase2_bad"), .resume = "auto"}, nullptr);
+  auto refused = Trainer::Create(bad, Options(dir_->path("phase2_bad"), "auto"), nullptr);
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "checkpoint.init_from")) << refused.status();
   bad.checkpoint.init_from = dir_->path("phase1");
   bad.model.hidden = 48;
-  refused = Trainer::Create(bad, TrainerOptions{.run_dir = dir_->path("phase2_bad"), .resume = "auto"}, nullptr);
+  refused = Trainer::Create(bad, Options(dir_->path("phase2_bad"), "auto"), nullptr);
   ASSERT_FALSE(refused.ok()) << "a model config other than the checkpoint's is refused";
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "hidden")) << refused.status();
 }
@@ -155,7 +159,7 @@ TEST_F(TrainerTest, ResumeRefusesAConfigChangeThatAltersTheTrajectory) {
   Train(c, dir_->path("changed"));
   RunConfig longer = c;
   longer.run.steps = longer.schedule.total_steps = 8;
-  TrainerOptions o{.run_dir = dir_->path("changed"), .resume = "auto"};
+  TrainerOptions o = Options(dir_->path("changed"), "auto");
   auto refused = Trainer::Create(longer, o, nullptr);
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "schedule.total_steps (checkpoint 4, now 8)"))
@@ -183,7 +187,7 @@ TEST_F(TrainerTest, NoValidationSequencesIsAnError) {
   datatest::WriteSyntheticDataset(*dir_, 7, /*val_docs=*/0, 16, "ds_noval");
   RunConfig c = Config();
   c.data.train = dir_->path("ds_noval");
-  auto refused = Trainer::Create(c, TrainerOptions{.run_dir = dir_->path("noval"), .resume = "none"}, nullptr);
+  auto refused = Trainer::Create(c, Options(dir_->path("noval"), "none"), nullptr);
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "no validation sequences")) << refused.status();
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "--val_docs")) << refused.status();
