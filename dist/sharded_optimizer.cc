@@ -51,6 +51,7 @@ absl::Status ShardedOptimizer::Init() {
   if (config_.kind == OptimizerKind::kLamb) {
     RETURN_IF_ERROR(alloc(DType::kF32, 2 * static_cast<int64_t>(params.size()), &norms_buf_, &norms_));
   }
+  RETURN_IF_ERROR(be.PrepareOptimizer(segments_, shard));
   be.Zero(m_);
   be.Zero(v_);
   for (const ShardPiece& piece : layout.pieces())

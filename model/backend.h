@@ -44,6 +44,16 @@ struct ParamSegment {
   int32_t tensor = 0;
 };
 
+// The largest shapes one forward (and, with `grad`, backward) pass of a model gives the ops; see
+// Backend::PrepareStep.
+struct StepShape {
+  int64_t batch = 0, seq = 0;
+  int64_t hidden = 0, ffn = 0, heads = 0, type_vocab = 0;
+  int64_t head_rows = 0;     // rows the head runs on: the masked positions, or one [CLS] row per sequence
+  int64_t head_classes = 0;  // the head's outputs per row: the vocabulary, or the labels
+  bool grad = false;
+};
+
 struct AdamWHyper {
   float lr = 1e-4f;
   float beta1 = 0.9f;
@@ -75,6 +85,15 @@ class Backend {
   // The stream the ops run on (a cudaStream_t for the CUDA backend; null on the CPU), so that a
   // communicator can order its collectives after the ops with events instead of a host wait.
   virtual void* native_stream() const { return nullptr; }
+  // Device memory the ops keep for their intermediates, allocated before they run: ops return no
+  // Status, so running out of memory is reported here, as a Status naming what was allocated, its
+  // size and the free memory. A model calls PrepareStep before each pass (it is free once the
+  // memory is there) and an optimizer PrepareOptimizer once with its segments; ops called without
+  // them (kernel tests) allocate on first use and abort if they cannot. No-ops on the CPU.
+  virtual absl::Status PrepareStep(const StepShape& /*shape*/) { return absl::OkStatus(); }
+  virtual absl::Status PrepareOptimizer(std::span<const ParamSegment> /*segments*/, int64_t /*params*/) {
+    return absl::OkStatus();
+  }
 
   // ---- embeddings ----
   // out[n] = (word[ids[n]] + pos[n % T] + type[type_ids[n]]) * scale, for n over B*T rows.

@@ -266,6 +266,10 @@ absl::Status BertModel::PrepareBatch(const EncoderBatch& batch, Head head, int64
     return *v;
   });
   RETURN_IF_ERROR(status);
+  StepShape step;
+  step.batch = B, step.seq = T, step.hidden = H, step.ffn = F, step.heads = nh;
+  step.type_vocab = config_.type_vocab, step.head_rows = N, step.head_classes = V, step.grad = grad;
+  RETURN_IF_ERROR(backend_->PrepareStep(step));
 
   backend_->CopyFromHostI32(batch.input_ids.data(), a.ids);
   if (batch.token_types.empty()) {

@@ -98,7 +98,7 @@ class ReplicatedOptimizer final : public Optimizer {
       ASSIGN_OR_RETURN(norms_buf_, be.Allocate(slots * sizeof(float)));
       norms_ = norms_buf_.View(DType::kF32, {slots});
     }
-    return absl::OkStatus();
+    return be.PrepareOptimizer(segments_, n);
   }
 
   absl::StatusOr<StepResult> Step(float lr) override {

@@ -1,6 +1,7 @@
 // The CUDA Backend: bf16 activations and weight copy, fp32 accumulation, parameter gradients and
 // optimizer state. Ops enqueue kernels (model/cuda/*.cu) and cuBLASLt products on the backend's
 // one stream; only CopyToHost/CopyFromHost and SumSquares wait for the device.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -91,6 +92,32 @@ class CudaBackend final : public Backend {
   }
 
   std::string name() const override { return name_; }
+  absl::Status PrepareStep(const StepShape& s) override {
+    size_t need = cuda::SumSquaresScratchBytes();
+    if (s.grad) {
+      // Every op of a backward pass that takes scratch, at the shapes the model gives it.
+      const int64_t tokens = s.batch * s.seq;
+      auto take = [&need](size_t bytes) { need = std::max(need, bytes); };
+      take(cuda::EmbeddingBackwardScratchBytes(tokens, s.hidden, s.type_vocab));
+      take(cuda::LayerNormBackwardScratchBytes(tokens, s.hidden));
+      take(cuda::LayerNormBackwardScratchBytes(s.head_rows, s.hidden));
+      for (int64_t cols : {s.hidden, 3 * s.hidden, s.ffn}) take(cuda::ColumnSumScratchBytes(tokens, cols));
+      take(cuda::ColumnSumScratchBytes(s.head_rows, s.hidden));
+      take(cuda::ColumnSumScratchBytes(s.head_rows, s.head_classes));
+      if (s.heads > 0) take(AttentionBackwardScratchBytes(Dims{s.batch, s.seq, s.hidden, s.hidden / s.heads}, s.heads));
+    }
+    prepared_ = true;
+    return ReserveScratch(need);
+  }
+
+  absl::Status PrepareOptimizer(std::span<const ParamSegment> segments, int64_t params) override {
+    ASSIGN_OR_RETURN(device_segments_, segment_table_.Upload(segments, params, stream_));
+    max_segment_ = segment_table_.max_segment();
+    prepared_ = true;
+    return ReserveScratch(std::max(cuda::SumSquaresScratchBytes(),
+                                   cuda::LambScratchBytes(static_cast<int>(segments.size()), max_segment_)));
+  }
+
   void* native_stream() const override { return stream_; }
   Device device() const override { return Device::kCuda; }
   DType act_dtype() const override { return DType::kBF16; }
@@ -325,13 +352,12 @@ class CudaBackend final : public Backend {
     if (UsesFlash(d.head_dim)) {
       CheckMatrix(out, d.batch * d.seq, d.hidden, "out");
       const cuda::FlashShape shape = FlashShapeOf(d, heads);
-      const size_t bytes = cuda::FlashAttentionBackwardScratchBytes(shape);
       cuda::LaunchFlashAttentionBackward(shape, Bf16(dout, "dout"), Bf16(qkv, "qkv"), key_mask.as<int32_t>(),
                                          Bf16(out, "out"), saved.data, dropout_p, static_cast<uint16_t*>(dqkv.data),
-                                         Scratch(bytes), stream_);
+                                         Scratch(AttentionBackwardScratchBytes(d, heads)), stream_);
       return;
     }
-    uint16_t* grad = static_cast<uint16_t*>(Scratch(d.batch * heads * d.seq * d.seq * sizeof(uint16_t)));
+    uint16_t* grad = static_cast<uint16_t*>(Scratch(AttentionBackwardScratchBytes(d, heads)));
     cuda::GemmAttentionBackward(gemm_, GemmShapeOf(d, heads), Bf16(dout, "dout"), Bf16(qkv, "qkv"),
                                 key_mask.as<int32_t>(), dropout_p, SoftmaxSaved(saved, d, heads), grad,
                                 static_cast<uint16_t*>(dqkv.data), stream_);
@@ -409,16 +435,30 @@ class CudaBackend final : public Backend {
     int64_t batch, seq, hidden, head_dim;
   };
 
-  // Device memory for an op's intermediates, reused by every op (they run in stream order).
+  // Device memory for an op's intermediates, reused by every op (they run in stream order);
+  // PrepareStep and PrepareOptimizer size it before the ops ask.
+  absl::Status ReserveScratch(size_t bytes) {
+    if (bytes <= scratch_.bytes()) return absl::OkStatus();
+    LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old scratch may still be in use
+    scratch_ = Buffer();
+    absl::StatusOr<Buffer> b = Buffer::Allocate(Device::kCuda, bytes + bytes / 4);
+    if (!b.ok()) return Annotate(b.status(), "the CUDA backend's scratch for the ops' intermediates");
+    scratch_ = *std::move(b);
+    return absl::OkStatus();
+  }
   void* Scratch(size_t bytes) {
-    if (bytes > scratch_.bytes()) {
-      LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old scratch may still be in use
-      scratch_ = Buffer();
-      absl::StatusOr<Buffer> b = Buffer::Allocate(Device::kCuda, bytes + bytes / 4);
-      LAMINA_CHECK(b.ok(), "the CUDA backend's scratch for an op's intermediates: ", b.status().ToString());
-      scratch_ = *std::move(b);
-    }
+    // Once a model or optimizer has prepared, every op's need is known in advance: a larger one
+    // is a shape PrepareStep does not foresee, which would turn a Status back into an abort.
+    LAMINA_CHECK(!prepared_ || bytes <= scratch_.bytes(), "an op needs ", bytes, " bytes of scratch, more than the ",
+                 scratch_.bytes(), " PrepareStep/PrepareOptimizer reserved: they miss an op's shape");
+    const absl::Status reserved = ReserveScratch(bytes);
+    LAMINA_CHECK(reserved.ok(), reserved.ToString());
     return scratch_.data();
+  }
+
+  size_t AttentionBackwardScratchBytes(const Dims& d, int64_t heads) const {
+    if (UsesFlash(d.head_dim)) return cuda::FlashAttentionBackwardScratchBytes(FlashShapeOf(d, heads));
+    return d.batch * heads * d.seq * d.seq * sizeof(uint16_t);  // the softmax gradient, one matrix per head
   }
 
   int64_t CheckEmbedding(const TensorView& ids, const TensorView& type_ids, const TensorView& word,
@@ -481,7 +521,9 @@ class CudaBackend final : public Backend {
     CheckNumel(v, n, "v");
     if (!compute.empty()) CheckNumel(compute, n, "compute");
     LAMINA_CHECK(hyper.step >= 1, "optimizer step ", hyper.step, " must be 1-based");
-    device_segments_ = segment_table_.Upload(segments, n, stream_);
+    const absl::StatusOr<const cuda::DeviceSegment*> table = segment_table_.Upload(segments, n, stream_);
+    LAMINA_CHECK(table.ok(), table.status().ToString());
+    device_segments_ = *table;
     max_segment_ = segment_table_.max_segment();
     return cuda::DeviceHyper(hyper);
   }
@@ -490,6 +532,7 @@ class CudaBackend final : public Backend {
   std::string name_ = "cuda";
   cuda::CublasLt gemm_;
   Buffer scratch_;
+  bool prepared_ = false;  // PrepareStep or PrepareOptimizer has run (see Scratch)
   Buffer sum_result_;
   cuda::DeviceSegmentTable segment_table_;
   const cuda::DeviceSegment* device_segments_ = nullptr;  // of the last CheckOptimizer

@@ -8,29 +8,31 @@
 
 namespace lamina::cuda {
 
-const DeviceSegment* DeviceSegmentTable::Upload(std::span<const ParamSegment> segments, int64_t params,
-                                                cudaStream_t stream) {
+absl::StatusOr<const DeviceSegment*> DeviceSegmentTable::Upload(std::span<const ParamSegment> segments,
+                                                                int64_t params, cudaStream_t stream) {
   bool same = segments.size() == host_.size();
   for (size_t i = 0; same && i < segments.size(); ++i) {
     same = segments[i].offset == host_[i].offset && segments[i].size == host_[i].size &&
            (segments[i].decay ? 1 : 0) == host_[i].decay && segments[i].tensor == host_[i].tensor;
   }
   if (same) return device_;
-  host_.clear();
-  max_segment_ = 0;
+  std::vector<DeviceSegment> table;
+  int64_t max_segment = 0;
   for (const ParamSegment& s : segments) {
     LAMINA_CHECK(s.offset >= 0 && s.size >= 0 && s.offset + s.size <= params, "segment [", s.offset, ", +", s.size,
                  ") outside ", params, " parameters");
-    host_.push_back(DeviceSegment{s.offset, s.size, s.decay ? 1 : 0, s.tensor});
-    max_segment_ = std::max(max_segment_, s.size);
+    table.push_back(DeviceSegment{s.offset, s.size, s.decay ? 1 : 0, s.tensor});
+    max_segment = std::max(max_segment, s.size);
   }
-  const size_t bytes = host_.size() * sizeof(DeviceSegment);
+  const size_t bytes = table.size() * sizeof(DeviceSegment);
   if (bytes > device_buffer_.bytes()) {
     LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream));  // the old table may still be read
     absl::StatusOr<Buffer> b = Buffer::Allocate(Device::kCuda, bytes);
-    LAMINA_CHECK(b.ok(), "the optimizer's segment table: ", b.status().ToString());
+    if (!b.ok()) return Annotate(b.status(), "the optimizer's table of parameter segments");
     device_buffer_ = *std::move(b);
   }
+  host_ = std::move(table);
+  max_segment_ = max_segment;
   device_ = static_cast<DeviceSegment*>(device_buffer_.data());
   if (bytes > 0) {
     LAMINA_CUDA_CHECK(cudaMemcpyAsync(device_, host_.data(), bytes, cudaMemcpyHostToDevice, stream));

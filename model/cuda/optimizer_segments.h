@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "core/buffer.h"
 #include "model/backend.h"
 #include "model/cuda/kernels.h"
@@ -18,8 +19,10 @@ namespace lamina::cuda {
 class DeviceSegmentTable {
  public:
   // The table of `segments` (each inside [0, params)) on the device, uploaded on `stream` when it
-  // differs from the last one; waits for the stream before reusing host or device memory.
-  const DeviceSegment* Upload(std::span<const ParamSegment> segments, int64_t params, cudaStream_t stream);
+  // differs from the last one; waits for the stream before reusing host or device memory. Fails
+  // only when the device memory for a larger table cannot be had.
+  absl::StatusOr<const DeviceSegment*> Upload(std::span<const ParamSegment> segments, int64_t params,
+                                              cudaStream_t stream);
   int64_t max_segment() const { return max_segment_; }
 
  private:

@@ -447,6 +447,24 @@ TEST_F(CudaOpsTest, SumSquaresAndScale) {
   EXPECT_EQ(Gpu(x), Cpu(x));
 }
 
+// A step too large for the GPU is refused by PrepareStep with a Status that names the scratch, the
+// size and the free memory (an op would have aborted); the backend stays usable after it.
+TEST_F(CudaOpsTest, PrepareStepReportsOutOfMemoryAsStatus) {
+  StepShape huge;
+  huge.batch = int64_t{1} << 20, huge.seq = 512, huge.hidden = 768, huge.ffn = 3072, huge.heads = 12;
+  huge.type_vocab = 2, huge.head_rows = 1 << 16, huge.head_classes = 30522, huge.grad = true;
+  const absl::Status s = gpu_->PrepareStep(huge);
+  ASSERT_TRUE(absl::IsResourceExhausted(s)) << s;
+  EXPECT_NE(s.message().find("scratch"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("MiB free"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("batch.micro_batch"), std::string::npos) << s;
+  StepShape small = huge;
+  small.batch = 2, small.seq = 16, small.head_rows = 4;
+  EXPECT_TRUE(gpu_->PrepareStep(small).ok());
+  Pair x = Random({1000}, DType::kF32, 1.0f);
+  EXPECT_NEAR(gpu_->SumSquares(x.gpu), cpu_->SumSquares(x.cpu), 1e-6 * cpu_->SumSquares(x.cpu));
+}
+
 // Segments of random sizes with gaps between them (left untouched), mixed decay; consecutive
 // segments sometimes belong to one tensor (as the pieces of a ZeRO shard do).
 std::vector<ParamSegment> RandomSegments(CudaParityTest& t, int64_t* total) {
