@@ -46,7 +46,8 @@ TEST(InitGradNorms, EqualTheDirectComputationAveragedOverBatchesAndSeeds) {
     std::vector<double> ffn_w2(d.layers, 0.0);
     for (uint64_t seed : {4u, 5u}) {
       (*model)->Initialize(seed);
-      LoaderConfig lc{.seed = seed, .global_batch = 16, .micro_batch = 8, .accumulation = 2, .prefetch = 0};
+      LoaderConfig lc;
+      lc.seed = seed, lc.global_batch = 16, lc.micro_batch = 8, lc.accumulation = 2, lc.prefetch = 0;
       auto loader = MlmTrainLoader::Create(data->dataset, data->vocab, lc);
       ASSERT_TRUE(loader.ok());
       for (int b = 0; b < 2; ++b) {
@@ -78,7 +79,7 @@ TEST(InitGradNorms, RefusesNonPositiveCounts) {
   datatest::TempDir dir;
   datatest::WriteSyntheticDataset(dir, 11, 10);
   auto backend = MakeCpuBackend();
-  auto r = MeasureInitGradNorms(Config(dir), InitGradNormsOptions{.batches = 0}, backend.get());
+  auto r = MeasureInitGradNorms(Config(dir), InitGradNormsOptions{.depths = {}, .batches = 0}, backend.get());
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("batches"), std::string::npos) << r.status();
 }
