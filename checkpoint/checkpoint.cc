@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/json_file.h"
 #include "core/file_util.h"
 #include "core/safetensors.h"
 #include "core/status.h"
@@ -252,10 +253,9 @@ std::vector<JsonLeafChange> DiffJsonLeaves(const nlohmann::json& before, const n
 
 absl::StatusOr<nlohmann::json> ReadCheckpointState(const std::string& ckpt_dir) {
   const std::string path = (fs::path(ckpt_dir) / kStateFile).string();
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
   auto bad = [&](auto&&... parts) { return absl::DataLossError(absl::StrCat(path, ": ", parts...)); };
-  if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
+  if (!j.is_object()) return bad("not a JSON object");
   if (!j.contains("format") || j["format"] != kFormat) return bad("not a lamina checkpoint (\"format\" is not \"", kFormat, "\")");
   if (!j.contains("format_version") || !j["format_version"].is_number_integer() ||
       j["format_version"].get<int64_t>() != kCheckpointFormatVersion)

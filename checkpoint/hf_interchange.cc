@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/json_file.h"
 #include "core/file_util.h"
 #include "core/safetensors.h"
 #include "core/status.h"
@@ -169,9 +170,7 @@ absl::StatusOr<HfImportResult> ImportHf(const std::string& model_dir, const std:
                                         const HfImportOptions& options) {
   RETURN_IF_ERROR(CheckModelDir(model_dir));
   const std::string config_path = (fs::path(model_dir) / "config.json").string();
-  ASSIGN_OR_RETURN(std::string config_text, ReadFile(config_path));
-  const nlohmann::json hf = nlohmann::json::parse(config_text, nullptr, /*allow_exceptions=*/false);
-  if (hf.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(config_path, ": not valid JSON"));
+  ASSIGN_OR_RETURN(const nlohmann::json hf, ReadJsonFile(config_path));
   HfFlavor flavor;
   int64_t pos_offset = 0;
   auto config_or = BertConfigFromHf(hf, &flavor, &pos_offset);

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/json_file.h"
 #include "core/file_util.h"
 #include "core/status.h"
 #include "checkpoint/checkpoint.h"
@@ -22,9 +23,7 @@ absl::StatusOr<std::string> VocabOf(const std::string& checkpoint) {
 }
 
 absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::DataLossError(absl::StrCat(path, ": not valid JSON"));
+  ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
   return j;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_join.h"
+#include "core/json_file.h"
 #include "core/file_util.h"
 #include "core/status.h"
 #include "launch/common_flags.h"
@@ -81,9 +82,7 @@ absl::StatusOr<nlohmann::json> ApplyFinetuneConfig(const std::vector<std::string
   const std::string path = absl::GetFlag(FLAGS_config);
   nlohmann::json root = {{"finetune", nlohmann::json::object()}};
   if (!path.empty()) {
-    ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
-    root = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (root.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+    ASSIGN_OR_RETURN(root, ReadJsonFile(path));
     if (!root.is_object() || !root.contains("finetune") || !root["finetune"].is_object() || root.size() != 1)
       return absl::InvalidArgumentError(absl::StrCat(path, ": expected {\"finetune\": {KEY: VALUE, ...}}"));
   }

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/file_util.h"
+#include "core/json_file.h"
 #include "core/status.h"
 
 namespace lamina {
@@ -130,9 +130,7 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const nlohmann::json& j) {
 }
 
 absl::StatusOr<BertConfig> BertConfig::FromFile(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
   const nlohmann::json& model = (j.is_object() && j.contains("model")) ? j.at("model") : j;
   auto c = FromJson(model);
   if (!c.ok()) return Annotate(c.status(), path);

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "core/file_util.h"
+#include "core/json_file.h"
 #include "core/status.h"
 
 namespace lamina {
@@ -243,9 +243,7 @@ absl::Status ApplyOverride(const std::string& assignment, nlohmann::json* config
 }
 
 absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path, const std::vector<std::string>& overrides) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a JSON object"));
   // A bare model object (launch/configs/model/*.json: no key is a section name) is the model
   // section of a config whose other sections keep their defaults.
@@ -257,11 +255,9 @@ absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path, const std::vect
   for (auto& [key, value] : j.items()) {
     if (!value.is_string()) continue;
     const std::filesystem::path file = base / value.get<std::string>();
-    auto section_text = ReadFile(file.string());
-    if (!section_text.ok()) return Annotate(section_text.status(), absl::StrCat(path, ": section ", key));
-    nlohmann::json section = nlohmann::json::parse(*section_text, nullptr, false);
-    if (section.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(file.string(), ": not valid JSON"));
-    value = section;
+    absl::StatusOr<nlohmann::json> section = ReadJsonFile(file.string());
+    if (!section.ok()) return Annotate(section.status(), absl::StrCat(path, ": section ", key));
+    value = *std::move(section);
   }
   for (const std::string& o : overrides) RETURN_IF_ERROR(ApplyOverride(o, &j));
   auto c = RunConfig::FromJson(j);
