@@ -1,6 +1,7 @@
 #include "data/dataset.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -32,6 +33,17 @@ absl::StatusOr<std::shared_ptr<const MlmDataset>> MlmDataset::Open(const std::st
         "%s: the dataset was prepared with vocab hash %016x (%d tokens) but the vocab in use has hash %016x; "
         "re-run `lamina prepare` with this vocab",
         manifest_path, m.vocab_hash, m.vocab_size, options.expected_vocab_hash));
+  }
+  if (const std::optional<SpecialIds>& want = options.expected_special_ids) {
+    for (auto [name, have, expected] : {std::tuple{"pad", m.special.pad, want->pad}, std::tuple{"unk", m.special.unk, want->unk},
+                                        std::tuple{"cls", m.special.cls, want->cls}, std::tuple{"sep", m.special.sep, want->sep},
+                                        std::tuple{"mask", m.special.mask, want->mask}}) {
+      if (have != expected) {
+        return absl::FailedPreconditionError(absl::StrCat(manifest_path, ": special_ids.", name, " is ", have,
+                                                          " but the vocab in use has it at ", expected,
+                                                          "; re-run `lamina prepare` with this vocab"));
+      }
+    }
   }
   if (m.dtype != DtypeForVocab(m.vocab_size)) {
     return absl::InvalidArgumentError(absl::StrCat(manifest_path, ": dtype ", DtypeName(m.dtype), " does not suit vocab_size ", m.vocab_size));

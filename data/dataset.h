@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ class TokenSplit {
 struct DatasetOptions {
   // When non-zero, the manifest's vocab hash must equal it (pass the tokenizer's vocab_hash()).
   uint64_t expected_vocab_hash = 0;
+  // When set, the manifest's special ids must be these (the tokenizer's: the loader pads, masks
+  // and frames sequences by them, so an edited manifest would change every loss silently).
+  std::optional<SpecialIds> expected_special_ids = std::nullopt;
   // Check each shard's CRC-32 against the manifest (reads every byte once, ~0.2 s per 100 MB).
   bool verify_crc = true;
 };

@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/json_file.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -37,7 +38,14 @@ class Reader {
   }
   absl::StatusOr<int64_t> Int(const Json& obj, const std::string& key, const std::string& where = "") const {
     ASSIGN_OR_RETURN(const Json* v, Field(obj, key, where));
-    if (!v->is_number_integer()) return absl::InvalidArgumentError(absl::StrCat(path_, ": \"", where, key, "\" must be an integer"));
+    // Every integer of a manifest is a count, a size or an id: 0 .. 2^63-1 (a larger one would
+    // read as negative).
+    const bool in_range = v->is_number_unsigned() ? v->get<uint64_t>() <= uint64_t{INT64_MAX}
+                                                  : v->is_number_integer() && v->get<int64_t>() >= 0;
+    if (!in_range) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": \"", where, key, "\" must be an integer from 0 to 2^63-1, got ", v->dump()));
+    }
     return v->get<int64_t>();
   }
   absl::StatusOr<std::string> String(const Json& obj, const std::string& key, const std::string& where = "") const {
@@ -121,8 +129,7 @@ std::string Manifest::ToJson() const {
 }
 
 absl::StatusOr<Manifest> Manifest::Parse(const std::string& text, const std::string& path) {
-  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  ASSIGN_OR_RETURN(const Json j, ParseJson(text, path));
   Reader r(path);
   ASSIGN_OR_RETURN(const std::string format, r.String(j, "format"));
   if (format != "lamina-mlm-shards") {

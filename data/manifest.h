@@ -25,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "data/shard.h"
+#include "data/wordpiece.h"
 
 namespace lamina {
 
@@ -32,10 +33,6 @@ inline constexpr int kManifestFormatVersion = 1;
 inline constexpr char kManifestFile[] = "manifest.json";
 // The longest rows a dataset may have; anything longer in a manifest is taken for corruption.
 inline constexpr int kMaxSeqLen = 1 << 20;
-
-struct SpecialIds {
-  int32_t pad = 0, unk = 0, cls = 0, sep = 0, mask = 0;
-};
 
 struct SplitInfo {
   int64_t documents = 0, sequences = 0, tokens = 0, padding = 0;

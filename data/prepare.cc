@@ -255,7 +255,7 @@ absl::StatusOr<Manifest> PrepareCorpus(const WordPieceTokenizer& tokenizer, cons
   Manifest m;
   m.vocab_hash = tokenizer.vocab_hash();
   m.vocab_size = tokenizer.vocab_size();
-  m.special = SpecialIds{tokenizer.pad_id(), tokenizer.unk_id(), tokenizer.cls_id(), tokenizer.sep_id(), tokenizer.mask_id()};
+  m.special = tokenizer.special_ids();
   m.seq_len = options.seq_len;
   m.dtype = DtypeForVocab(m.vocab_size);
   m.val_docs = options.val_docs;

@@ -36,6 +36,11 @@
 
 namespace lamina {
 
+// The ids of [PAD] [UNK] [CLS] [SEP] [MASK].
+struct SpecialIds {
+  int32_t pad = 0, unk = 0, cls = 0, sep = 0, mask = 0;
+};
+
 class WordPieceTokenizer {
  public:
   // Reads a BERT vocab.txt (one token per line; id = line number). Errors name the file and line
@@ -59,6 +64,7 @@ class WordPieceTokenizer {
   int32_t cls_id() const { return cls_id_; }
   int32_t sep_id() const { return sep_id_; }
   int32_t mask_id() const { return mask_id_; }
+  SpecialIds special_ids() const { return {pad_id_, unk_id_, cls_id_, sep_id_, mask_id_}; }
   // Whether id is one of the special tokens ([PAD] [UNK] [CLS] [SEP] [MASK]); masking never picks them.
   bool IsSpecial(int32_t id) const {
     return id == pad_id_ || id == unk_id_ || id == cls_id_ || id == sep_id_ || id == mask_id_;

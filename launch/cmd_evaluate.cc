@@ -23,12 +23,16 @@ int RunEvaluate(const std::vector<std::string>& args) {
   if (absl::GetFlag(FLAGS_checkpoint).empty()) return ReportError(cmd, "--checkpoint DIR is required");
   if (absl::GetFlag(FLAGS_data).empty()) return ReportError(cmd, "--data DATASET_DIR is required");
   if (absl::GetFlag(FLAGS_eval_batch) <= 0) return ReportError(cmd, "--eval_batch must be positive");
+  if (absl::GetFlag(FLAGS_max_batches) < 0)
+    return ReportError(cmd, absl::StrCat("--max_batches must be 0 (the whole validation split) or positive, got ",
+                                         absl::GetFlag(FLAGS_max_batches)));
   auto loaded = LoadModelFromFlags();
   if (!loaded.ok()) return ReportError(cmd, std::string(loaded.status().message()));
   auto tokenizer = TokenizerFromFlags(*loaded);
   if (!tokenizer.ok()) return ReportError(cmd, std::string(tokenizer.status().message()));
   DatasetOptions dopt;
   dopt.expected_vocab_hash = tokenizer->vocab_hash();
+  dopt.expected_special_ids = tokenizer->special_ids();
   auto dataset = MlmDataset::Open(absl::GetFlag(FLAGS_data), dopt);
   if (!dataset.ok()) return ReportError(cmd, std::string(dataset.status().message()));
   MaskingConfig masking;

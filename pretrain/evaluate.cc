@@ -11,7 +11,8 @@ namespace lamina {
 double EvalResult::perplexity() const { return std::exp(loss); }
 
 absl::StatusOr<EvalResult> EvaluateMlm(BertModel& model, const MlmValidationSet& val, int64_t batch_size,
-                                       int64_t max_batches, Communicator* comm) {
+                                       int64_t max_batches, Communicator* comm, const std::function<bool()>& stop) {
+  if (max_batches < 0) return absl::InvalidArgumentError(absl::StrCat("max_batches ", max_batches, " is negative (0: all)"));
   int64_t batches = val.num_batches(batch_size);
   if (max_batches > 0) batches = std::min(batches, max_batches);
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->world_size() : 1;
@@ -19,7 +20,10 @@ absl::StatusOr<EvalResult> EvaluateMlm(BertModel& model, const MlmValidationSet&
   int32_t counts[3] = {0, 0, 0};  // masked tokens, correct predictions, sequences
   ForwardOptions options;
   options.accuracy = true;
-  for (int64_t b = rank; b < batches; b += world) {
+  for (int64_t round = 0; round * world < batches; ++round) {
+    if (stop && stop()) return absl::CancelledError(absl::StrCat("evaluation stopped after ", round * world, " of ", batches, " batches"));
+    const int64_t b = round * world + rank;
+    if (b >= batches) continue;
     const EncoderBatch batch = val.Batch(b * batch_size, batch_size);
     ASSIGN_OR_RETURN(LossStats s, model.ForwardMlm(batch, options));
     loss_sum += s.loss_sum;

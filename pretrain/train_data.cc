@@ -16,6 +16,7 @@ absl::StatusOr<TrainData> OpenTrainData(const RunConfig& config) {
                                                    config.data.vocab, " (", tokenizer->vocab_size(), " tokens)"));
   DatasetOptions options;
   options.expected_vocab_hash = tokenizer->vocab_hash();
+  options.expected_special_ids = tokenizer->special_ids();
   auto dataset = MlmDataset::Open(config.data.train, options);
   if (!dataset.ok()) return Annotate(dataset.status(), "data.train");
   TrainData data;

@@ -1,9 +1,12 @@
 #include "pretrain/trainer.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 
@@ -31,7 +34,15 @@ namespace {
 
 std::atomic<int> g_stop_signal{0};
 
-extern "C" void OnStopSignal(int sig) { g_stop_signal.store(sig); }
+// The first signal asks for a checkpoint at the end of the step (or of the evaluation batch); a
+// second one exits at once, writing nothing (only async-signal-safe calls here).
+extern "C" void OnStopSignal(int sig) {
+  if (g_stop_signal.exchange(sig) != 0) {
+    static const char kMessage[] = "pretrain: second stop signal: exiting now, without a checkpoint\n";
+    (void)!write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
+    std::_Exit(128 + sig);
+  }
+}
 
 }  // namespace
 
@@ -323,7 +334,15 @@ absl::Status Trainer::TrainStep() {
 absl::Status Trainer::EvaluateAndLog() {
   Impl& im = *impl_;
   Timer timer;
-  ASSIGN_OR_RETURN(EvalResult e, EvaluateMlm(*model_, *im.val, config_.eval.batch_size, config_.eval.max_batches, comm_));
+  absl::StatusOr<EvalResult> evaluated = EvaluateMlm(*model_, *im.val, config_.eval.batch_size,
+                                                     config_.eval.max_batches, comm_, [this] { return StopRequested(); });
+  if (absl::IsCancelled(evaluated.status())) {
+    // A stop signal: no eval record (a partial one would be a wrong number); Run checkpoints.
+    if (rank_ == 0) std::fprintf(stderr, "eval step %lld: %s (stop requested)\n", static_cast<long long>(step_),
+                                 std::string(evaluated.status().message()).c_str());
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(EvalResult e, std::move(evaluated));
   if (rank_ == 0) {
     RETURN_IF_ERROR(im.metrics->Write({{"kind", "eval"},
                                        {"step", step_},

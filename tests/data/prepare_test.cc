@@ -307,6 +307,41 @@ TEST_F(DamagedShard, OtherVocabIsRejected) {
   EXPECT_TRUE(absl::StrContains(ds.status().message(), "re-run `lamina prepare` with this vocab")) << ds.status();
 }
 
+// Edited manifests: special ids other than the vocab's (they would change every loss silently),
+// negative counts and integers past 2^63-1 are refused, naming the key.
+TEST_F(DamagedShard, EditedManifestIsRejected) {
+  const std::string path = out_.path("ds/manifest.json");
+  const std::string original = *ReadFile(path);
+  auto open_edited = [&](const std::string& from, const std::string& to) {
+    std::string text = original;
+    const size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    EXPECT_TRUE(WriteFileAtomic(path, text).ok());
+    return MlmDataset::Open(out_.path("ds"), {.expected_vocab_hash = tok_.vocab_hash(),
+                                              .expected_special_ids = tok_.special_ids()});
+  };
+  EXPECT_TRUE(open_edited("", "").ok());
+  const std::string pad = absl::StrCat("\"pad\": ", tok_.pad_id());
+  absl::StatusOr<std::shared_ptr<const MlmDataset>> ds = open_edited(pad, absl::StrCat("\"pad\": ", tok_.cls_id()));
+  ASSERT_FALSE(ds.ok());
+  EXPECT_TRUE(absl::StrContains(ds.status().message(), absl::StrCat("special_ids.pad is ", tok_.cls_id(),
+                                                                     " but the vocab in use has it at ", tok_.pad_id())))
+      << ds.status();
+  ds = open_edited("\"tokens\": ", "\"tokens\": -");
+  ASSERT_FALSE(ds.ok());
+  EXPECT_TRUE(absl::StrContains(ds.status().message(), "\"splits.train.tokens\" must be an integer from 0 to 2^63-1, got -"))
+      << ds.status();
+  ds = open_edited(absl::StrCat("\"cls\": ", tok_.cls_id()), "\"cls\": 9223372036854775808");
+  ASSERT_FALSE(ds.ok());
+  EXPECT_TRUE(absl::StrContains(ds.status().message(), "\"special_ids.cls\" must be an integer from 0 to 2^63-1, got 9223372036854775808"))
+      << ds.status();
+  ds = open_edited("{", "{,");
+  ASSERT_FALSE(ds.ok());
+  EXPECT_TRUE(absl::StrContains(ds.status().message(), "manifest.json: not valid JSON: parse error at line 1, column 2"))
+      << ds.status();
+}
+
 TEST_F(DamagedShard, SizeOrContentMismatchIsRejected) {
   Damage(bytes_ + "extra");
   ExpectRejected("bytes, expected");

@@ -2,8 +2,13 @@
 // and that a tiny Pre-LN model learns from a slice of real Wikipedia text.
 #include "pretrain/trainer.h"
 
+#include <sys/wait.h>
+
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -206,6 +211,32 @@ TEST_F(TrainerTest, NoValidationSequencesIsAnError) {
   EXPECT_TRUE(absl::StrContains(result.status().message(), "no masked tokens to evaluate")) << result.status();
 }
 
+// A stop request ends an evaluation between batches (Cancelled, after as many batches as the
+// requests allowed); a negative max_batches is an error, not "all".
+TEST_F(TrainerTest, EvaluationStopsBetweenBatchesWhenAsked) {
+  RunConfig c = Config();
+  auto data = OpenTrainData(c);
+  ASSERT_TRUE(data.ok()) << data.status();
+  auto val = MlmValidationSet::Create(data->dataset, data->vocab, c.data.masking);
+  ASSERT_TRUE(val.ok()) << val.status();
+  ASSERT_GE(val->num_batches(1), 3);
+  auto backend = MakeBackend("cpu");
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto model = BertModel::Create(c.model, HeadOptions{}, backend->get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  (*model)->Initialize(1);
+  int asked = 0;
+  auto result = EvaluateMlm(**model, *val, 1, 0, nullptr, [&asked] { return ++asked == 3; });
+  ASSERT_TRUE(absl::IsCancelled(result.status())) << result.status();
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "evaluation stopped after 2 of")) << result.status();
+  EXPECT_EQ(asked, 3);
+  result = EvaluateMlm(**model, *val, 1, 0, nullptr, [] { return false; });
+  EXPECT_TRUE(result.ok()) << result.status();
+  result = EvaluateMlm(**model, *val, 1, -1);
+  ASSERT_FALSE(result.ok());
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "max_batches -1 is negative")) << result.status();
+}
+
 TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
   RunConfig c = Config();
   c.schedule.lr = 1e30;  // the first update sends the parameters to inf; every later loss is NaN
@@ -290,28 +321,50 @@ TEST_F(TrainerTest, BatchThatDoesNotDivideIsRefused) {
   EXPECT_TRUE(absl::StrContains(t.status().message(), "global_batch")) << t.status();
 }
 
+// Starts `lamina pretrain` on a long run of the tiny config in run dir `name`, waits for its first
+// progress records, then runs `kills` (shell commands on $pid) and waits for it; returns the
+// wait status. Empty when LAMINA_BINARY is not set (not run through ctest).
+std::optional<int> RunAndSignal(const TempDir& dir, const RunConfig& config, const std::string& name,
+                                const std::string& kills) {
+  const char* lamina = std::getenv("LAMINA_BINARY");
+  if (lamina == nullptr) return std::nullopt;
+  RunConfig c = config;
+  c.run.steps = c.schedule.total_steps = 1000000;
+  EXPECT_TRUE(WriteFileAtomic(dir.path(name + ".json"), c.ToJson().dump()).ok());
+  const std::string run = dir.path(name);
+  const std::string script = absl::StrCat(
+      lamina, " pretrain --config ", dir.path(name + ".json"), " --out ", run, " > ", run, ".log 2>&1 & pid=$!; ",
+      "for i in $(seq 600); do [ $(cat ", run, "/metrics.jsonl 2>/dev/null | wc -l) -ge 3 ] && break; sleep 0.1; done; ",
+      kills, "; wait $pid");
+  return std::system(("bash -c '" + script + "'").c_str());
+}
+
 // SIGTERM (Slurm preemption) finishes the step, writes a checkpoint, exits 0; --resume auto
 // continues from it.
 TEST_F(TrainerTest, SigtermCheckpointsAndExitsCleanly) {
-  const char* lamina = std::getenv("LAMINA_BINARY");
-  if (lamina == nullptr) GTEST_SKIP() << "LAMINA_BINARY is not set (run through ctest)";
-  RunConfig c = Config();
-  c.run.steps = c.schedule.total_steps = 1000000;
-  ASSERT_TRUE(WriteFileAtomic(dir_->path("long.json"), c.ToJson().dump()).ok());
+  const std::optional<int> status = RunAndSignal(*dir_, Config(), "preempted", "kill -TERM $pid");
+  if (!status) GTEST_SKIP() << "LAMINA_BINARY is not set (run through ctest)";
   const std::string run = dir_->path("preempted");
-  // Start the run, wait for its first progress records, then send SIGTERM and collect the exit code.
-  const std::string script = absl::StrCat(
-      lamina, " pretrain --config ", dir_->path("long.json"), " --out ", run, " > ", run, ".log 2>&1 & pid=$!; ",
-      "for i in $(seq 600); do [ $(cat ", run, "/metrics.jsonl 2>/dev/null | wc -l) -ge 3 ] && break; sleep 0.1; done; ",
-      "kill -TERM $pid; wait $pid");
-  const int status = std::system(("bash -c '" + script + "'").c_str());
-  EXPECT_EQ(status, 0) << *ReadFile(run + ".log");
+  EXPECT_EQ(*status, 0) << *ReadFile(run + ".log");
   auto ckpt = LatestCheckpoint(run);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status() << "\n" << *ReadFile(run + ".log");
   auto state = ReadCheckpointState(*ckpt);
   ASSERT_TRUE(state.ok());
   EXPECT_GE((*state)["step"].get<int64_t>(), 3);
   EXPECT_TRUE(absl::StrContains(*ReadFile(run + ".log"), "stop requested"));
+}
+
+// A second stop signal (here SIGINT after SIGTERM, so that the two are not merged into one
+// pending signal) exits at once, without the checkpoint the first one asked for.
+TEST_F(TrainerTest, SecondStopSignalExitsAtOnce) {
+  const std::optional<int> status = RunAndSignal(*dir_, Config(), "interrupted", "kill -TERM $pid; kill -INT $pid");
+  if (!status) GTEST_SKIP() << "LAMINA_BINARY is not set (run through ctest)";
+  const std::string log = *ReadFile(dir_->path("interrupted.log"));
+  ASSERT_TRUE(WIFEXITED(*status)) << *status;
+  // 128 + the signal handled second (both pending at once are handled lowest number first).
+  EXPECT_TRUE(WEXITSTATUS(*status) == 128 + SIGINT || WEXITSTATUS(*status) == 128 + SIGTERM)
+      << WEXITSTATUS(*status) << "\n" << log;
+  EXPECT_TRUE(absl::StrContains(log, "second stop signal: exiting now")) << log;
 }
 
 // A tiny Pre-LN model on ~1.5 MB of real Wikipedia text, without warmup: validation MLM loss must
