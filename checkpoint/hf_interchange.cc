@@ -109,9 +109,15 @@ absl::StatusOr<BertConfig> BertConfigFromHf(const nlohmann::json& hf, HfFlavor* 
     return bad("model_type \"", model_type,
                "\" is not supported: lamina imports \"bert\" (Post-LN) and \"roberta-prelayernorm\" (Pre-LN)");
   }
+  if (hf.contains("hidden_act") && !hf["hidden_act"].is_string()) return bad("hidden_act: expected a string");
   const std::string act = hf.value("hidden_act", "gelu");
-  if (act != "gelu")
-    return bad("hidden_act \"", act, "\" is not supported: lamina computes the exact (erf) GELU, transformers' \"gelu\"");
+  HiddenActivation activation = HiddenActivation::kGelu;
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh") {
+    activation = HiddenActivation::kGeluTanh;
+  } else if (act != "gelu") {
+    return bad("hidden_act \"", act, "\" is not supported: lamina computes \"gelu\" (the erf form) and \"gelu_new\" / ",
+               "\"gelu_pytorch_tanh\" (the tanh form, model.activation \"gelu_tanh\")");
+  }
   const std::string pos_type = hf.contains("position_embedding_type") && hf["position_embedding_type"].is_string()
                                    ? hf["position_embedding_type"].get<std::string>()
                                    : "absolute";
@@ -127,6 +133,7 @@ absl::StatusOr<BertConfig> BertConfigFromHf(const nlohmann::json& hf, HfFlavor* 
   BertConfig c;
   c.norm = *flavor == HfFlavor::kBert ? NormPlacement::kPost : NormPlacement::kPre;
   c.init = InitScheme::kBert;
+  c.activation = activation;
   // Defaults are transformers' BertConfig defaults, for keys an old config.json leaves out.
   RETURN_IF_ERROR(HfValue<int64_t>(hf, "vocab_size", 30522, &c.vocab_size));
   RETURN_IF_ERROR(HfValue<int64_t>(hf, "hidden_size", 768, &c.hidden));
@@ -374,7 +381,7 @@ absl::StatusOr<HfExportResult> ExportHf(const std::string& checkpoint, const std
       {"classifier_dropout", nullptr},
       {"dtype", "float32"},
       {"eos_token_id", nullptr},
-      {"hidden_act", "gelu"},
+      {"hidden_act", config.activation == HiddenActivation::kGeluTanh ? "gelu_new" : "gelu"},
       {"hidden_dropout_prob", ShortFloat(config.hidden_dropout)},
       {"hidden_size", config.hidden},
       {"initializer_range", ShortFloat(config.initializer_range)},

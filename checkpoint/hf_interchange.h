@@ -11,7 +11,8 @@
 //     starts from it).
 //   - model_type "roberta-prelayernorm" becomes a Pre-LN model (the inverse of the export below).
 // Refused, with the reason: pickle checkpoints (pytorch_model.bin: lamina runs no Python), sharded
-// or TF/Flax files, hidden_act other than "gelu" (the erf form lamina computes), relative position
+// or TF/Flax files, hidden_act other than "gelu" (erf) and "gelu_new" / "gelu_pytorch_tanh" (tanh
+// form: model.activation "gelu_tanh", exported as "gelu_new"), relative position
 // embeddings, decoders / cross-attention, an untied decoder, any tensor lamina has no place for.
 //
 // Export writes config.json, model.safetensors (f32), vocab.txt and tokenizer_config.json:

@@ -31,7 +31,8 @@
 
 namespace lamina {
 
-enum class Activation { kNone, kGelu };
+// kGelu: GELU's erf form (BERT's); kGeluTanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+enum class Activation { kNone, kGelu, kGeluTanh };
 
 // One tensor of the flat buffers as the optimizer sees it.
 struct ParamSegment {
@@ -123,10 +124,10 @@ class Backend {
 
   // ---- dense layers ----
   // out = act(x W^T + b). x [M, K], w [N, K], b [N] or empty; out [M, N] (or padded rows with
-  // kNone). With kGelu, pre_act [M, N] receives x W^T + b for the backward pass.
+  // kNone). With a GELU, pre_act [M, N] receives x W^T + b for the backward pass.
   virtual void LinearForward(TensorView x, TensorView w, TensorView b, Activation act, TensorView pre_act,
                              TensorView out) = 0;
-  // dout is the gradient w.r.t. out (padded rows as out's); with kGelu it is overwritten by the
+  // dout is the gradient w.r.t. out (padded rows as out's); with a GELU it is overwritten by the
   // gradient w.r.t. pre_act.
   // dx [M, K] (= or += if accumulate; empty to skip); dw [N, K] +=; db [N] += (empty to skip).
   virtual void LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act,

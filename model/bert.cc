@@ -11,6 +11,11 @@
 namespace lamina {
 namespace {
 
+// The backend's form of the model's GELU (FFN and MLM head).
+Activation HiddenAct(const BertConfig& c) {
+  return c.activation == HiddenActivation::kGeluTanh ? Activation::kGeluTanh : Activation::kGelu;
+}
+
 // Dropout sites; with the layer index and the step they name a Philox stream.
 enum DropoutSite : int { kEmbeddingDropout = 0, kAttentionProbDropout = 1, kAttentionOutDropout = 2,
                          kFfnOutDropout = 3, kClassifierDropout = 4 };
@@ -326,7 +331,7 @@ void BertModel::EncoderForward(const ForwardOptions& o) {
       be.Add(L.x_in, a.branch, L.sum_a);
     }
     // Feed-forward block.
-    be.LinearForward(L.ffn_in, W(w.ffn_in_w, {F, H}), W(w.ffn_in_b, {F}), Activation::kGelu, L.ffn_pre, L.ffn_act);
+    be.LinearForward(L.ffn_in, W(w.ffn_in_w, {F, H}), W(w.ffn_in_b, {F}), HiddenAct(config_), L.ffn_pre, L.ffn_act);
     be.LinearForward(L.ffn_act, W(w.ffn_out_w, {H, F}), W(w.ffn_out_b, h1), Activation::kNone, {}, a.branch);
     const RngContext ffn_out_rng = Rng(l, kFfnOutDropout, T * H);
     if (post) {
@@ -377,7 +382,7 @@ absl::StatusOr<LossStats> BertModel::ForwardMlm(const EncoderBatch& batch, const
   be.CopyFromHostI32(batch.mlm_labels.data(), a.targets);
   // Head on the masked positions only: gather, dense+GELU, LayerNorm, tied decoder + bias.
   be.GatherRows(a.final_out, a.head_index, a.gathered);
-  be.LinearForward(a.gathered, W(pl.mlm_dense_w, {H, H}), W(pl.mlm_dense_b, {H}), Activation::kGelu, a.head_pre,
+  be.LinearForward(a.gathered, W(pl.mlm_dense_w, {H, H}), W(pl.mlm_dense_b, {H}), HiddenAct(config_), a.head_pre,
                    a.head_act);
   be.LayerNormForward(a.head_act, W(pl.mlm_ln_g, {H}), W(pl.mlm_ln_b, {H}), config_.layer_norm_eps, a.head_ln,
                       a.head_mean, a.head_rstd);
@@ -474,7 +479,7 @@ void BertModel::Backward(const GradReadyFn& ready) {
                       G(pl.word_emb, {V, H}), G(pl.mlm_bias, {V}));
     be.LayerNormBackward(a.d_head_a, a.head_act, W(pl.mlm_ln_g, {H}), a.head_mean, a.head_rstd, a.d_head_b, false,
                          G(pl.mlm_ln_g, {H}), G(pl.mlm_ln_b, {H}), 0.0f, {}, {});
-    be.LinearBackward(a.d_head_b, a.gathered, W(pl.mlm_dense_w, {H, H}), Activation::kGelu, a.head_pre, a.d_head_a,
+    be.LinearBackward(a.d_head_b, a.gathered, W(pl.mlm_dense_w, {H, H}), HiddenAct(config_), a.head_pre, a.d_head_a,
                       false, G(pl.mlm_dense_w, {H, H}), G(pl.mlm_dense_b, {H}));
     be.ScatterAddRows(a.d_head_a, a.head_index, a.d_hidden);
   } else if (last_head_ == Head::kClassify) {
@@ -534,12 +539,12 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
                       G(w.ffn_out_w, {H, F}), G(w.ffn_out_b, h1));
     if (pre) {
       // x_mid feeds the residual (d_sum_f) and LN_f -> FFN.
-      be.LinearBackward(a.d_ffn, L.ffn_in, W(w.ffn_in_w, {F, H}), Activation::kGelu, L.ffn_pre, a.d_b, false,
+      be.LinearBackward(a.d_ffn, L.ffn_in, W(w.ffn_in_w, {F, H}), HiddenAct(config_), L.ffn_pre, a.d_b, false,
                         G(w.ffn_in_w, {F, H}), G(w.ffn_in_b, {F}));
       be.LayerNormBackward(a.d_b, L.x_mid, W(w.ln_ffn_g, h1), L.ln_f_mean, L.ln_f_rstd, d_sum_f, true,
                            G(w.ln_ffn_g, h1), G(w.ln_ffn_b, h1), p_hidden, attn_rng(l), a.d_b);
     } else {
-      be.LinearBackward(a.d_ffn, L.ffn_in, W(w.ffn_in_w, {F, H}), Activation::kGelu, L.ffn_pre, d_sum_f, true,
+      be.LinearBackward(a.d_ffn, L.ffn_in, W(w.ffn_in_w, {F, H}), HiddenAct(config_), L.ffn_pre, d_sum_f, true,
                         G(w.ffn_in_w, {F, H}), G(w.ffn_in_b, {F}));
     }
     TensorView d_x_mid = d_sum_f;

@@ -51,6 +51,14 @@ std::string InitName(InitScheme i) {
   return "?";
 }
 
+std::string ActivationName(HiddenActivation a) {
+  switch (a) {
+    case HiddenActivation::kGelu: return "gelu";
+    case HiddenActivation::kGeluTanh: return "gelu_tanh";
+  }
+  return "?";
+}
+
 absl::Status BertConfig::Validate() const {
   auto err = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat("model.", parts...)); };
   if (vocab_size < 8) return err("vocab_size: must be at least 8, got ", vocab_size);
@@ -74,7 +82,7 @@ absl::Status BertConfig::Validate() const {
 }
 
 nlohmann::json BertConfig::ToJson() const {
-  return nlohmann::json{{"vocab_size", vocab_size},
+  nlohmann::json j{{"vocab_size", vocab_size},
                         {"hidden", hidden},
                         {"layers", layers},
                         {"heads", heads},
@@ -87,6 +95,10 @@ nlohmann::json BertConfig::ToJson() const {
                         {"initializer_range", initializer_range},
                         {"norm", NormName(norm)},
                         {"init", InitName(init)}};
+  // Written only when not the default, so that the configs and checkpoints of builds before the
+  // option compare equal to today's.
+  if (activation != HiddenActivation::kGelu) j["activation"] = ActivationName(activation);
+  return j;
 }
 
 absl::StatusOr<BertConfig> BertConfig::FromJson(const nlohmann::json& j) {
@@ -105,7 +117,13 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const nlohmann::json& j) {
     else if (key == "attention_dropout") s = ReadNumber(j, key, &c.attention_dropout);
     else if (key == "layer_norm_eps") s = ReadNumber(j, key, &c.layer_norm_eps);
     else if (key == "initializer_range") s = ReadNumber(j, key, &c.initializer_range);
-    else if (key == "norm" || key == "init") {
+    else if (key == "activation") {
+      std::string v;
+      s = ReadString(j, key, &v);
+      if (s.ok() && v == "gelu") c.activation = HiddenActivation::kGelu;
+      else if (s.ok() && v == "gelu_tanh") c.activation = HiddenActivation::kGeluTanh;
+      else if (s.ok()) s = absl::InvalidArgumentError(absl::StrCat("model.activation: expected \"gelu\" or \"gelu_tanh\", got \"", v, "\""));
+    } else if (key == "norm" || key == "init") {
       std::string v;
       s = ReadString(j, key, &v);
       if (s.ok() && key == "norm") {

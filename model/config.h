@@ -12,6 +12,9 @@ namespace lamina {
 enum class NormPlacement { kPost, kPre, kNone };  // Post-LN BERT, Pre-LN (Xiong et al.), T-Fixup (no LN)
 // kXavier: the original Transformer's init, which Xiong et al.'s analysis assumes (docs/model.md).
 enum class InitScheme { kBert, kXavier, kTFixup };
+// The FFN's (and the MLM head's) GELU: BERT's exact erf form, or the tanh approximation
+// (transformers' "gelu_new" / "gelu_pytorch_tanh"), which cuBLASLt's GELU epilogues compute.
+enum class HiddenActivation { kGelu, kGeluTanh };
 
 struct BertConfig {
   int64_t vocab_size = 30522;
@@ -27,6 +30,7 @@ struct BertConfig {
   float initializer_range = 0.02f;
   NormPlacement norm = NormPlacement::kPost;
   InitScheme init = InitScheme::kBert;
+  HiddenActivation activation = HiddenActivation::kGelu;
 
   int64_t head_dim() const { return hidden / heads; }
   // Checks the fields together; the error names the offending key.
@@ -40,5 +44,6 @@ struct BertConfig {
 
 std::string NormName(NormPlacement n);
 std::string InitName(InitScheme i);
+std::string ActivationName(HiddenActivation a);
 
 }  // namespace lamina

@@ -25,7 +25,7 @@ void CpuBackend::LinearForward(TensorView x, TensorView w, TensorView b, Activat
   }
   // With GELU the affine result goes to pre_act (kept for backward) and out receives gelu of it.
   float* y = o;
-  if (act == Activation::kGelu) {
+  if (act != Activation::kNone) {
     y = cpu::F32(pre_act, "pre_act");
     cpu::CheckMatrix(pre_act, m, n, "pre_act");
   }
@@ -40,8 +40,8 @@ void CpuBackend::LinearForward(TensorView x, TensorView w, TensorView b, Activat
     for (int64_t r = 0; r < m; ++r)
       for (int64_t c = 0; c < n; ++c) y[r * pitch + c] += bias[c];
   }
-  if (act == Activation::kGelu) {
-    for (int64_t i = 0; i < m * n; ++i) o[i] = cpu::GeluValue(y[i]);
+  if (act != Activation::kNone) {
+    for (int64_t i = 0; i < m * n; ++i) o[i] = cpu::ActivationValue(act, y[i]);
   }
 }
 
@@ -56,10 +56,10 @@ void CpuBackend::LinearBackward(TensorView dout, TensorView x, TensorView w, Act
   cpu::CheckMatrix(w, n, k, "w");
   cpu::CheckMatrix(dw, n, k, "dw");
   const int64_t pitch = RowPitch(dout, m, n, act == Activation::kNone, "dout");
-  if (act == Activation::kGelu) {
+  if (act != Activation::kNone) {
     const float* pre = cpu::F32(pre_act, "pre_act");
     cpu::CheckMatrix(pre_act, m, n, "pre_act");
-    for (int64_t i = 0; i < m * n; ++i) g[i] *= cpu::GeluDerivative(pre[i]);
+    for (int64_t i = 0; i < m * n; ++i) g[i] *= cpu::ActivationDerivative(act, pre[i]);
   }
   if (!dx.empty()) {
     float* dxs = cpu::F32(dx, "dx");

@@ -167,6 +167,20 @@ __device__ __forceinline__ float GeluDerivative(float x) {
   return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * __expf(-0.5f * x * x) * kInvSqrt2Pi;
 }
 
+// GELU's tanh approximation (model/cpu/gelu.h) and its derivative.
+__device__ __forceinline__ float GeluTanhValue(float x) {
+  return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+__device__ __forceinline__ float GeluTanhDerivative(float x) {
+  const float t = tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+}
+template <bool kTanh>
+__device__ __forceinline__ float GeluDerivativeOf(float x) {
+  if constexpr (kTanh) return GeluTanhDerivative(x);
+  else return GeluDerivative(x);
+}
+
 // Elements c..c+3 of a row of n as fp32. V = 4: one access (16 bytes of f32, 8 of bf16), for rows
 // aligned to it with c + 4 <= n; V = 1: one access each, `fill` past n.
 template <int V, typename T>

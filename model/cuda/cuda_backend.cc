@@ -245,14 +245,14 @@ class CudaBackend final : public Backend {
       Bf16(b, "b");
       CheckNumel(b, n, "b");
     }
-    const TensorView& y = act == Activation::kGelu ? pre_act : out;
-    if (act == Activation::kGelu) CheckMatrix(pre_act, m, n, "pre_act");
+    const TensorView& y = act != Activation::kNone ? pre_act : out;
+    if (act != Activation::kNone) CheckMatrix(pre_act, m, n, "pre_act");
     // y = x W^T (+ b)
     GemmSpec s = DenseGemm(false, true, m, n, k, Bf16(x, "x"), Bf16(w, "w"), R(y, "out").data, y.dtype);
     s.ldc = pitch;  // padded rows (the logits) stay 16-byte aligned for the tensor-core kernels
     s.bias = b.empty() ? nullptr : b.data;
     gemm_.Gemm(s, stream_);
-    if (act == Activation::kGelu) cuda::LaunchGelu(R(pre_act, "pre_act"), R(out, "out"), m * n, stream_);
+    if (act != Activation::kNone) cuda::LaunchGelu(R(pre_act, "pre_act"), R(out, "out"), m * n, FormOf(act), stream_);
   }
 
   void LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act, TensorView dx,
@@ -262,10 +262,10 @@ class CudaBackend final : public Backend {
     CheckMatrix(dw, n, k, "dw");
     const int64_t pitch = RowPitch(dout, m, n, act == Activation::kNone, "dout");
     if (!db.empty()) CheckNumel(db, n, "db");
-    if (act == Activation::kGelu) {
+    if (act != Activation::kNone) {
       // dpre over dout, and the bias gradient's column sums in the same pass.
       CheckMatrix(pre_act, m, n, "pre_act");
-      cuda::LaunchGeluBackwardColumnSum(R(dout, "dout"), R(pre_act, "pre_act"), m, n,
+      cuda::LaunchGeluBackwardColumnSum(R(dout, "dout"), R(pre_act, "pre_act"), m, n, FormOf(act),
                                         db.empty() ? nullptr : F32(db, "db"),
                                         Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
     } else if (!db.empty()) {
@@ -290,12 +290,12 @@ class CudaBackend final : public Backend {
   // ---- elementwise ----
   void Gelu(TensorView x, TensorView out) override {
     CheckNumel(out, x.numel(), "out");
-    cuda::LaunchGelu(R(x, "x"), R(out, "out"), x.numel(), stream_);
+    cuda::LaunchGelu(R(x, "x"), R(out, "out"), x.numel(), cuda::GeluForm::kErf, stream_);
   }
   void GeluBackward(TensorView dout, TensorView x, TensorView dx) override {
     CheckNumel(dout, x.numel(), "dout");
     CheckNumel(dx, x.numel(), "dx");
-    cuda::LaunchGeluBackward(R(dout, "dout"), R(x, "x"), R(dx, "dx"), x.numel(), stream_);
+    cuda::LaunchGeluBackward(R(dout, "dout"), R(x, "x"), R(dx, "dx"), x.numel(), cuda::GeluForm::kErf, stream_);
   }
   void Tanh(TensorView x, TensorView out) override {
     CheckNumel(out, x.numel(), "out");
@@ -486,6 +486,10 @@ class CudaBackend final : public Backend {
   }
   static cuda::GemmAttentionShape GemmShapeOf(const Dims& d, int64_t heads) {
     return cuda::GemmAttentionShape{d.batch, d.seq, heads, d.head_dim};
+  }
+
+  static cuda::GeluForm FormOf(Activation act) {
+    return act == Activation::kGeluTanh ? cuda::GeluForm::kTanh : cuda::GeluForm::kErf;
   }
 
   bool UsesFlash(int64_t head_dim) const {

@@ -99,11 +99,13 @@ __global__ void Dropout8Kernel(const TA* x, TO* out, int64_t n8, ElementDropout 
 struct Identity {
   __device__ float operator()(float x, int64_t) const { return x; }
 };
+template <bool kTanh>
 struct GeluOp {
-  __device__ float operator()(float x, int64_t) const { return GeluValue(x); }
+  __device__ float operator()(float x, int64_t) const { return kTanh ? GeluTanhValue(x) : GeluValue(x); }
 };
+template <bool kTanh>
 struct GeluBackwardOp {
-  __device__ float operator()(float g, float x) const { return g * GeluDerivative(x); }
+  __device__ float operator()(float g, float x) const { return g * GeluDerivativeOf<kTanh>(x); }
 };
 struct TanhOp {
   __device__ float operator()(float x, int64_t) const { return tanhf(x); }
@@ -123,10 +125,14 @@ struct ScaleOp {
 
 void LaunchConvert(Ref src, Ref dst, int64_t n, cudaStream_t stream) { Launch1(src, dst, n, stream, Identity{}); }
 
-void LaunchGelu(Ref x, Ref out, int64_t n, cudaStream_t stream) { Launch1(x, out, n, stream, GeluOp{}); }
+void LaunchGelu(Ref x, Ref out, int64_t n, GeluForm form, cudaStream_t stream) {
+  if (form == GeluForm::kTanh) Launch1(x, out, n, stream, GeluOp<true>{});
+  else Launch1(x, out, n, stream, GeluOp<false>{});
+}
 
-void LaunchGeluBackward(Ref dout, Ref x, Ref dx, int64_t n, cudaStream_t stream) {
-  Launch2(dout, x, dx, n, stream, GeluBackwardOp{});
+void LaunchGeluBackward(Ref dout, Ref x, Ref dx, int64_t n, GeluForm form, cudaStream_t stream) {
+  if (form == GeluForm::kTanh) Launch2(dout, x, dx, n, stream, GeluBackwardOp<true>{});
+  else Launch2(dout, x, dx, n, stream, GeluBackwardOp<false>{});
 }
 
 void LaunchTanh(Ref x, Ref out, int64_t n, cudaStream_t stream) { Launch1(x, out, n, stream, TanhOp{}); }

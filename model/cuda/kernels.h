@@ -13,6 +13,9 @@
 
 namespace lamina::cuda {
 
+// GELU's two forms (model/cpu/gelu.h): BERT's erf form and the tanh approximation.
+enum class GeluForm { kErf, kTanh };
+
 // A device pointer with its element type.
 struct Ref {
   void* data = nullptr;
@@ -21,8 +24,8 @@ struct Ref {
 
 // ---- elementwise (n elements) ----
 void LaunchConvert(Ref src, Ref dst, int64_t n, cudaStream_t stream);
-void LaunchGelu(Ref x, Ref out, int64_t n, cudaStream_t stream);
-void LaunchGeluBackward(Ref dout, Ref x, Ref dx, int64_t n, cudaStream_t stream);
+void LaunchGelu(Ref x, Ref out, int64_t n, GeluForm form, cudaStream_t stream);
+void LaunchGeluBackward(Ref dout, Ref x, Ref dx, int64_t n, GeluForm form, cudaStream_t stream);
 void LaunchTanh(Ref x, Ref out, int64_t n, cudaStream_t stream);
 void LaunchTanhBackward(Ref dout, Ref out, Ref dx, int64_t n, cudaStream_t stream);
 void LaunchAdd(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream);
@@ -61,8 +64,8 @@ void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, int64_t pitch,
 // dout = dout * GELU'(pre) in place ([rows, cols], dense), and out[c] += the column sums of the
 // result (the bias gradient, ColumnSumScratchBytes of scratch) in the same pass; with out null,
 // the GELU backward alone.
-void LaunchGeluBackwardColumnSum(Ref dout, Ref pre, int64_t rows, int64_t cols, float* out, void* scratch,
-                                 cudaStream_t stream);
+void LaunchGeluBackwardColumnSum(Ref dout, Ref pre, int64_t rows, int64_t cols, GeluForm form, float* out,
+                                 void* scratch, cudaStream_t stream);
 // out[c] += scale * (the sum over chunks, in a fixed order, of partial[chunk * cols + c]).
 void LaunchChunkFinalize(const float* partial, float scale, float* out, int64_t chunks, int64_t cols,
                          cudaStream_t stream);

@@ -28,10 +28,10 @@ void LaunchColumnSumAccumulate(Ref x, int64_t rows, int64_t cols, int64_t pitch,
   LaunchChunkFinalize(partial, 1.0f, out, chunks, cols, stream);
 }
 
-void LaunchGeluBackwardColumnSum(Ref dout, Ref pre, int64_t rows, int64_t cols, float* out, void* scratch,
-                                 cudaStream_t stream) {
+void LaunchGeluBackwardColumnSum(Ref dout, Ref pre, int64_t rows, int64_t cols, GeluForm form, float* out,
+                                 void* scratch, cudaStream_t stream) {
   if (out == nullptr) {
-    LaunchGeluBackward(dout, pre, dout, rows * cols, stream);
+    LaunchGeluBackward(dout, pre, dout, rows * cols, form, stream);
     return;
   }
   if (rows == 0 || cols == 0) return;
@@ -43,10 +43,12 @@ void LaunchGeluBackwardColumnSum(Ref dout, Ref pre, int64_t rows, int64_t cols, 
       dout.dtype, TG, LAMINA_DISPATCH_FLOAT(pre.dtype, TX, LAMINA_DISPATCH_WIDTH(width, V, {
                                               const dim3 grid(static_cast<unsigned>(CeilDiv(cols, 32 * V)),
                                                               static_cast<unsigned>(chunks));
-                                              row_sums::GeluBackwardColumnPartialKernel<V, TG, TX>
-                                                  <<<grid, row_sums::kThreads, row_sums::SmemBytes(V, 1), stream>>>(
-                                                      static_cast<TG*>(dout.data), static_cast<const TX*>(pre.data),
-                                                      partial, rows, cols);
+                                              auto* kernel = form == GeluForm::kTanh
+                                                                 ? row_sums::GeluBackwardColumnPartialKernel<V, true, TG, TX>
+                                                                 : row_sums::GeluBackwardColumnPartialKernel<V, false, TG, TX>;
+                                              kernel<<<grid, row_sums::kThreads, row_sums::SmemBytes(V, 1), stream>>>(
+                                                  static_cast<TG*>(dout.data), static_cast<const TX*>(pre.data),
+                                                  partial, rows, cols);
                                             })));
   LAMINA_CUDA_CHECK_LAUNCH();
   LaunchChunkFinalize(partial, 1.0f, out, chunks, cols, stream);

@@ -97,10 +97,10 @@ __global__ void __launch_bounds__(kThreads) ColumnPartialKernel(const T* x, floa
 }
 
 // The GELU backward fused with the bias gradient's column sums, grid as ColumnPartialKernel's
-// over [rows, cols]: dpre = dout * GELU'(pre) is written over dout, and partial[chunk][c] is the
+// over [rows, cols]: dpre = dout * GELU'(pre) (the tanh form's when kTanh) is written over dout, and partial[chunk][c] is the
 // sum of the stored (rounded) dpre over the chunk's rows: the bias gradient of the product before
 // the GELU without reading dpre again.
-template <int V, typename TG, typename TX>
+template <int V, bool kTanh, typename TG, typename TX>
 __global__ void __launch_bounds__(kThreads) GeluBackwardColumnPartialKernel(TG* dout, const TX* pre, float* partial,
                                                                             int64_t rows, int64_t cols) {
   LAMINA_DYNAMIC_SMEM(smem);
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kThreads) GeluBackwardColumnPartialKernel(TG* 
         LoadV<V>(dout + at, t[0]);
         LoadV<V>(pre + at, x);
 #pragma unroll
-        for (int v = 0; v < V; ++v) t[0][v] = ToF(FromF<TG>(t[0][v] * GeluDerivative(x[v])));
+        for (int v = 0; v < V; ++v) t[0][v] = ToF(FromF<TG>(t[0][v] * GeluDerivativeOf<kTanh>(x[v])));
         StoreV<V>(dout + at, t[0]);
       },
       [&](int64_t c, int, float sum) { partial[chunk * cols + c] = sum; }, reinterpret_cast<float*>(smem));

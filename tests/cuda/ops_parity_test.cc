@@ -218,7 +218,8 @@ TEST_F(CudaOpsTest, LayerNormForwardBackwardMatchReference) {
 
 // One forward and backward of a dense layer of the given shape on both backends.
 void CheckLinear(CudaParityTest& t, int64_t m, int64_t k, int64_t n, Activation act, bool bias, bool accumulate) {
-  const std::string tag = std::string(act == Activation::kGelu ? " gelu" : " none") + (bias ? " bias" : "") +
+  const std::string name = act == Activation::kGelu ? " gelu" : act == Activation::kGeluTanh ? " gelu_tanh" : " none";
+  const std::string tag = name + (bias ? " bias" : "") +
                           (accumulate ? " acc" : "") + " m" + std::to_string(m) + " k" + std::to_string(k) + " n" +
                           std::to_string(n);
   Pair x = t.Random({m, k}, DType::kBF16), w = t.Random({n, k}, DType::kBF16, 0.2f);
@@ -227,7 +228,7 @@ void CheckLinear(CudaParityTest& t, int64_t m, int64_t k, int64_t n, Activation 
   t.cpu_->LinearForward(x.cpu, w.cpu, b.cpu, act, pre.cpu, out.cpu);
   t.gpu_->LinearForward(x.gpu, w.gpu, b.gpu, act, pre.gpu, out.gpu);
   t.ExpectClose(out, kBf16Bound, "LinearForward out" + tag);
-  if (act == Activation::kGelu) {
+  if (act != Activation::kNone) {
     t.ExpectClose(pre, kBf16Bound, "LinearForward pre_act" + tag);
     t.Set(pre, t.Cpu(pre));  // backward from identical saved pre-activations
   }
@@ -237,10 +238,10 @@ void CheckLinear(CudaParityTest& t, int64_t m, int64_t k, int64_t n, Activation 
   t.gpu_->LinearBackward(dout.gpu, x.gpu, w.gpu, act, pre.gpu, dx.gpu, accumulate, dw.gpu, db.gpu);
   t.ExpectClose(dx, kBf16Bound, "LinearBackward dx" + tag);
   // Without GELU, dW and db see identical bf16 inputs and accumulate in fp32 on both sides.
-  const double param_bound = act == Activation::kGelu ? kBf16Bound : 1e-5;
+  const double param_bound = act != Activation::kNone ? kBf16Bound : 1e-5;
   t.ExpectClose(dw, param_bound, "LinearBackward dw" + tag);
   if (bias) t.ExpectClose(db, param_bound, "LinearBackward db" + tag);
-  if (act == Activation::kGelu) t.ExpectClose(dout, kBf16Bound, "LinearBackward dpre (in dout)" + tag);
+  if (act != Activation::kNone) t.ExpectClose(dout, kBf16Bound, "LinearBackward dpre (in dout)" + tag);
 }
 
 // The MLM decoder's layout: out and dout with rows padded to a multiple of 8 (backend.h). Both
@@ -264,13 +265,13 @@ TEST_F(CudaOpsTest, LinearPaddedRowsMatchReference) {
 }
 
 TEST_F(CudaOpsTest, LinearAlignedShapesMatchReference) {
-  for (Activation act : {Activation::kNone, Activation::kGelu})
+  for (Activation act : {Activation::kNone, Activation::kGelu, Activation::kGeluTanh})
     for (bool bias : {true, false})
       CheckLinear(*this, 8 * Int(1, 40), 8 * Int(1, 40), 8 * Int(1, 40), act, bias, Int(0, 1) == 1);
 }
 
 TEST_F(CudaOpsTest, LinearOddShapesMatchReference) {
-  for (Activation act : {Activation::kNone, Activation::kGelu})
+  for (Activation act : {Activation::kNone, Activation::kGelu, Activation::kGeluTanh})
     for (bool bias : {true, false})
       CheckLinear(*this, Int(1, 200), Int(1, 200), Int(1, 200), act, bias, Int(0, 1) == 1);
 }

@@ -123,11 +123,11 @@ TEST(RowSumsEmulation, ColumnSumsAtEveryWidth) {
 
 // The GELU backward with the bias gradient in the same pass: dpre written over dout against the
 // reference derivative (model/cpu/gelu.h), and its column sums against double sums of the stored
-// (rounded) dpre, at widths 8, 2 and 1, across chunks.
-template <typename T>
+// (rounded) dpre, at widths 8, 2 and 1, across chunks; each GELU form.
+template <typename T, bool kTanh = false>
 void CheckGeluBackwardColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, int expect_width) {
-  SCOPED_TRACE(std::string(sizeof(T) == 2 ? "bf16" : "f32") + " rows " + std::to_string(rows) + " cols " +
-               std::to_string(cols));
+  SCOPED_TRACE(std::string(sizeof(T) == 2 ? "bf16" : "f32") + (kTanh ? " tanh" : " erf") + " rows " +
+               std::to_string(rows) + " cols " + std::to_string(cols));
   HostValues<T> dout = RandomInput<T>(gen, rows * cols);
   const HostValues<T> pre = RandomInput<T>(gen, rows * cols);
   const int width = std::min(VectorWidth(dout.data.data(), cols, cols, sizeof(T)),
@@ -136,7 +136,7 @@ void CheckGeluBackwardColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, i
   const int64_t chunks = (rows + rs::kChunkRows - 1) / rs::kChunkRows;
   std::vector<float> partial(chunks * cols, NAN);
   LAMINA_DISPATCH_WIDTH(width, V, {
-    emu::Launch(rs::GeluBackwardColumnPartialKernel<V, T, T>, static_cast<unsigned>((cols + 32 * V - 1) / (32 * V)),
+    emu::Launch(rs::GeluBackwardColumnPartialKernel<V, kTanh, T, T>, static_cast<unsigned>((cols + 32 * V - 1) / (32 * V)),
                 static_cast<unsigned>(chunks), rs::kThreads, rs::SmemBytes(V, 1), dout.data.data(),
                 static_cast<const T*>(pre.data.data()), partial.data(), rows, cols);
   });
@@ -150,7 +150,8 @@ void CheckGeluBackwardColumnSum(std::mt19937& gen, int64_t rows, int64_t cols, i
     for (int64_t c = 0; c < cols; ++c) {
       const int64_t i = r * cols + c;
       const float got = AsFloat(dout.data[i]);
-      const double expected = dout.value[i] * static_cast<double>(cpu::GeluDerivative(pre.value[i]));
+      const double expected =
+          dout.value[i] * static_cast<double>(kTanh ? cpu::GeluTanhDerivative(pre.value[i]) : cpu::GeluDerivative(pre.value[i]));
       // bf16 rounding of the result (2^-8 relative, with a margin), f32 arithmetic otherwise.
       const double bound = (sizeof(T) == 2 ? 1.0 / 128 : 1e-5) * std::fabs(dout.value[i]) * 1.2 + 1e-7;
       if (!(std::fabs(got - expected) <= bound) && ++bad <= 5)
@@ -170,6 +171,8 @@ TEST(RowSumsEmulation, GeluBackwardWithBiasGradient) {
   CheckGeluBackwardColumnSum<bf16_t>(gen, random.Pick(1, 200), 8 * random.Pick(0, 4) + 2 * random.Pick(1, 3), 2);
   CheckGeluBackwardColumnSum<float>(gen, random.Pick(1, 200), 8 * random.Pick(0, 4) + 2 * random.Pick(1, 3), 2);
   CheckGeluBackwardColumnSum<bf16_t>(gen, random.Pick(1, 200), 2 * random.Pick(1, 40) + 1, 1);
+  CheckGeluBackwardColumnSum<bf16_t, true>(gen, random.Pick(129, 300), 8 * random.Pick(33, 40), 8);
+  CheckGeluBackwardColumnSum<float, true>(gen, random.Pick(1, 200), 8 * random.Pick(0, 4) + 2 * random.Pick(1, 3), 2);
 }
 
 TEST(RowSumsEmulation, LayerNormParameterGradients) {

@@ -94,6 +94,7 @@ struct Variant {
   NormPlacement norm;
   bool dropout;
   bool classify;
+  HiddenActivation activation = HiddenActivation::kGelu;
 };
 
 class BertGradient : public ::testing::TestWithParam<Variant> {};
@@ -102,6 +103,7 @@ class BertGradient : public ::testing::TestWithParam<Variant> {};
 TEST_P(BertGradient, MatchesCentralDifferences) {
   const Variant v = GetParam();
   BertConfig c = TinyConfig(v.norm);
+  c.activation = v.activation;
   auto backend = MakeCpuBackend();
   auto model_or = BertModel::Create(c, HeadOptions{true, v.classify ? 3 : 0}, backend.get());
   ASSERT_TRUE(model_or.ok()) << model_or.status();
@@ -166,10 +168,12 @@ INSTANTIATE_TEST_SUITE_P(Variants, BertGradient,
                                            Variant{NormPlacement::kNone, false, false},
                                            Variant{NormPlacement::kNone, true, false},
                                            Variant{NormPlacement::kPost, true, true},
-                                           Variant{NormPlacement::kPre, false, true}),
+                                           Variant{NormPlacement::kPre, false, true},
+                                           Variant{NormPlacement::kPost, false, false, HiddenActivation::kGeluTanh}),
                          [](const ::testing::TestParamInfo<Variant>& info) {
                            return NormName(info.param.norm) + (info.param.dropout ? "_dropout" : "_nodropout") +
-                                  (info.param.classify ? "_classify" : "_mlm");
+                                  (info.param.classify ? "_classify" : "_mlm") +
+                                  (info.param.activation == HiddenActivation::kGelu ? "" : "_gelu_tanh");
                          });
 
 // Splitting a batch into row slices (with first_sample set) and accumulating gives the gradient

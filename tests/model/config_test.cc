@@ -27,6 +27,22 @@ TEST(BertConfig, RejectsInconsistentConfigsNamingTheKey) {
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"hiden": 768})"), "model.hiden: unknown key"));
   EXPECT_EQ(ErrorOf(R"({"norm": "none", "init": "tfixup"})"), "");
   EXPECT_EQ(ErrorOf(R"({"norm": "pre"})"), "");
+  EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"activation": "relu"})"), "model.activation: expected \"gelu\" or \"gelu_tanh\""));
+}
+
+// "activation" is written only when it is not the default, so configs and checkpoints of builds
+// before the option compare equal to today's.
+TEST(BertConfig, ActivationRoundTripsAndIsOmittedWhenDefault) {
+  BertConfig c;
+  EXPECT_FALSE(c.ToJson().contains("activation"));
+  c.activation = HiddenActivation::kGeluTanh;
+  EXPECT_EQ(c.ToJson()["activation"], "gelu_tanh");
+  auto back = BertConfig::FromJson(c.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->activation, HiddenActivation::kGeluTanh);
+  auto erf = BertConfig::FromJson(nlohmann::json{{"activation", "gelu"}});
+  ASSERT_TRUE(erf.ok()) << erf.status();
+  EXPECT_EQ(erf->activation, HiddenActivation::kGelu);
 }
 
 TEST(BertConfig, RoundTripsThroughJsonAndReadsShippedConfigs) {

@@ -1,6 +1,7 @@
 // The CPU reference backend's ops (attention and the optimizer have their own files): every
 // backward against central differences of its forward, forwards against independent loops or
 // hand-computed values, and the accumulate/overwrite rules of model/backend.h.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -11,6 +12,7 @@
 #include "core/philox.h"
 #include "gtest/gtest.h"
 #include "model/backend.h"
+#include "model/cpu/gelu.h"
 #include "tests/testing/grad_check.h"
 
 namespace lamina {
@@ -26,6 +28,13 @@ TensorView I32(std::vector<int32_t>& v, Shape s) { return CpuI32(v.data(), s); }
 double GeluReference(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
 double GeluDerivativeReference(double x) {
   return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI);
+}
+// transformers' gelu_new, in double; its derivative is checked by finite differences.
+double GeluTanhReference(double x) {
+  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+double ActivationReference(Activation act, double x) {
+  return act == Activation::kGelu ? GeluReference(x) : act == Activation::kGeluTanh ? GeluTanhReference(x) : x;
 }
 
 class CpuOpsTest : public ::testing::Test {
@@ -240,7 +249,7 @@ TEST_P(CpuLinearTest, ForwardMatchesLoopsAndBackwardMatchesDifferences) {
   const int64_t m = 5, k = 6, n = 4;
   std::vector<float> x = RandomVector(gen_, m * k), w = RandomVector(gen_, n * k), b = RandomVector(gen_, n),
                      weights = RandomVector(gen_, m * n), out(m * n), pre(m * n);
-  const TensorView pre_view = c.act == Activation::kGelu ? F32(pre, {m, n}) : TensorView{};
+  const TensorView pre_view = c.act != Activation::kNone ? F32(pre, {m, n}) : TensorView{};
   auto bias_view = [&](std::vector<float>& v) { return c.bias ? F32(v, {n}) : TensorView{}; };
   auto loss = [&] {
     backend_->LinearForward(F32(x, {m, k}), F32(w, {n, k}), bias_view(b), c.act, pre_view, F32(out, {m, n}));
@@ -251,9 +260,8 @@ TEST_P(CpuLinearTest, ForwardMatchesLoopsAndBackwardMatchesDifferences) {
     for (int64_t j = 0; j < n; ++j) {
       double affine = c.bias ? b[j] : 0.0;
       for (int64_t i = 0; i < k; ++i) affine += static_cast<double>(x[r * k + i]) * w[j * k + i];
-      const double expect = c.act == Activation::kGelu ? GeluReference(affine) : affine;
-      EXPECT_NEAR(out[r * n + j], expect, 1e-5) << r << "," << j;
-      if (c.act == Activation::kGelu) {
+      EXPECT_NEAR(out[r * n + j], ActivationReference(c.act, affine), 1e-5) << r << "," << j;
+      if (c.act != Activation::kNone) {
         EXPECT_NEAR(pre[r * n + j], affine, 1e-5) << r << "," << j;
       }
     }
@@ -264,6 +272,11 @@ TEST_P(CpuLinearTest, ForwardMatchesLoopsAndBackwardMatchesDifferences) {
   if (c.act == Activation::kGelu) {
     // dout now holds the gradient with respect to pre_act.
     for (int64_t i = 0; i < m * n; ++i) EXPECT_NEAR(dout[i], weights[i] * GeluDerivativeReference(pre[i]), 1e-6) << i;
+  } else if (c.act == Activation::kGeluTanh) {
+    for (int64_t i = 0; i < m * n; ++i) {
+      const double h = 1e-4, slope = (GeluTanhReference(pre[i] + h) - GeluTanhReference(pre[i] - h)) / (2 * h);
+      EXPECT_NEAR(dout[i], weights[i] * slope, 1e-5) << i;
+    }
   } else {
     EXPECT_EQ(dout, weights);
   }
@@ -278,11 +291,27 @@ TEST_P(CpuLinearTest, ForwardMatchesLoopsAndBackwardMatchesDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Activations, CpuLinearTest,
                          ::testing::Values(LinearCase{Activation::kNone, true}, LinearCase{Activation::kGelu, true},
-                                           LinearCase{Activation::kNone, false}, LinearCase{Activation::kGelu, false}),
+                                           LinearCase{Activation::kNone, false}, LinearCase{Activation::kGelu, false},
+                                           LinearCase{Activation::kGeluTanh, true}),
                          [](const ::testing::TestParamInfo<LinearCase>& info) {
-                           return std::string(info.param.act == Activation::kGelu ? "Gelu" : "None") +
+                           const Activation a = info.param.act;
+                           return std::string(a == Activation::kGelu ? "Gelu" : a == Activation::kGeluTanh ? "GeluTanh" : "None") +
                                   (info.param.bias ? "Bias" : "NoBias");
                          });
+
+// The tanh form's documented tolerance against the erf form (docs/model.md): at most 4.8e-4
+// absolute over the reals (the largest gap is near x = -2.70), and the same to within 1e-6 at 0
+// and far from it.
+TEST(GeluForms, TanhApproximationIsWithinItsToleranceOfErf) {
+  double worst = 0;
+  for (int i = -80000; i <= 80000; ++i) {
+    const float x = static_cast<float>(i) * 1e-4f;
+    worst = std::max(worst, std::fabs(static_cast<double>(cpu::GeluTanhValue(x)) - cpu::GeluValue(x)));
+  }
+  EXPECT_LT(worst, 4.8e-4);
+  EXPECT_GT(worst, 4.6e-4);  // the known 4.73e-4: the two forms are not the same function
+  for (float x : {0.0f, 9.0f, -9.0f}) EXPECT_NEAR(cpu::GeluTanhValue(x), cpu::GeluValue(x), 1e-6) << x;
+}
 
 TEST_F(CpuOpsTest, LinearBackwardAccumulatesWhenAskedAndSkipsEmptyDx) {
   const int64_t m = 4, k = 3, n = 5;
