@@ -95,8 +95,8 @@ $last_acc%). Predicting every masked token from word frequencies alone gives abo
 plateau, ~8% accuracy): a model near that has learned the vocabulary's frequencies and little
 context, so fill-mask answers frequent tokens ("the", ",", ".") and MRPC lands at the majority
 class (68.4% accuracy, F1 81.2). No setting we measured does visibly better within 10 minutes
-on a CPU: 10 minutes on one core took this one to 7.11 (433 steps) and the best other candidate
-(T-Fixup, 4 layers x 128, sequence 64, no dropout) to 7.02 (665 steps, 12% accuracy), still near
+on a CPU: 10 minutes on one core took this one to 7.11 (434 steps) and the best other candidate
+(T-Fixup, 4 layers x 128, sequence 64, no dropout) to 7.02 (674 steps, 12% accuracy), still near
 the plateau (README, "The first command"). Real pretraining takes a GPU. The papers' claims as
 measured, with their grids, plots and commands, are in docs/results.md.
 
