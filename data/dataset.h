@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "data/manifest.h"
 #include "data/shard.h"
+#include "data/wordpiece.h"
 
 namespace lamina {
 
@@ -29,13 +30,21 @@ class TokenSplit {
 };
 
 struct DatasetOptions {
-  // When non-zero, the manifest's vocab hash must equal it (pass the tokenizer's vocab_hash()).
+  // When non-zero, the manifest's vocab hash must equal it (ForVocab below sets it).
   uint64_t expected_vocab_hash = 0;
   // When set, the manifest's special ids must be these (the tokenizer's: the loader pads, masks
   // and frames sequences by them, so an edited manifest would change every loss silently).
   std::optional<SpecialIds> expected_special_ids = std::nullopt;
   // Check each shard's CRC-32 against the manifest (reads every byte once, ~0.2 s per 100 MB).
   bool verify_crc = true;
+
+  // The options that hold a dataset to the vocab in use: its hash and its special ids.
+  static DatasetOptions ForVocab(const WordPieceTokenizer& tokenizer) {
+    DatasetOptions o;
+    o.expected_vocab_hash = tokenizer.vocab_hash();
+    o.expected_special_ids = tokenizer.special_ids();
+    return o;
+  }
 };
 
 class MlmDataset {

@@ -30,10 +30,7 @@ int RunEvaluate(const std::vector<std::string>& args) {
   if (!loaded.ok()) return ReportError(cmd, std::string(loaded.status().message()));
   auto tokenizer = TokenizerFromFlags(*loaded);
   if (!tokenizer.ok()) return ReportError(cmd, std::string(tokenizer.status().message()));
-  DatasetOptions dopt;
-  dopt.expected_vocab_hash = tokenizer->vocab_hash();
-  dopt.expected_special_ids = tokenizer->special_ids();
-  auto dataset = MlmDataset::Open(absl::GetFlag(FLAGS_data), dopt);
+  auto dataset = MlmDataset::Open(absl::GetFlag(FLAGS_data), DatasetOptions::ForVocab(*tokenizer));
   if (!dataset.ok()) return ReportError(cmd, std::string(dataset.status().message()));
   MaskingConfig masking;
   masking.mask_prob = loaded->run_config["data"].value("mask_prob", masking.mask_prob);

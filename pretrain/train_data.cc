@@ -14,10 +14,7 @@ absl::StatusOr<TrainData> OpenTrainData(const RunConfig& config) {
   if (tokenizer->vocab_size() > config.model.vocab_size)
     return absl::InvalidArgumentError(absl::StrCat("model.vocab_size (", config.model.vocab_size, ") is smaller than ",
                                                    config.data.vocab, " (", tokenizer->vocab_size(), " tokens)"));
-  DatasetOptions options;
-  options.expected_vocab_hash = tokenizer->vocab_hash();
-  options.expected_special_ids = tokenizer->special_ids();
-  auto dataset = MlmDataset::Open(config.data.train, options);
+  auto dataset = MlmDataset::Open(config.data.train, DatasetOptions::ForVocab(*tokenizer));
   if (!dataset.ok()) return Annotate(dataset.status(), "data.train");
   TrainData data;
   data.dataset = *dataset;
