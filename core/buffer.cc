@@ -1,5 +1,6 @@
 #include "core/buffer.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -13,7 +14,47 @@ namespace lamina {
 namespace {
 constexpr size_t kAlign = 256;
 size_t RoundUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+struct Counters {
+  std::atomic<size_t> current{0};
+  std::atomic<size_t> peak{0};
+};
+Counters& CountersOf(Device device) {
+  static Counters cpu, cuda;
+  return device == Device::kCpu ? cpu : cuda;
+}
+void CountAllocation(Device device, size_t bytes) {
+  Counters& c = CountersOf(device);
+  const size_t now = c.current.fetch_add(bytes) + bytes;
+  size_t peak = c.peak.load();
+  while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
+  }
+}
 }  // namespace
+
+AllocatedBytes Allocated(Device device) {
+  const Counters& c = CountersOf(device);
+  return {c.current.load(), c.peak.load()};
+}
+
+void ResetPeakAllocated(Device device) {
+  Counters& c = CountersOf(device);
+  c.peak.store(c.current.load());
+}
+
+absl::StatusOr<size_t> DeviceBytesInUse() {
+#if LAMINA_WITH_CUDA
+  size_t free_bytes = 0, total_bytes = 0;
+  const cudaError_t err = cudaMemGetInfo(&free_bytes, &total_bytes);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return absl::FailedPreconditionError(absl::StrCat("cudaMemGetInfo: ", cudaGetErrorString(err)));
+  }
+  return total_bytes - free_bytes;
+#else
+  return absl::FailedPreconditionError("this lamina was built without CUDA");
+#endif
+}
 
 absl::StatusOr<Buffer> Buffer::Allocate(Device device, size_t bytes) {
   Buffer b;
@@ -23,6 +64,7 @@ absl::StatusOr<Buffer> Buffer::Allocate(Device device, size_t bytes) {
   if (device == Device::kCpu) {
     b.data_ = std::aligned_alloc(kAlign, RoundUp(bytes));
     if (b.data_ == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " host bytes"));
+    CountAllocation(device, bytes);
     return b;
   }
 #if LAMINA_WITH_CUDA
@@ -37,6 +79,7 @@ absl::StatusOr<Buffer> Buffer::Allocate(Device device, size_t bytes) {
         known ? absl::StrCat("; the GPU has ", free_bytes >> 20, " MiB free of ", total_bytes >> 20, " MiB") : "",
         "; a smaller batch.micro_batch (more accumulation steps, the same global batch) needs less"));
   }
+  CountAllocation(device, bytes);
   return b;
 #else
   return absl::FailedPreconditionError("this lamina was built without CUDA (configure with -DLAMINA_CUDA=ON)");
@@ -45,6 +88,7 @@ absl::StatusOr<Buffer> Buffer::Allocate(Device device, size_t bytes) {
 
 Buffer::~Buffer() {
   if (data_ == nullptr) return;
+  CountersOf(device_).current.fetch_sub(bytes_);
   if (device_ == Device::kCpu) {
     std::free(data_);
   } else {

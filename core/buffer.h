@@ -51,6 +51,22 @@ class Arena {
   size_t peak_ = 0;
 };
 
+// Bytes held by live Buffers of one device kind, in this process, and the most held at once since
+// the process started or the last ResetPeakAllocated. Every lamina allocation (parameters,
+// optimizer state, the activation arena, backend scratch, the cuBLASLt workspace) is a Buffer, so
+// on the GPU this is what torch.cuda.max_memory_allocated counts for PyTorch: not the CUDA context,
+// nor memory that NCCL or cuBLASLt allocate internally (DeviceBytesInUse shows those).
+struct AllocatedBytes {
+  size_t current = 0;
+  size_t peak = 0;
+};
+AllocatedBytes Allocated(Device device);
+void ResetPeakAllocated(Device device);
+
+// Bytes in use on the current GPU as the driver reports it (total less free): every process's
+// allocations, the CUDA context and the libraries' own. An error without CUDA or a GPU.
+absl::StatusOr<size_t> DeviceBytesInUse();
+
 // Copies between any two devices (host<->device through cudaMemcpy when built with CUDA). The copy
 // is ordered on the legacy default stream only: it does not wait for work on a backend's
 // non-blocking stream, so synchronise that first (Backend::Synchronize).

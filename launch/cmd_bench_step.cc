@@ -201,6 +201,16 @@ int RunBench(const std::string& cmd, bool per_rank) {
                                        replicated_state / 1048576.0).c_str()
                      : "",
                 (*model)->activation_bytes() / double(1 << 20));
+    // All of this process's buffers on the backend's device at their most (parameters, optimizer
+    // state, activations, scratch, the cuBLASLt workspace): what torch.cuda.max_memory_allocated
+    // reports for the PyTorch baseline. The driver's figure adds the CUDA context and what NCCL and
+    // cuBLASLt allocate internally.
+    std::printf("peak memory allocated per rank: %.1f MiB", Allocated(be.device()).peak / 1048576.0);
+    if (be.device() == Device::kCuda) {
+      absl::StatusOr<size_t> in_use = DeviceBytesInUse();
+      if (in_use.ok()) std::printf(" (in use on the GPU, as the driver counts it: %.1f MiB)", *in_use / 1048576.0);
+    }
+    std::printf("\n");
   }
   s = comm.Finish();
   if (!s.ok()) return ReportError(cmd, std::string(s.message()));

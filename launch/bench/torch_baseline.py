@@ -41,11 +41,16 @@ def main():
         raise SystemExit("give the model config file itself, not a run config that names it")
     if c.get("norm", "post") != "post":
         raise SystemExit("the HF baseline is Post-LN BERT only (norm: post)")
+    # lamina's model.activation: the erf GELU (HF "gelu") or its tanh form (HF "gelu_new").
+    hidden_act = {"gelu": "gelu", "gelu_tanh": "gelu_new"}.get(c.get("activation", "gelu"))
+    if hidden_act is None:
+        raise SystemExit(f"model.activation {c['activation']!r}: expected gelu or gelu_tanh")
     cfg = BertConfig(vocab_size=c["vocab_size"], hidden_size=c["hidden"], num_hidden_layers=c["layers"],
                      num_attention_heads=c["heads"], intermediate_size=c["ffn"],
                      max_position_embeddings=c["max_positions"], type_vocab_size=c["type_vocab"],
                      hidden_dropout_prob=c["hidden_dropout"], attention_probs_dropout_prob=c["attention_dropout"],
-                     layer_norm_eps=c["layer_norm_eps"], attn_implementation="sdpa")
+                     layer_norm_eps=c["layer_norm_eps"], hidden_act=hidden_act,
+                     attn_implementation="sdpa")
     dev = torch.device("cuda")
     model = BertForMaskedLM(cfg).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)

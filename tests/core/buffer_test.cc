@@ -69,6 +69,30 @@ TEST(FileUtil, AtomicWriteReplacesWholeFileAndLeavesNoTemporaries) {
   EXPECT_FALSE(WriteFileAtomic(dir + "/no/such/dir/x", "y").ok());
 }
 
+TEST(Buffer, AllocatedBytesFollowLiveBuffersAndKeepTheirPeak) {
+  const AllocatedBytes before = Allocated(Device::kCpu);
+  ResetPeakAllocated(Device::kCpu);
+  EXPECT_EQ(Allocated(Device::kCpu).peak, before.current);
+  {
+    auto a = Buffer::Allocate(Device::kCpu, 1000);
+    auto b = Buffer::Allocate(Device::kCpu, 3000);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(Allocated(Device::kCpu).current, before.current + 4000);
+    Buffer moved = *std::move(a);  // a move hands the bytes over: counted once, released once
+    *b = Buffer();                 // assigning over a buffer releases it
+    EXPECT_EQ(Allocated(Device::kCpu).current, before.current + 1000);
+    auto arena = Arena::Create(Device::kCpu, 5000);
+    ASSERT_TRUE(arena.ok());
+    EXPECT_EQ(Allocated(Device::kCpu).current, before.current + 6000);
+  }
+  const AllocatedBytes after = Allocated(Device::kCpu);
+  EXPECT_EQ(after.current, before.current);
+  EXPECT_EQ(after.peak, before.current + 6000);
+  ResetPeakAllocated(Device::kCpu);
+  EXPECT_EQ(Allocated(Device::kCpu).peak, before.current);
+  EXPECT_EQ(DeviceBytesInUse().ok(), CudaAvailable());
+}
+
 TEST(Buffer, CudaIsReportedAbsentOrUsable) {
   auto b = Buffer::Allocate(Device::kCuda, 1024);
   EXPECT_EQ(b.ok(), CudaAvailable()) << b.status();

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One lent GPU session's measurements, in two calls that each fit a device command's 10 minutes.
+# Here, first:
+#   ../shared/tools/device-deps.sh && tests/cuda/device_pack.sh devpack   # devpack/ in .git/info/exclude
+# There (each call carrying .deps and devpack):
+#   tests/cuda/device_session.sh $OUT check     # device_check.sh with the packed binaries: parity, the
+#                                               # timing test (op table, attention A/Bs), sanitizers,
+#                                               # the data-parallel GPU tests (~4 minutes)
+#   tests/cuda/device_session.sh $OUT compare   # launch/bench/compare.sh at seq 128 x 256 and 512 x 64:
+#                                               # Post-LN (both attention paths), Pre-LN, T-Fixup against
+#                                               # torch eager and compile, with peak memory (~6 minutes)
+# Logs go to OUT; each stage prints its summary. Exits non-zero when a stage fails.
+set -uo pipefail
+out=${1:?usage: device_session.sh OUTDIR check|compare}
+stage=${2:?usage: device_session.sh OUTDIR check|compare}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+pack=${LAMINA_DEVICE_PACK:-devpack}
+[[ -f $pack/bins.tar.xz ]] || { echo "device_session.sh: no $pack/bins.tar.xz (run tests/cuda/device_pack.sh $pack here first)" >&2; exit 2; }
+mkdir -p "$out"
+build=${LAMINA_DEVICE_BUILD:-/tmp/lamina-build}
+deps=$PWD/.deps/usr/lib/x86_64-linux-gnu
+export LD_LIBRARY_PATH=$deps:$deps/blas:$PWD/$pack/lib:${LD_LIBRARY_PATH:-}
+case $stage in
+  check)
+    LAMINA_DEVICE_PACK=$pack LAMINA_DEVICE_BUILD=$build tests/cuda/device_check.sh "$out"
+    ;;
+  compare)
+    if [[ ! -x $build/tests/lamina ]]; then
+      mkdir -p "$build/tests"
+      python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)" \
+        "$pack/bins.tar.xz" | tar xf - -C "$build/tests" || exit 1
+    fi
+    status=0
+    for shape in "256 128" "64 512"; do
+      read -r micro seq <<<"$shape"
+      LAMINA_EXE=$build/tests/lamina launch/bench/compare.sh launch/configs/model/bert-base.json "$micro" "$seq" \
+        >"$out/compare_${seq}.log" 2>&1 || status=1
+      echo "== seq $seq x micro-batch $micro"
+      grep -E "^lamina \(|^torch |^throughput|^peak memory|Error|error" "$out/compare_${seq}.log"
+    done
+    exit $status
+    ;;
+  *)
+    echo "device_session.sh: stage '$stage': expected check or compare" >&2
+    exit 2
+    ;;
+esac
