@@ -1,6 +1,7 @@
 #include "model/cuda/cublaslt.h"
 
 #include <cstdio>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
@@ -65,19 +66,18 @@ void MakeLayout(Layout& layout, cudaDataType_t type, int64_t rows, int64_t cols,
 }  // namespace
 
 CublasLt::~CublasLt() {
-  if (workspace_ != nullptr) cudaFree(workspace_);
   if (handle_ != nullptr) cublasLtDestroy(handle_);
 }
 
 absl::Status CublasLt::Init() {
   const cublasStatus_t st = cublasLtCreate(&handle_);
   if (st != CUBLAS_STATUS_SUCCESS) return absl::InternalError(absl::StrCat("cuBLASLt: cublasLtCreate: ", cublasLtGetStatusString(st)));
-  const cudaError_t err = cudaMalloc(&workspace_, kWorkspaceBytes);
-  if (err != cudaSuccess) {
-    workspace_ = nullptr;
-    return absl::ResourceExhaustedError(absl::StrCat("cuBLASLt: allocating its ", kWorkspaceBytes >> 20,
-                                                     " MiB workspace: ", cudaGetErrorString(err)));
+  absl::StatusOr<Buffer> workspace = Buffer::Allocate(Device::kCuda, kWorkspaceBytes);
+  if (!workspace.ok()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cuBLASLt: allocating its ", kWorkspaceBytes >> 20, " MiB workspace: ", workspace.status().message()));
   }
+  workspace_ = *std::move(workspace);
   return absl::OkStatus();
 }
 
@@ -92,18 +92,25 @@ bool CublasLt::SplitUnaligned(const GemmSpec& s, cudaStream_t stream) {
   const auto c_at = [&](int64_t elems) {
     return static_cast<void*>(static_cast<char*>(s.c) + elems * static_cast<int64_t>(DTypeSize(s.c_dtype)));
   };
+  const auto gelu_input_at = [&](int64_t elems) {
+    return s.gelu_input != nullptr ? static_cast<void*>(static_cast<uint16_t*>(s.gelu_input) + elems) : nullptr;
+  };
   GemmSpec head = s, rest = s;
   if (const int64_t n0 = aligned_part(s.n)) {
     head.n = n0;
     rest.n = s.n - n0;
     rest.b = bf16_at(s.b, s.trans_b ? n0 * s.ldb : n0);
     rest.c = c_at(n0);
+    rest.gelu_input = gelu_input_at(n0);
     if (s.bias != nullptr) rest.bias = bf16_at(s.bias, n0);
   } else if (const int64_t m0 = aligned_part(s.m)) {
     head.m = m0;
     rest.m = s.m - m0;
     rest.a = bf16_at(s.a, s.trans_a ? m0 : m0 * s.lda);
     rest.c = c_at(m0 * s.ldc);
+    rest.gelu_input = gelu_input_at(m0 * s.ldc);
+  } else if (s.gelu != GemmGelu::kNone) {
+    return false;  // a GELU applies to the whole sum over k: no split of k
   } else if (const int64_t k0 = aligned_part(s.k)) {
     head.k = k0;
     rest.k = s.k - k0;
@@ -135,13 +142,33 @@ void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
   LAMINA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
   LAMINA_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
-  const cublasLtEpilogue_t epilogue = s.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  const bool gelu = s.gelu != GemmGelu::kNone;
+  LAMINA_CHECK(gelu == (s.gelu_input != nullptr), "a GELU epilogue and its input go together");
+  LAMINA_CHECK(s.gelu != GemmGelu::kBackward || s.bias == nullptr, "the GELU backward epilogue takes no bias");
+  cublasLtEpilogue_t epilogue = s.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  if (s.gelu == GemmGelu::kForward)
+    epilogue = s.bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+  else if (s.gelu == GemmGelu::kBackward)
+    epilogue = CUBLASLT_EPILOGUE_DGELU;
   LAMINA_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
   if (s.bias != nullptr) {
     LAMINA_CHECK(s.c_dtype == DType::kBF16, "the bias epilogue is used with bf16 outputs only");
     LAMINA_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &s.bias, sizeof(s.bias)));
+  }
+  if (gelu) {
+    LAMINA_CHECK(s.c_dtype == DType::kBF16 && s.beta == 0.0f && s.batch == 1 && s.ldc % 8 == 0 &&
+                     Alignment(s.c) >= 16 && Alignment(s.gelu_input) >= 16,
+                 "the GELU epilogue needs a bf16 C, beta 0, batch 1, ldc a multiple of 8 (", s.ldc,
+                 ") and 16-byte aligned C and GELU input");
+    // The auxiliary matrix (written forward, read backward) has C's column-major shape (n rows) and
+    // leading dimension; its type defaults to C's (bf16).
+    const int64_t aux_ld = s.ldc;
+    LAMINA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                                       &s.gelu_input, sizeof(s.gelu_input)));
+    LAMINA_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
   }
   // Column-major shapes as stored: first operand (row-major B) and second (row-major A).
   Layout first, second, out;
@@ -167,7 +194,8 @@ void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
                 align_a,
                 align_b,
                 align_c,
-                s.beta != 0.0f};
+                s.beta != 0.0f,
+                static_cast<int64_t>(s.gelu)};
   auto it = algos_.find(key);
   if (it == algos_.end()) {
     Preference pref;
@@ -197,7 +225,7 @@ void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
     it = algos_.emplace(key, result.algo).first;
   }
   LAMINA_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.d, &s.alpha, s.b, first.l, s.a, second.l, &s.beta, s.c, out.l, s.c,
-                                     out.l, &it->second, workspace_, kWorkspaceBytes, stream));
+                                     out.l, &it->second, workspace_.data(), kWorkspaceBytes, stream));
 }
 
 }  // namespace lamina::cuda

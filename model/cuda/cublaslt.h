@@ -1,6 +1,7 @@
 // The one entry point for matrix products on the GPU: a cuBLASLt wrapper taking row-major
 // operands. bf16 A and B, fp32 accumulation and scaling, C/D in bf16 or fp32 (fp32 with beta = 1
-// accumulates parameter gradients across micro-steps), optional bias epilogue, strided batches.
+// accumulates parameter gradients across micro-steps), optional bias and GELU epilogues, strided
+// batches.
 #pragma once
 
 #include <cublasLt.h>
@@ -11,9 +12,12 @@
 #include <map>
 
 #include "absl/status/status.h"
+#include "core/buffer.h"
 #include "core/dtype.h"
 
 namespace lamina::cuda {
+
+enum class GemmGelu { kNone, kForward, kBackward };
 
 // C[m, n] = alpha * op(A)[m, k] op(B)[k, n] (+ bias[n] per row) + beta * C, all row-major.
 // op(A) = A^T when trans_a (A stored [k, m]), likewise for B.
@@ -29,6 +33,13 @@ struct GemmSpec {
   DType c_dtype = DType::kBF16;
   float alpha = 1.0f, beta = 0.0f;
   const void* bias = nullptr;  // bf16 [n], or null
+  // A tanh-form GELU in cuBLASLt's epilogue, with gelu_input a bf16 [m, n] matrix of row stride ldc:
+  //   kForward:  C = gelu(op(A) op(B) + bias), and gelu_input receives op(A) op(B) + bias, the
+  //              GELU's input that the backward pass reads (GELU_AUX(_BIAS));
+  //   kBackward: C = op(A) op(B) * gelu'(gelu_input) (DGELU; no bias).
+  // Needs a bf16 C, beta = 0, batch 1, and ldc a multiple of 8 with 16-byte aligned C and gelu_input.
+  GemmGelu gelu = GemmGelu::kNone;
+  void* gelu_input = nullptr;
   int batch = 1;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;  // in elements, when batch > 1
 };
@@ -51,9 +62,9 @@ class CublasLt {
   // Computes a product with a dimension that is not a multiple of 8 as two; false if it has none.
   bool SplitUnaligned(const GemmSpec& s, cudaStream_t stream);
 
-  using Key = std::array<int64_t, 18>;
+  using Key = std::array<int64_t, 19>;
   cublasLtHandle_t handle_ = nullptr;
-  void* workspace_ = nullptr;
+  Buffer workspace_;  // counted with the other allocations (Allocated)
   std::map<Key, cublasLtMatmulAlgo_t> algos_;
 };
 

@@ -247,6 +247,16 @@ class CudaBackend final : public Backend {
     }
     const TensorView& y = act != Activation::kNone ? pre_act : out;
     if (act != Activation::kNone) CheckMatrix(pre_act, m, n, "pre_act");
+    // The tanh GELU is cuBLASLt's own epilogue: out and pre_act from the product in one pass.
+    // Rows of a width that is not a multiple of 8 take the separate GELU kernel, as the erf form does.
+    if (EpilogueGelu(act, n, out, pre_act)) {
+      GemmSpec s = DenseGemm(false, true, m, n, k, Bf16(x, "x"), Bf16(w, "w"), out.data, DType::kBF16);
+      s.bias = b.empty() ? nullptr : b.data;
+      s.gelu = cuda::GemmGelu::kForward;
+      s.gelu_input = pre_act.data;
+      gemm_.Gemm(s, stream_);
+      return;
+    }
     // y = x W^T (+ b)
     GemmSpec s = DenseGemm(false, true, m, n, k, Bf16(x, "x"), Bf16(w, "w"), R(y, "out").data, y.dtype);
     s.ldc = pitch;  // padded rows (the logits) stay 16-byte aligned for the tensor-core kernels
@@ -257,34 +267,28 @@ class CudaBackend final : public Backend {
 
   void LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act, TensorView dx,
                       bool accumulate, TensorView dw, TensorView db) override {
-    const int64_t m = x.rows(), k = x.cols(), n = w.rows();
-    CheckMatrix(w, n, k, "w");
-    CheckMatrix(dw, n, k, "dw");
-    const int64_t pitch = RowPitch(dout, m, n, act == Activation::kNone, "dout");
-    if (!db.empty()) CheckNumel(db, n, "db");
-    if (act != Activation::kNone) {
-      // dpre over dout, and the bias gradient's column sums in the same pass.
-      CheckMatrix(pre_act, m, n, "pre_act");
-      cuda::LaunchGeluBackwardColumnSum(R(dout, "dout"), R(pre_act, "pre_act"), m, n, FormOf(act),
-                                        db.empty() ? nullptr : F32(db, "db"),
-                                        Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
-    } else if (!db.empty()) {
-      cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, pitch, F32(db, "db"),
-                                      Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
+    LinearBackwardImpl(dout, x, w, act, pre_act, dx, accumulate, dw, db, /*dx_gelu_input=*/{});
+  }
+
+  void LinearBackwardToPreActivation(TensorView dout, TensorView x, TensorView w, Activation input_act, TensorView pre,
+                                     TensorView dpre, TensorView dpre_bias, TensorView dw, TensorView db) override {
+    LAMINA_CHECK(input_act != Activation::kNone, "LinearBackwardToPreActivation needs the input's activation");
+    const int64_t m = x.rows(), k = x.cols();
+    CheckMatrix(pre, m, k, "pre");
+    CheckMatrix(dpre, m, k, "dpre");
+    if (!dpre_bias.empty()) CheckNumel(dpre_bias, k, "dpre_bias");
+    void* scratch = Scratch(cuda::ColumnSumScratchBytes(m, k));
+    if (EpilogueGelu(input_act, k, dpre, pre)) {
+      // dpre straight from the dx product's epilogue; then its column sums.
+      LinearBackwardImpl(dout, x, w, Activation::kNone, {}, dpre, false, dw, db, /*dx_gelu_input=*/pre);
+      if (!dpre_bias.empty())
+        cuda::LaunchColumnSumAccumulate(R(dpre, "dpre"), m, k, k, F32(dpre_bias, "dpre_bias"), scratch, stream_);
+    } else {
+      // dx, then the GELU backward in place with the column sums in the same pass.
+      LinearBackwardImpl(dout, x, w, Activation::kNone, {}, dpre, false, dw, db, /*dx_gelu_input=*/{});
+      cuda::LaunchGeluBackwardColumnSum(R(dpre, "dpre"), R(pre, "pre"), m, k, FormOf(input_act),
+                                        dpre_bias.empty() ? nullptr : F32(dpre_bias, "dpre_bias"), scratch, stream_);
     }
-    if (!dx.empty()) {
-      CheckMatrix(dx, m, k, "dx");
-      // dx = dpre W
-      GemmSpec s = DenseGemm(false, false, m, k, n, Bf16(dout, "dout"), Bf16(w, "w"), R(dx, "dx").data, dx.dtype);
-      s.lda = pitch;
-      s.beta = accumulate ? 1.0f : 0.0f;
-      gemm_.Gemm(s, stream_);
-    }
-    // dW += dpre^T x, accumulated in fp32
-    GemmSpec s = DenseGemm(true, false, n, k, m, Bf16(dout, "dout"), Bf16(x, "x"), F32(dw, "dw"), DType::kF32);
-    s.lda = pitch;
-    s.beta = 1.0f;
-    if (m > 0) gemm_.Gemm(s, stream_);
   }
 
   // ---- elementwise ----
@@ -431,6 +435,55 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // Whether a GELU of this form over rows of width n runs in a GEMM epilogue (cuBLASLt's is the
+  // tanh form) on these bf16 matrices: rows of a width that is not a multiple of 8, or views not
+  // 16-byte aligned, take the separate GELU kernels, as the erf form always does.
+  static bool EpilogueGelu(Activation act, int64_t n, const TensorView& c, const TensorView& gelu_input) {
+    const auto aligned16 = [](const TensorView& t) { return reinterpret_cast<uintptr_t>(t.data) % 16 == 0; };
+    return act == Activation::kGeluTanh && n % 8 == 0 && c.dtype == DType::kBF16 &&
+           gelu_input.dtype == DType::kBF16 && c.device == Device::kCuda && gelu_input.device == Device::kCuda &&
+           aligned16(c) && aligned16(gelu_input);
+  }
+
+  // LinearBackward; with dx_gelu_input non-empty, dx = (dpre W) * gelu_tanh'(dx_gelu_input) from
+  // the product's epilogue (EpilogueGelu must hold for dx and it).
+  void LinearBackwardImpl(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act,
+                          TensorView dx, bool accumulate, TensorView dw, TensorView db, TensorView dx_gelu_input) {
+    const int64_t m = x.rows(), k = x.cols(), n = w.rows();
+    CheckMatrix(w, n, k, "w");
+    CheckMatrix(dw, n, k, "dw");
+    const int64_t pitch = RowPitch(dout, m, n, act == Activation::kNone, "dout");
+    if (!db.empty()) CheckNumel(db, n, "db");
+    if (act != Activation::kNone) {
+      // dpre over dout, and the bias gradient's column sums in the same pass.
+      CheckMatrix(pre_act, m, n, "pre_act");
+      cuda::LaunchGeluBackwardColumnSum(R(dout, "dout"), R(pre_act, "pre_act"), m, n, FormOf(act),
+                                        db.empty() ? nullptr : F32(db, "db"),
+                                        Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
+    } else if (!db.empty()) {
+      cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, pitch, F32(db, "db"),
+                                      Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
+    }
+    if (!dx.empty()) {
+      CheckMatrix(dx, m, k, "dx");
+      // dx = dpre W
+      GemmSpec s = DenseGemm(false, false, m, k, n, Bf16(dout, "dout"), Bf16(w, "w"), R(dx, "dx").data, dx.dtype);
+      s.lda = pitch;
+      s.beta = accumulate ? 1.0f : 0.0f;
+      if (!dx_gelu_input.empty()) {
+        LAMINA_CHECK(!accumulate, "a GELU backward epilogue writes dx");
+        s.gelu = cuda::GemmGelu::kBackward;
+        s.gelu_input = dx_gelu_input.data;
+      }
+      gemm_.Gemm(s, stream_);
+    }
+    // dW += dpre^T x, accumulated in fp32
+    GemmSpec s = DenseGemm(true, false, n, k, m, Bf16(dout, "dout"), Bf16(x, "x"), F32(dw, "dw"), DType::kF32);
+    s.lda = pitch;
+    s.beta = 1.0f;
+    if (m > 0) gemm_.Gemm(s, stream_);
+  }
+
   struct Dims {
     int64_t batch, seq, hidden, head_dim;
   };
