@@ -9,6 +9,7 @@ using namespace flash;  // NOLINT: the kernels and their tile constants
 
 void CheckFlashShape(const FlashShape& s) {
   LAMINA_KERNEL_CHECK(FlashAttentionSupports(s.head_dim));
+  LAMINA_KERNEL_CHECK(s.warp_rows == 16 || s.warp_rows == 32);
   LAMINA_KERNEL_CHECK(s.batch > 0 && s.heads > 0 && s.seq > 0);
   LAMINA_KERNEL_CHECK(s.batch * s.heads < (1LL << 31) && s.seq < (1 << 30));
 }
@@ -27,13 +28,13 @@ void LaunchFlashAttentionForward(const FlashShape& s, const uint16_t* qkv, const
   LAMINA_KERNEL_CHECK(Aligned16({qkv, out, saved}));
   float* lse = static_cast<float*>(saved);
   uint32_t* keep_bits = SavedLayout(s.batch * s.heads, s.seq).KeepBits(saved);
-  const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
   const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
   const int H = heads * D;
-  LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    LaunchWithSmem(FlashForwardKernel<DP>, grid, kThreads, SmemBytes<ForwardSmem<DP>>(), stream, qkv, key_mask, T,
-                   heads, H, D, p, rng, out, lse, keep_bits);
-  });
+  LAMINA_DISPATCH_HEAD_DIM(D, DP, LAMINA_DISPATCH_WARP_TILES(s.warp_rows, DP, MT, {
+    const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile * MT)));
+    LaunchWithSmem(FlashForwardKernel<DP, MT>, grid, kThreads, SmemBytes<ForwardSmem<DP, MT>>(), stream, qkv,
+                   key_mask, T, heads, H, D, p, rng, out, lse, keep_bits);
+  }));
 }
 
 size_t FlashAttentionBackwardScratchBytes(const FlashShape& s) { return s.batch * s.heads * s.seq * sizeof(float); }
@@ -48,13 +49,14 @@ void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, con
   const int T = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), D = static_cast<int>(s.head_dim);
   const int H = heads * D;
   float* delta = static_cast<float*>(scratch);  // written by the dQ kernel, read by the dK/dV kernel
-  const dim3 grid(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(CeilDiv(s.seq, kTile)));
-  LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    LaunchWithSmem(FlashBackwardQueryKernel<DP>, grid, kThreads, SmemBytes<QuerySmem<DP>>(), stream, qkv, key_mask,
-                   dout, out, lse, keep_bits, T, heads, H, D, p, delta, dqkv);
-    LaunchWithSmem(FlashBackwardKeyKernel<DP>, grid, kThreads, SmemBytes<KeySmem<DP>>(), stream, qkv, key_mask, dout,
-                   lse, keep_bits, delta, T, heads, H, D, p, dqkv);
-  });
+  const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
+  LAMINA_DISPATCH_HEAD_DIM(D, DP, LAMINA_DISPATCH_WARP_TILES(s.warp_rows, DP, MT, {
+    const dim3 grid(bh, static_cast<unsigned>(CeilDiv(s.seq, kTile * MT)));
+    LaunchWithSmem(FlashBackwardQueryKernel<DP, MT>, grid, kThreads, SmemBytes<QuerySmem<DP, MT>>(), stream, qkv,
+                   key_mask, dout, out, lse, keep_bits, T, heads, H, D, p, delta, dqkv);
+    LaunchWithSmem(FlashBackwardKeyKernel<DP, MT>, grid, kThreads, SmemBytes<KeySmem<DP, MT>>(), stream, qkv,
+                   key_mask, dout, lse, keep_bits, delta, T, heads, H, D, p, dqkv);
+  }));
 }
 
 }  // namespace lamina::cuda

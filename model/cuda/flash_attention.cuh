@@ -4,12 +4,15 @@
 // probabilities from it. Same definition, masks and dropout stream as the reference
 // (model/cpu/attention.cc) and the GEMM path (model/cuda/attention.cu).
 //
-// Shapes: a block takes 64 queries (forward, dQ) or 64 keys (dK/dV) of one (batch, head) and
-// walks the other side in tiles of 64, loaded with cp.async one tile ahead of the one being
-// computed. Each of its 4 warps owns 16 of the block's rows: their operand fragments stay in
-// registers for the whole walk, and each step's [16, 64] score tile is an mma.sync accumulator
-// (model/cuda/mma.cuh) that is scaled, masked, exponentiated and dropped out in place, then
-// repacked as the bf16 A operand of the next product. Head dims are padded with zeros to DP, a
+// Shapes: a block takes 64 MT queries (forward, dQ) or 64 MT keys (dK/dV) of one (batch, head) and
+// walks the other side in steps (64 keys in the forward kernel; 64 / MT in the backward ones, whose
+// registers hold twice the tiles), loaded with cp.async one step ahead of the one being computed. Each of its 4 warps owns MT row tiles of 16
+// of the block's rows (MT = 1 or 2, FlashShape::warp_rows / 16): its operand fragments stay in
+// registers for the whole walk, and each step's [16, 64] score tiles are mma.sync accumulators
+// (model/cuda/mma.cuh) that are scaled, masked, exponentiated and dropped out in place, then
+// repacked as the bf16 A operands of the next product. With two row tiles a warp reads each B
+// fragment from shared memory once for two products: half the fragment loads per product, for
+// about twice the registers (fewer blocks per SM). Head dims are padded with zeros to DP, a
 // multiple of 16 (16, 32, 64 or 128).
 //
 // Backward without atomics, so results are deterministic: one kernel accumulates dK and dV for a
@@ -34,23 +37,25 @@
 namespace lamina::cuda::flash {
 namespace {
 
-constexpr int kTile = 64;  // rows of a block, and columns of a step
-constexpr int kWarps = 4;  // 16 rows each
+constexpr int kTile = 64;  // rows of a block per row tile of its warps; keys of a forward step and of a keep-bit tile
+constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kStepTiles = kTile / 8;  // C tiles across a warp's [16, 64] score tile
+constexpr int kGroup = 16;             // rows of an mma row tile; the keep bits' query groups
+constexpr int kStepTiles = kTile / 8;  // C tiles across a [16, 64] score tile
 constexpr float kLog2e = 1.4426950408889634f;
-// Blocks per SM that each kernel's launch bounds ask registers for. At DP <= 64 (BERT's heads) the
-// compiler then fits the forward kernel in 128 registers and the backward kernels in 168, with 16
-// bytes of stack each: 4 and 3 blocks per SM instead of 3 and 2 (156 and 180-240 registers
-// unbounded). At DP = 128 the same bounds spill 336-528 bytes, so it keeps one.
-template <int DP>
-constexpr int kForwardMinBlocks = DP <= 64 ? 4 : 1;
-template <int DP>
-constexpr int kBackwardMinBlocks = DP <= 64 ? 3 : 1;
+// Blocks per SM that each kernel's launch bounds ask registers for. At DP <= 64 (BERT's heads) and
+// one row tile per warp the compiler then fits the forward kernel in 128 registers and the backward
+// kernels in 168, with 16 bytes of stack each: 4 and 3 blocks per SM instead of 3 and 2 (156 and
+// 180-240 registers unbounded). Two row tiles per warp ask for 2 blocks (up to 255 registers). At
+// DP = 128 the bounds spill 336-528 bytes, so it keeps one.
+template <int DP, int MT>
+constexpr int kForwardMinBlocks = DP > 64 ? 1 : MT == 1 ? 4 : 2;
+template <int DP, int MT>
+constexpr int kBackwardMinBlocks = DP > 64 ? 1 : MT == 1 ? 3 : 2;
 
 template <int DP>
 struct Dims {
-  // bf16 [64, DP] operand tiles. The 16-byte pad keeps rows 16-byte aligned for ldmatrix and
+  // bf16 [rows, DP] operand tiles. The 16-byte pad keeps rows 16-byte aligned for ldmatrix and
   // cp.async, and puts the 8 rows an ldmatrix reads at once on different banks.
   static constexpr int kLd = DP + 8;
   static constexpr int kTileElems = kTile * kLd;
@@ -86,13 +91,13 @@ size_t SmemBytes() {
   return cur.used;
 }
 
-// Rows t0..t0+63 of one head's columns [0, D) of a bf16 matrix with row stride ld (from `base`,
-// the head's token 0), into a [64, DP] tile with cp.async; rows past T and columns past D are
-// zero-filled. The caller commits the group.
-template <int DP>
+// Rows t0..t0+ROWS-1 of one head's columns [0, D) of a bf16 matrix with row stride ld (from
+// `base`, the head's token 0), into a [ROWS, DP] tile with cp.async; rows past T and columns past D
+// are zero-filled. The caller commits the group.
+template <int DP, int ROWS = kTile>
 __device__ void LoadTileAsync(const bf16_t* base, int64_t ld, int t0, int T, int D, bf16_t* tile) {
   constexpr int kVecs = DP / 8;
-  for (int idx = threadIdx.x; idx < kTile * kVecs; idx += kThreads) {
+  for (int idx = threadIdx.x; idx < ROWS * kVecs; idx += kThreads) {
     const int r = idx / kVecs, c = (idx % kVecs) * 8;
     const bool valid = t0 + r < T && c < D;
     CopyAsync16(tile + r * Dims<DP>::kLd + c, valid ? base + static_cast<int64_t>(t0 + r) * ld + c : base, valid);
@@ -129,25 +134,28 @@ struct Dropout {
   }
 };
 
-// The keep bits of a dK/dV warp's transposed tile (keys 16 warp.. of the key tile, 64 queries),
-// from the 128 words the forward pass stored for the same query and key tiles (words[32 w + lane]
-// is RowMajorKeep of forward warp w's lane). Element c of C tile nt is key 16 warp + g + 8 (c >> 1)
-// and query 8 nt + 2t + (c & 1): the forward held it in warp nt >> 1, lane 4 (2t + (c & 1)) + (g >> 1),
-// as element 2 (nt & 1) + (g & 1) of C tile 2 warp + (c >> 1). Eight words per lane.
-__device__ __forceinline__ uint32_t TransposedKeep(const uint32_t* words, int warp) {
+// The keep bits of a dK/dV row tile's transposed scores: keys 16 kg.. of a 64-key tile (kg = 0..3)
+// against the 8 NT queries of 16-row query groups 0..NT/2-1, from the words the forward pass stored
+// for those groups and that key tile (words[32 group + lane] is RowMajorKeep of the forward's lane).
+// Element c of C tile nt is key 16 kg + g + 8 (c >> 1) and query 8 nt + 2t + (c & 1): the forward
+// held it in group nt >> 1, lane 4 (2t + (c & 1)) + (g >> 1), as element 2 (nt & 1) + (g & 1) of C
+// tile 2 kg + (c >> 1). Two words per lane and group.
+template <int NT>
+__device__ __forceinline__ uint32_t TransposedKeep(const uint32_t* words, int kg) {
+  static_assert(NT % 2 == 0 && NT <= 8, "bits 4 nt + c of one word");
   const int lane = static_cast<int>(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
   uint32_t keep = 0;
 #pragma unroll
-  for (int half = 0; half < 4; ++half)  // nt >> 1
+  for (int group = 0; group < NT / 2; ++group)  // nt >> 1
 #pragma unroll
     for (int odd = 0; odd < 2; ++odd) {  // c & 1
-      const uint32_t w = words[32 * half + 4 * (2 * t + odd) + (g >> 1)];
+      const uint32_t w = words[32 * group + 4 * (2 * t + odd) + (g >> 1)];
 #pragma unroll
       for (int nt1 = 0; nt1 < 2; ++nt1)
 #pragma unroll
         for (int hi = 0; hi < 2; ++hi) {  // c >> 1
-          const uint32_t bit = (w >> (4 * (2 * warp + hi) + 2 * nt1 + (g & 1))) & 1u;
-          keep |= bit << (4 * (2 * half + nt1) + 2 * hi + odd);
+          const uint32_t bit = (w >> (4 * (2 * kg + hi) + 2 * nt1 + (g & 1))) & 1u;
+          keep |= bit << (4 * (2 * group + nt1) + 2 * hi + odd);
         }
     }
   return keep;
@@ -157,26 +165,33 @@ __device__ __forceinline__ bool Kept(uint32_t keep, int nt, int c) { return ((ke
 
 // What the forward pass leaves in `saved` for the backward pass: one f32 logsumexp per query row
 // ([B * heads * T], log2 domain, +inf for a row with no key), then, from a 16-byte boundary, the
-// dropout keep bits it drew: one 32-bit word (RowMajorKeep) per thread of each forward block and
-// key step, [B * heads][query tile][key tile][128]. The backward kernels read these instead of
-// drawing again.
+// dropout keep bits it drew: one 32-bit word (RowMajorKeep) per lane for each 16-query group and
+// 64-key tile, [B * heads][groups][key tiles][32 lanes], whatever the kernels' block shapes. The
+// backward kernels read these instead of drawing again. The groups and key tiles are counted in
+// whole 128-row spans, so that every block of either shape finds its words without a bounds check.
+// The forward pass writes the words of all its blocks' groups and of the key tiles before T; words
+// of groups wholly past T, or unwritten, feed no result (those queries' logsumexps are +inf, their
+// dQ rows are not stored).
 struct SavedLayout {
+  int64_t groups, key_tiles;
   int64_t keep_at;  // byte offset of the keep words
   int64_t bytes;    // in all
   SavedLayout(int64_t batch_heads, int64_t T)
-      : keep_at((batch_heads * T * 4 + 15) / 16 * 16),
-        bytes(keep_at + batch_heads * ((T + kTile - 1) / kTile) * ((T + kTile - 1) / kTile) * kThreads * 4) {}
+      : groups(8 * ((T + 127) / 128)),
+        key_tiles(2 * ((T + 127) / 128)),
+        keep_at((batch_heads * T * 4 + 15) / 16 * 16),
+        bytes(keep_at + batch_heads * groups * key_tiles * 32 * 4) {}
   // The keep words of a record laid out this way (from its logsumexps, at `saved`).
   uint32_t* KeepBits(void* saved) const { return reinterpret_cast<uint32_t*>(static_cast<char*>(saved) + keep_at); }
   const uint32_t* KeepBits(const void* saved) const {
     return reinterpret_cast<const uint32_t*>(static_cast<const char*>(saved) + keep_at);
   }
 };
-// The keep word of this thread for query tile q_tile and key tile k_tile of (sequence, head) bh,
-// with T keys and queries.
-__device__ __forceinline__ int64_t KeepWord(int bh, int q_tile, int k_tile, int T) {
-  const int64_t tiles = (T + kTile - 1) / kTile;
-  return ((bh * tiles + q_tile) * tiles + k_tile) * kThreads + threadIdx.x;
+// The index of lane's keep word for query group `group` and key tile k_tile of (sequence, head) bh,
+// with T keys and queries (SavedLayout).
+__device__ __forceinline__ int64_t KeepWord(int bh, int group, int k_tile, int T, int lane) {
+  const int64_t spans = (T + 127) / 128;
+  return ((bh * 8 * spans + group) * 2 * spans + k_tile) * 32 + lane;
 }
 
 // What every kernel derives from its arguments and blockIdx.x: the (sequence, head) it works on,
@@ -208,9 +223,10 @@ struct BlockHead {
     return base + first_token * stride + col;
   }
 
-  // smask[j] = key_mask of key k0 + j of this sequence, 0 past its end.
+  // smask[j] = key_mask of key k0 + j (j < N) of this sequence, 0 past its end.
+  template <int N = kTile>
   __device__ void LoadKeyMask(const int32_t* key_mask, int k0, int T, int32_t* smask) const {
-    for (int j = threadIdx.x; j < kTile; j += kThreads)
+    for (int j = threadIdx.x; j < N; j += kThreads)
       smask[j] = k0 + j < T ? key_mask[static_cast<int64_t>(b) * T + k0 + j] : 0;
   }
 };
@@ -235,232 +251,289 @@ __device__ void StoreRows(const float (&c)[Dims<DP>::kOutTiles][4], const float 
   }
 }
 
-// The double-buffered K, V and key-mask tiles of a block that walks the keys (forward and dQ):
-// step i computes on buffer i % 2 while step i + 1 loads into the other.
-template <int DP>
+// The double-buffered K, V and key-mask tiles of a block that walks the keys (forward and dQ), ROWS
+// keys a step: step i computes on buffer i % 2 while step i + 1 loads into the other.
+template <int DP, int ROWS = kTile>
 struct KeyStepTiles {
   bf16_t* k[2];
   bf16_t* v[2];
   int32_t* mask[2];
   LAMINA_HD explicit KeyStepTiles(SmemCursor& cur) {
     for (int i = 0; i < 2; ++i) {
-      k[i] = cur.Take<bf16_t>(Dims<DP>::kTileElems);
-      v[i] = cur.Take<bf16_t>(Dims<DP>::kTileElems);
-      mask[i] = cur.Take<int32_t>(kTile);
+      k[i] = cur.Take<bf16_t>(ROWS * Dims<DP>::kLd);
+      v[i] = cur.Take<bf16_t>(ROWS * Dims<DP>::kLd);
+      mask[i] = cur.Take<int32_t>(ROWS);
     }
   }
-  // Starts loading keys k0..k0+63 into buffer `buf`, as one cp.async group.
+  // Starts loading keys k0..k0+ROWS-1 into buffer `buf`, as one cp.async group.
   __device__ void Load(const BlockHead& bk, const int32_t* key_mask, int k0, int T, int H, int D, int buf) const {
-    LoadTileAsync<DP>(bk.rows + H, bk.ld, k0, T, D, Pick(k, buf));
-    LoadTileAsync<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, Pick(v, buf));
-    bk.LoadKeyMask(key_mask, k0, T, Pick(mask, buf));
+    LoadTileAsync<DP, ROWS>(bk.rows + H, bk.ld, k0, T, D, Pick(k, buf));
+    LoadTileAsync<DP, ROWS>(bk.rows + 2 * H, bk.ld, k0, T, D, Pick(v, buf));
+    bk.LoadKeyMask<ROWS>(key_mask, k0, T, Pick(mask, buf));
     CommitAsync();
   }
 };
 
-template <int DP>
+template <int DP, int MT>
 struct ForwardSmem {
-  bf16_t* q;
+  bf16_t* q;  // the block's 64 MT queries
   KeyStepTiles<DP> keys;
-  LAMINA_HD explicit ForwardSmem(SmemCursor& cur) : q(cur.Take<bf16_t>(Dims<DP>::kTileElems)), keys(cur) {}
+  LAMINA_HD explicit ForwardSmem(SmemCursor& cur) : q(cur.Take<bf16_t>(MT * Dims<DP>::kTileElems)), keys(cur) {}
 };
 
-// grid (batch * heads, ceil(T / 64)). out: [B*T, H]; lse and keep_bits: SavedLayout (keep_bits
-// written only when p > 0).
-template <int DP>
-__global__ void __launch_bounds__(kThreads, kForwardMinBlocks<DP>)
+// grid (batch * heads, ceil(T / (64 MT))). out: [B*T, H]; lse and keep_bits: SavedLayout (keep_bits
+// written only when p > 0). Warp w's row tile mt is query group 4 MT blockIdx.y + MT w + mt.
+template <int DP, int MT>
+__global__ void __launch_bounds__(kThreads, kForwardMinBlocks<DP, MT>)
     FlashForwardKernel(const bf16_t* qkv, const int32_t* key_mask, int T, int heads, int H, int D, float p,
                        RngContext rng, bf16_t* out, float* lse, uint32_t* keep_bits) {
   using Dm = Dims<DP>;
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
-  const ForwardSmem<DP> sm(cur);
+  const ForwardSmem<DP, MT> sm(cur);
   const BlockHead bk(qkv, T, heads, H, D, p);
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
-  const int q0 = static_cast<int>(blockIdx.y) * kTile, row0 = q0 + 16 * warp;
+  const int q0 = static_cast<int>(blockIdx.y) * kTile * MT;
+  const int group0 = q0 / kGroup + MT * warp;  // of row tile 0; rows 16 group + 0..15
   const Dropout drop{rng, KeepThreshold16(p)};
-  LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
+  LoadTileAsync<DP, kTile * MT>(bk.rows, bk.ld, q0, T, D, sm.q);
   sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
+  // Where row tile mt's keep words go: key tile i's at keep_row[mt][32 i]. Groups wholly past T are
+  // written too (SavedLayout has room for every block's): their bits are drawn anyway, and a bounds
+  // check here cost the kernel registers.
+  uint32_t* keep_row[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+    keep_row[mt] = keep_bits + KeepWord(bk.bh, group0 + mt, 0, T, lane);
 
-  uint32_t qa[Dm::kSteps][4];
-  float o[Dm::kOutTiles][4] = {};
-  // Rows g and g + 8 of the warp's 16: running max (log2 domain) and this lane's part of the sum.
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  uint32_t qa[MT][Dm::kSteps][4];
+  float o[MT][Dm::kOutTiles][4] = {};
+  // Rows g and g + 8 of each row tile: running max (log2 domain) and this lane's part of the sum.
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
   for (int k0 = 0, step = 0; k0 < T; k0 += kTile, ++step) {
     const int buf = step & 1;
     WaitAsync<0>();
     __syncthreads();  // this step's tiles are in; every warp is done with the other buffer
     if (step == 0) {
 #pragma unroll
-      for (int k = 0; k < Dm::kSteps; ++k) LoadA(qa[k], sm.q, Dm::kLd, 16 * warp, 16 * k);
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int k = 0; k < Dm::kSteps; ++k) LoadA(qa[mt][k], sm.q, Dm::kLd, 16 * (MT * warp + mt), 16 * k);
     }
     if (k0 + kTile < T) sm.keys.Load(bk, key_mask, k0 + kTile, T, H, D, buf ^ 1);
     const bf16_t *k_tile = Pick(sm.keys.k, buf), *v_tile = Pick(sm.keys.v, buf);
     const int32_t* mask = Pick(sm.keys.mask, buf);
 
-    float s[kStepTiles][4] = {};
-    MmaABt<Dm::kSteps, kStepTiles>(s, qa, k_tile, Dm::kLd);
-    float tile_max[2] = {-INFINITY, -INFINITY};
+    float s[MT][kStepTiles][4] = {};
+    MmaABt(s, qa, k_tile, Dm::kLd);
+    uint32_t pa[MT][kStepTiles / 2][4];
 #pragma unroll
-    for (int nt = 0; nt < kStepTiles; ++nt)
+    for (int mt = 0; mt < MT; ++mt) {
+      float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const bool live = mask[8 * nt + 2 * t + (c & 1)] != 0;
-        s[nt][c] = live ? s[nt][c] * bk.scale_log2 : -INFINITY;
-        tile_max[c >> 1] = fmaxf(tile_max[c >> 1], s[nt][c]);
+      for (int nt = 0; nt < kStepTiles; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const bool live = mask[8 * nt + 2 * t + (c & 1)] != 0;
+          s[mt][nt][c] = live ? s[mt][nt][c] * bk.scale_log2 : -INFINITY;
+          tile_max[c >> 1] = fmaxf(tile_max[c >> 1], s[mt][nt][c]);
+        }
+      float base[2];  // what the exponents are taken from: the new max, or 0 while a row has no live key
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        const float m_new = fmaxf(m[mt][r], tile_max[r]);
+        base[r] = m_new == -INFINITY ? 0.0f : m_new;
+        const float corr = Exp2Approx(m[mt][r] - base[r]);
+        l[mt][r] *= corr;
+#pragma unroll
+        for (int n = 0; n < Dm::kOutTiles; ++n) o[mt][n][2 * r] *= corr, o[mt][n][2 * r + 1] *= corr;
+        m[mt][r] = m_new;
       }
-    float base[2];  // what the exponents are taken from: the new max, or 0 while a row has no live key
+      uint32_t keep = ~0u;
+      if (p > 0.0f) {
+        keep = drop.RowMajorKeep(static_cast<uint64_t>(bk.bh) * T + kGroup * (group0 + mt), k0, T);
+        keep_row[mt][32 * step] = keep;
+      }
+#pragma unroll
+      for (int nt = 0; nt < kStepTiles; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const float pv = Exp2Approx(s[mt][nt][c] - base[c >> 1]);
+          l[mt][c >> 1] += pv;
+          s[mt][nt][c] = Kept(keep, nt, c) ? pv * bk.keep_scale : 0.0f;
+        }
+      ToA<kStepTiles>(s[mt], pa[mt]);
+    }
+    MmaAB(o, pa, v_tile, Dm::kLd);
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    float inv[2];
+    const int row0 = kGroup * (group0 + mt);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-      const float m_new = fmaxf(m[r], tile_max[r]);
-      base[r] = m_new == -INFINITY ? 0.0f : m_new;
-      const float corr = Exp2Approx(m[r] - base[r]);
-      l[r] *= corr;
-#pragma unroll
-      for (int n = 0; n < Dm::kOutTiles; ++n) o[n][2 * r] *= corr, o[n][2 * r + 1] *= corr;
-      m[r] = m_new;
+      l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 1);
+      l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 2);
+      inv[r] = l[mt][r] > 0.0f ? 1.0f / l[mt][r] : 0.0f;  // a row with no unmasked key stays 0
+      const int qi = row0 + g + 8 * r;
+      if (t == 0 && qi < T)
+        lse[static_cast<int64_t>(bk.bh) * T + qi] = l[mt][r] > 0.0f ? m[mt][r] + log2f(l[mt][r]) : INFINITY;
     }
-    uint32_t keep = ~0u;
-    if (p > 0.0f) {
-      keep = drop.RowMajorKeep(static_cast<uint64_t>(bk.bh) * T + row0, k0, T);
-      keep_bits[KeepWord(bk.bh, static_cast<int>(blockIdx.y), step, T)] = keep;
-    }
-#pragma unroll
-    for (int nt = 0; nt < kStepTiles; ++nt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const float pv = Exp2Approx(s[nt][c] - base[c >> 1]);
-        l[c >> 1] += pv;
-        s[nt][c] = Kept(keep, nt, c) ? pv * bk.keep_scale : 0.0f;
-      }
-    uint32_t pa[kStepTiles / 2][4];
-    ToA<kStepTiles>(s, pa);
-    MmaAB<kStepTiles / 2, Dm::kOutTiles>(o, pa, v_tile, Dm::kLd);
+    StoreRows<DP>(o[mt], inv, bk.At(out, H), H, row0, T, D);
   }
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // a row with no unmasked key stays 0
-    const int qi = row0 + g + 8 * r;
-    if (t == 0 && qi < T) lse[static_cast<int64_t>(bk.bh) * T + qi] = l[r] > 0.0f ? m[r] + log2f(l[r]) : INFINITY;
-  }
-  StoreRows<DP>(o, inv, bk.At(out, H), H, row0, T, D);
 }
 
-template <int DP>
+// dQ blocks take 64 MT queries (MT row tiles per warp) and walk the keys in steps of 64 / MT, so
+// that the registers hold MT [16, DP] accumulators, Q and dO fragments, and 2 MT [16, 64 / MT]
+// score tiles.
+template <int MT>
+constexpr int kKeyStep = kTile / MT;
+
+template <int DP, int MT>
 struct QuerySmem {
   bf16_t* q;
   bf16_t* dout;
   float* delta;  // of the block's queries
-  KeyStepTiles<DP> keys;
+  KeyStepTiles<DP, kKeyStep<MT>> keys;
   LAMINA_HD explicit QuerySmem(SmemCursor& cur)
-      : q(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
-        dout(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
-        delta(cur.Take<float>(kTile)),
+      : q(cur.Take<bf16_t>(MT * Dims<DP>::kTileElems)),
+        dout(cur.Take<bf16_t>(MT * Dims<DP>::kTileElems)),
+        delta(cur.Take<float>(kTile * MT)),
         keys(cur) {}
 };
 
-// delta of queries q0..q0+63 (dO . O over the head's D columns; 0 past T) into smem_delta and,
+// delta of queries q0..q0+N-1 (dO . O over the head's D columns; 0 past T) into smem_delta and,
 // for those before T, the head's row of `delta` ([B * heads * T]). Two threads per query, each
 // taking alternate runs of 8 columns; they meet by a shuffle.
+template <int N>
 __device__ void QueryDeltas(const BlockHead& bk, const bf16_t* dout, const bf16_t* out, int q0, int T, int H, int D,
                             float* smem_delta, float* delta) {
-  static_assert(kThreads == 2 * kTile, "two threads per query");
-  const int i = static_cast<int>(threadIdx.x >> 1), half = static_cast<int>(threadIdx.x & 1);
-  const int64_t row = static_cast<int64_t>(q0 + i) * H;
-  float s = 0.0f;
-  if (q0 + i < T) {
-    const bf16_t *a = bk.At(dout, H) + row, *o = bk.At(out, H) + row;
-    for (int c = 8 * half; c < D; c += 16) {
-      float x[8], y[8];
-      Load8(a + c, x);
-      Load8(o + c, y);
+  static_assert(N % (kThreads / 2) == 0, "two threads per query");
+  const int half = static_cast<int>(threadIdx.x & 1);
+  for (int i = static_cast<int>(threadIdx.x >> 1); i < N; i += kThreads / 2) {
+    const int64_t row = static_cast<int64_t>(q0 + i) * H;
+    float s = 0.0f;
+    if (q0 + i < T) {
+      const bf16_t *a = bk.At(dout, H) + row, *o = bk.At(out, H) + row;
+      for (int c = 8 * half; c < D; c += 16) {
+        float x[8], y[8];
+        Load8(a + c, x);
+        Load8(o + c, y);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) s += x[k] * y[k];
+        for (int k = 0; k < 8; ++k) s += x[k] * y[k];
+      }
     }
-  }
-  s += __shfl_xor_sync(0xffffffffu, s, 1);
-  if (half == 0) {
-    smem_delta[i] = s;
-    if (q0 + i < T) delta[static_cast<int64_t>(bk.bh) * T + q0 + i] = s;
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    if (half == 0) {
+      smem_delta[i] = s;
+      if (q0 + i < T) delta[static_cast<int64_t>(bk.bh) * T + q0 + i] = s;
+    }
   }
 }
 
-// dQ for 64 queries of one (batch, head): grid (batch * heads, ceil(T / 64)).
+// dQ for 64 MT queries of one (batch, head): grid (batch * heads, ceil(T / (64 MT))).
 //   S = Q K^T, P = exp2(S * scale_log2 - lse), dP = (dO V^T) * M, dS = P (dP - delta), dQ = dS K / sqrt(D).
 // Writes delta ([B * heads * T]) for FlashBackwardKeyKernel, which must run after it.
-template <int DP>
-__global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP>)
+template <int DP, int MT>
+__global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP, MT>)
     FlashBackwardQueryKernel(const bf16_t* qkv, const int32_t* key_mask, const bf16_t* dout, const bf16_t* out,
                              const float* lse, const uint32_t* keep_bits, int T, int heads, int H, int D, float p,
                              float* delta, bf16_t* dqkv) {
   using Dm = Dims<DP>;
+  constexpr int kStep = kKeyStep<MT>;
+  constexpr int kNT = kStep / 8;  // C tiles across a [16, kStep] score tile
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
-  const QuerySmem<DP> sm(cur);
+  const QuerySmem<DP, MT> sm(cur);
   const BlockHead bk(qkv, T, heads, H, D, p);
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
-  const int q0 = static_cast<int>(blockIdx.y) * kTile, row0 = q0 + 16 * warp;
-  LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, sm.q);
-  LoadTileAsync<DP>(bk.At(dout, H), H, q0, T, D, sm.dout);
+  const int q0 = static_cast<int>(blockIdx.y) * kTile * MT;
+  const int group0 = q0 / kGroup + MT * warp;  // row tile mt: group0 + mt
+  LoadTileAsync<DP, kTile * MT>(bk.rows, bk.ld, q0, T, D, sm.q);
+  LoadTileAsync<DP, kTile * MT>(bk.At(dout, H), H, q0, T, D, sm.dout);
   sm.keys.Load(bk, key_mask, 0, T, H, D, 0);
-  QueryDeltas(bk, dout, out, q0, T, H, D, sm.delta, delta);  // while the tiles load
+  QueryDeltas<kTile * MT>(bk, dout, out, q0, T, H, D, sm.delta, delta);  // while the tiles load
 
-  float row_lse[2], row_delta[2];
+  float row_lse[MT][2], row_delta[MT][2];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int qi = row0 + g + 8 * r;
-    row_lse[r] = qi < T ? lse[static_cast<int64_t>(bk.bh) * T + qi] : INFINITY;
-  }
-  uint32_t qa[Dm::kSteps][4], da[Dm::kSteps][4];
-  float dq[Dm::kOutTiles][4] = {};
-  for (int k0 = 0, step = 0; k0 < T; k0 += kTile, ++step) {
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int qi = kGroup * (group0 + mt) + g + 8 * r;
+      row_lse[mt][r] = qi < T ? lse[static_cast<int64_t>(bk.bh) * T + qi] : INFINITY;
+    }
+  uint32_t qa[MT][Dm::kSteps][4], da[MT][Dm::kSteps][4];
+  float dq[MT][Dm::kOutTiles][4] = {};
+  for (int k0 = 0, step = 0; k0 < T; k0 += kStep, ++step) {
     const int buf = step & 1;
     WaitAsync<0>();
     __syncthreads();
     if (step == 0) {
 #pragma unroll
-      for (int k = 0; k < Dm::kSteps; ++k) {
-        LoadA(qa[k], sm.q, Dm::kLd, 16 * warp, 16 * k);
-        LoadA(da[k], sm.dout, Dm::kLd, 16 * warp, 16 * k);
+      for (int mt = 0; mt < MT; ++mt) {
+        const int row = 16 * (MT * warp + mt);
+#pragma unroll
+        for (int k = 0; k < Dm::kSteps; ++k) {
+          LoadA(qa[mt][k], sm.q, Dm::kLd, row, 16 * k);
+          LoadA(da[mt][k], sm.dout, Dm::kLd, row, 16 * k);
+        }
+        for (int r = 0; r < 2; ++r) row_delta[mt][r] = sm.delta[row + g + 8 * r];
       }
-      for (int r = 0; r < 2; ++r) row_delta[r] = sm.delta[16 * warp + g + 8 * r];
     }
-    if (k0 + kTile < T) sm.keys.Load(bk, key_mask, k0 + kTile, T, H, D, buf ^ 1);
+    if (k0 + kStep < T) sm.keys.Load(bk, key_mask, k0 + kStep, T, H, D, buf ^ 1);
     const bf16_t* k_tile = Pick(sm.keys.k, buf);
     const int32_t* mask = Pick(sm.keys.mask, buf);
 
-    // The forward pass's keep bits for this thread and step: the same blocks, warps and lanes.
-    const uint32_t keep = p > 0.0f ? keep_bits[KeepWord(bk.bh, static_cast<int>(blockIdx.y), step, T)] : ~0u;
-    float s[kStepTiles][4] = {}, dp[kStepTiles][4] = {};
-    MmaABt<Dm::kSteps, kStepTiles>(s, qa, k_tile, Dm::kLd);
-    MmaABt<Dm::kSteps, kStepTiles>(dp, da, Pick(sm.keys.v, buf), Dm::kLd);
+    // The forward pass's keep bits for this lane's query groups and this step's keys: C tiles
+    // kNT * (step % (64 / kStep)).. of the key tile's word.
+    uint32_t keep[MT];
 #pragma unroll
-    for (int nt = 0; nt < kStepTiles; ++nt)
+    for (int mt = 0; mt < MT; ++mt)
+      keep[mt] = p > 0.0f ? keep_bits[KeepWord(bk.bh, group0 + mt, k0 / kTile, T, lane)] >>
+                                (4 * kNT * (step % (kTile / kStep)))
+                          : ~0u;
+    float s[MT][kNT][4] = {}, dp[MT][kNT][4] = {};
+    MmaABt(s, qa, k_tile, Dm::kLd);
+    MmaABt(dp, da, Pick(sm.keys.v, buf), Dm::kLd);
+    uint32_t dsa[MT][kNT / 2][4];
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int r = c >> 1;
-        const bool live = mask[8 * nt + 2 * t + (c & 1)] != 0;
-        const float pv = live ? Exp2Approx(s[nt][c] * bk.scale_log2 - row_lse[r]) : 0.0f;
-        const float dpv = Kept(keep, nt, c) ? dp[nt][c] * bk.keep_scale : 0.0f;
-        s[nt][c] = pv * (dpv - row_delta[r]);  // dS
-      }
-    uint32_t dsa[kStepTiles / 2][4];
-    ToA<kStepTiles>(s, dsa);
-    MmaAB<kStepTiles / 2, Dm::kOutTiles>(dq, dsa, k_tile, Dm::kLd);
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int r = c >> 1;
+          const bool live = mask[8 * nt + 2 * t + (c & 1)] != 0;
+          const float pv = live ? Exp2Approx(s[mt][nt][c] * bk.scale_log2 - row_lse[mt][r]) : 0.0f;
+          const float dpv = Kept(keep[mt], nt, c) ? dp[mt][nt][c] * bk.keep_scale : 0.0f;
+          s[mt][nt][c] = pv * (dpv - row_delta[mt][r]);  // dS
+        }
+      ToA<kNT>(s[mt], dsa[mt]);
+    }
+    MmaAB(dq, dsa, k_tile, Dm::kLd);
   }
   const float scale[2] = {bk.scale, bk.scale};
-  StoreRows<DP>(dq, scale, bk.At(dqkv, bk.ld), bk.ld, row0, T, D);
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+    StoreRows<DP>(dq[mt], scale, bk.At(dqkv, bk.ld), bk.ld, kGroup * (group0 + mt), T, D);
 }
 
-template <int DP>
+// dK/dV blocks take 64 MT keys (MT row tiles per warp) and walk the queries in steps of 64 / MT,
+// so that the registers hold 2 MT [16, DP] accumulators and 2 MT [16, 64 / MT] score tiles.
+template <int MT>
+constexpr int kQueryStep = kTile / MT;
+
+template <int DP, int MT>
 struct KeySmem {
+  static constexpr int kKeyTiles = MT;                 // 64-key tiles of the block
+  static constexpr int kGroups = kQueryStep<MT> / kGroup;  // query groups of a step
+  static_assert(kKeyTiles * kGroups * 32 == kThreads, "one keep word per thread and step");
   bf16_t* k;
   bf16_t* v;
   int32_t* mask;  // of the block's keys
@@ -468,102 +541,124 @@ struct KeySmem {
   bf16_t* dout[2];
   float* lse[2];
   float* delta[2];
-  uint32_t* keep[2];  // the forward pass's keep words for the step's query tile and this key tile
+  uint32_t* keep[2];  // the forward's keep words for the step's query groups and the block's key tiles
   LAMINA_HD explicit KeySmem(SmemCursor& cur)
-      : k(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
-        v(cur.Take<bf16_t>(Dims<DP>::kTileElems)),
-        mask(cur.Take<int32_t>(kTile)) {
+      : k(cur.Take<bf16_t>(MT * Dims<DP>::kTileElems)),
+        v(cur.Take<bf16_t>(MT * Dims<DP>::kTileElems)),
+        mask(cur.Take<int32_t>(kTile * MT)) {
     for (int i = 0; i < 2; ++i) {
-      q[i] = cur.Take<bf16_t>(Dims<DP>::kTileElems);
-      dout[i] = cur.Take<bf16_t>(Dims<DP>::kTileElems);
-      lse[i] = cur.Take<float>(kTile);
-      delta[i] = cur.Take<float>(kTile);
-      keep[i] = cur.Take<uint32_t>(kThreads);
+      q[i] = cur.Take<bf16_t>(kQueryStep<MT> * Dims<DP>::kLd);
+      dout[i] = cur.Take<bf16_t>(kQueryStep<MT> * Dims<DP>::kLd);
+      lse[i] = cur.Take<float>(kQueryStep<MT>);
+      delta[i] = cur.Take<float>(kQueryStep<MT>);
+      keep[i] = cur.Take<uint32_t>(kThreads);  // [key tile][query group][lane]
     }
   }
 };
 
-// dK and dV for 64 keys of one (batch, head): grid (batch * heads, ceil(T / 64)). Each warp
-// computes the transposed tiles S^T = K Q^T and dP~^T = V dO^T for its 16 keys, then
+// dK and dV for 64 MT keys of one (batch, head): grid (batch * heads, ceil(T / (64 MT))). Each
+// warp computes, for each of its MT row tiles of 16 keys, the transposed tiles S^T = K Q^T and
+// dP~^T = V dO^T against a step's queries, then
 //   dV += (P * M)^T dO,  dK += dS^T Q / sqrt(D).
-template <int DP>
-__global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP>)
+// K's and V's fragments are read from shared memory at each step rather than held: the registers
+// go to the accumulators.
+template <int DP, int MT>
+__global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP, MT>)
     FlashBackwardKeyKernel(const bf16_t* qkv, const int32_t* key_mask, const bf16_t* dout, const float* lse,
                            const uint32_t* keep_bits, const float* delta, int T, int heads, int H, int D, float p,
                            bf16_t* dqkv) {
   using Dm = Dims<DP>;
+  using Sm = KeySmem<DP, MT>;
+  constexpr int kStep = kQueryStep<MT>;
+  constexpr int kNT = kStep / 8;  // C tiles across a [16, kStep] score tile
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
-  const KeySmem<DP> sm(cur);
+  const Sm sm(cur);
   const BlockHead bk(qkv, T, heads, H, D, p);
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
-  const int k0 = static_cast<int>(blockIdx.y) * kTile, kw = 16 * warp;  // this warp's keys: k0 + kw..
+  const int k0 = static_cast<int>(blockIdx.y) * kTile * MT, kw = 16 * MT * warp;  // this warp's keys: k0 + kw..
   auto load_queries = [&](int q0, int buf) {
-    LoadTileAsync<DP>(bk.rows, bk.ld, q0, T, D, Pick(sm.q, buf));
-    LoadTileAsync<DP>(bk.At(dout, H), H, q0, T, D, Pick(sm.dout, buf));
-    for (int i = threadIdx.x; i < kTile; i += kThreads) {
+    LoadTileAsync<DP, kStep>(bk.rows, bk.ld, q0, T, D, Pick(sm.q, buf));
+    LoadTileAsync<DP, kStep>(bk.At(dout, H), H, q0, T, D, Pick(sm.dout, buf));
+    for (int i = threadIdx.x; i < kStep; i += kThreads) {
       const bool valid = q0 + i < T;
       Pick(sm.lse, buf)[i] = valid ? lse[static_cast<int64_t>(bk.bh) * T + q0 + i] : INFINITY;
       Pick(sm.delta, buf)[i] = valid ? delta[static_cast<int64_t>(bk.bh) * T + q0 + i] : 0.0f;
     }
-    if (p > 0.0f)
-      Pick(sm.keep, buf)[threadIdx.x] = keep_bits[KeepWord(bk.bh, q0 / kTile, static_cast<int>(blockIdx.y), T)];
+    if (p > 0.0f) {
+      const int i = static_cast<int>(threadIdx.x);
+      Pick(sm.keep, buf)[i] = keep_bits[KeepWord(bk.bh, q0 / kGroup + (i / 32) % Sm::kGroups,
+                                                 k0 / kTile + i / (32 * Sm::kGroups), T, lane)];
+    }
     CommitAsync();
   };
-  LoadTileAsync<DP>(bk.rows + H, bk.ld, k0, T, D, sm.k);
-  LoadTileAsync<DP>(bk.rows + 2 * H, bk.ld, k0, T, D, sm.v);
-  bk.LoadKeyMask(key_mask, k0, T, sm.mask);
+  LoadTileAsync<DP, kTile * MT>(bk.rows + H, bk.ld, k0, T, D, sm.k);
+  LoadTileAsync<DP, kTile * MT>(bk.rows + 2 * H, bk.ld, k0, T, D, sm.v);
+  bk.LoadKeyMask<kTile * MT>(key_mask, k0, T, sm.mask);
   load_queries(0, 0);
 
-  bool key_live[2];  // keys kw + g and kw + g + 8
-  float dk[Dm::kOutTiles][4] = {}, dv[Dm::kOutTiles][4] = {};
-  for (int q0 = 0, step = 0; q0 < T; q0 += kTile, ++step) {
+  bool key_live[MT][2];  // keys kw + 16 mt + g and + 8
+  float dk[MT][Dm::kOutTiles][4] = {}, dv[MT][Dm::kOutTiles][4] = {};
+  for (int q0 = 0, step = 0; q0 < T; q0 += kStep, ++step) {
     const int buf = step & 1;
     WaitAsync<0>();
     __syncthreads();
     if (step == 0) {
-      key_live[0] = sm.mask[kw + g] != 0;
-      key_live[1] = sm.mask[kw + g + 8] != 0;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) key_live[mt][r] = sm.mask[kw + 16 * mt + g + 8 * r] != 0;
     }
-    if (q0 + kTile < T) load_queries(q0 + kTile, buf ^ 1);
+    if (q0 + kStep < T) load_queries(q0 + kStep, buf ^ 1);
     const bf16_t *q_tile = Pick(sm.q, buf), *dout_tile = Pick(sm.dout, buf);
     const float *step_lse = Pick(sm.lse, buf), *step_delta = Pick(sm.delta, buf);
 
-    // K's and V's fragments are read again at every step rather than held: the registers go to
-    // the four [16, 64] and [16, DP] accumulators.
-    float st[kStepTiles][4] = {}, dpt[kStepTiles][4] = {};
+    float st[MT][kNT][4] = {}, dpt[MT][kNT][4] = {};
     {
-      uint32_t a[Dm::kSteps][4];
+      uint32_t a[MT][Dm::kSteps][4];
 #pragma unroll
-      for (int k = 0; k < Dm::kSteps; ++k) LoadA(a[k], sm.k, Dm::kLd, kw, 16 * k);
-      MmaABt<Dm::kSteps, kStepTiles>(st, a, q_tile, Dm::kLd);
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int k = 0; k < Dm::kSteps; ++k) LoadA(a[k], sm.v, Dm::kLd, kw, 16 * k);
-      MmaABt<Dm::kSteps, kStepTiles>(dpt, a, dout_tile, Dm::kLd);
+        for (int k = 0; k < Dm::kSteps; ++k) LoadA(a[mt][k], sm.k, Dm::kLd, kw + 16 * mt, 16 * k);
+      MmaABt(st, a, q_tile, Dm::kLd);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int k = 0; k < Dm::kSteps; ++k) LoadA(a[mt][k], sm.v, Dm::kLd, kw + 16 * mt, 16 * k);
+      MmaABt(dpt, a, dout_tile, Dm::kLd);
     }
-    const uint32_t keep = p > 0.0f ? TransposedKeep(Pick(sm.keep, buf), warp) : ~0u;
+    uint32_t pa[MT][kNT / 2][4], dsa[MT][kNT / 2][4];
 #pragma unroll
-    for (int nt = 0; nt < kStepTiles; ++nt)
+    for (int mt = 0; mt < MT; ++mt) {
+      const int key_group = (kw + 16 * mt) / kGroup;  // within the block: key tile key_group / 4
+      const uint32_t keep = p > 0.0f ? TransposedKeep<kNT>(Pick(sm.keep, buf) + 32 * Sm::kGroups * (key_group / 4),
+                                                           key_group % 4)
+                                     : ~0u;
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int j = 8 * nt + 2 * t + (c & 1);  // query within the step
-        const float pv = key_live[c >> 1] ? Exp2Approx(st[nt][c] * bk.scale_log2 - step_lse[j]) : 0.0f;
-        const bool kept = Kept(keep, nt, c);
-        const float dpv = kept ? dpt[nt][c] * bk.keep_scale : 0.0f;
-        st[nt][c] = kept ? pv * bk.keep_scale : 0.0f;  // (P * M)^T
-        dpt[nt][c] = pv * (dpv - step_delta[j]);       // dS^T
-      }
-    uint32_t pa[kStepTiles / 2][4], dsa[kStepTiles / 2][4];
-    ToA<kStepTiles>(st, pa);
-    ToA<kStepTiles>(dpt, dsa);
-    MmaAB<kStepTiles / 2, Dm::kOutTiles>(dv, pa, dout_tile, Dm::kLd);
-    MmaAB<kStepTiles / 2, Dm::kOutTiles>(dk, dsa, q_tile, Dm::kLd);
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int j = 8 * nt + 2 * t + (c & 1);  // query within the step
+          const float pv = key_live[mt][c >> 1] ? Exp2Approx(st[mt][nt][c] * bk.scale_log2 - step_lse[j]) : 0.0f;
+          const bool kept = Kept(keep, nt, c);
+          const float dpv = kept ? dpt[mt][nt][c] * bk.keep_scale : 0.0f;
+          st[mt][nt][c] = kept ? pv * bk.keep_scale : 0.0f;  // (P * M)^T
+          dpt[mt][nt][c] = pv * (dpv - step_delta[j]);       // dS^T
+        }
+      ToA<kNT>(st[mt], pa[mt]);
+      ToA<kNT>(dpt[mt], dsa[mt]);
+    }
+    MmaAB(dv, pa, dout_tile, Dm::kLd);
+    MmaAB(dk, dsa, q_tile, Dm::kLd);
   }
   bf16_t* out = bk.At(dqkv, bk.ld);
   const float dk_scale[2] = {bk.scale, bk.scale}, dv_scale[2] = {1.0f, 1.0f};
-  StoreRows<DP>(dk, dk_scale, out + H, bk.ld, k0 + kw, T, D);
-  StoreRows<DP>(dv, dv_scale, out + 2 * H, bk.ld, k0 + kw, T, D);
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    StoreRows<DP>(dk[mt], dk_scale, out + H, bk.ld, k0 + kw + 16 * mt, T, D);
+    StoreRows<DP>(dv[mt], dv_scale, out + 2 * H, bk.ld, k0 + kw + 16 * mt, T, D);
+  }
 }
 
 // Runs the body with DP bound to the padded head dim.
@@ -580,6 +675,17 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP>)
   } else {                                   \
     constexpr int DP = 128;                  \
     __VA_ARGS__;                             \
+  }
+
+// Runs the body with MT bound to the row tiles per warp: warp_rows / 16 (1 or 2) for padded head
+// dims DP <= 64; wider heads keep one (two would spill 350-920 bytes of registers at DP = 128).
+#define LAMINA_DISPATCH_WARP_TILES(warp_rows, DP, MT, ...) \
+  if ((warp_rows) == 32 && (DP) <= 64) {                   \
+    constexpr int MT = (DP) <= 64 ? 2 : 1; /* no DP = 128 instance of MT = 2 */ \
+    __VA_ARGS__;                                           \
+  } else {                                                 \
+    constexpr int MT = 1;                                  \
+    __VA_ARGS__;                                           \
   }
 
 }  // namespace

@@ -118,6 +118,10 @@ void LaunchAttentionSoftmaxBackward(const uint16_t* ddropped, AttentionSoftmaxSa
 // ---- fused (flash) attention, model/cuda/flash_attention.cu ----
 struct FlashShape {
   int64_t batch, heads, seq, head_dim;
+  // Rows per warp of the kernels' own side (queries forward and for dQ, keys for dK/dV): 16 or 32
+  // (two mma row tiles sharing each shared-memory B fragment, for more registers; head dims over
+  // 64 keep 16; flash_attention.cuh). The results are the same bits either way.
+  int warp_rows = 16;
 };
 // Head dims the fused kernels take: multiples of 8 up to 128.
 bool FlashAttentionSupports(int64_t head_dim);

@@ -91,39 +91,67 @@ __device__ __forceinline__ void LoadA(uint32_t (&a)[4], const bf16_t* tile, int 
   LdMatrixX4(a, tile + (row0 + at.row) * ld + col0 + at.col);
 }
 
-// acc[16 x 8 NT] += A B with A as KS A fragments (16 x 16 KS) in registers and B read from a bf16
-// tile with row stride ld: stored [n][k] (kBStoredNK: B^T's rows, e.g. the keys of Q K^T) or
-// [k][n] (e.g. the values of P V, loaded transposed). B fragments come two n-tiles per ldmatrix.
-template <bool kBStoredNK, int KS, int NT>
-__device__ __forceinline__ void MmaAccumulate(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const bf16_t* b,
-                                              int ld) {
+// One k-step of acc[mt] += A_mt B for MT row tiles: A_mt's 16 x 16 fragment of this k-step is in
+// registers, B's 16 x (8 NT) slice of it is read from a bf16 tile with row stride ld, stored [n][k]
+// (kBStoredNK: B^T's rows, e.g. the keys of Q K^T) or [k][n] (e.g. the values of P V, loaded
+// transposed). B fragments come two n-tiles per ldmatrix and serve all MT row tiles: a warp with
+// two row tiles reads half the shared memory per product that a warp with one does.
+template <bool kBStoredNK, int MT, int NT>
+__device__ __forceinline__ void MmaKStep(float (&acc)[MT][NT][4], const uint32_t (&a)[MT][4], const bf16_t* b, int ld,
+                                         int k) {
   static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
   const int lane = static_cast<int>(threadIdx.x & 31);
   const LaneRow at = kBStoredNK ? QuarterOrderB(lane) : QuarterOrderA(lane);
 #pragma unroll
-  for (int k = 0; k < KS; ++k)
+  for (int n = 0; n < NT; n += 2) {
+    uint32_t f[4];  // n-tile n: f[0], f[1]; n-tile n + 1: f[2], f[3]
+    if constexpr (kBStoredNK)
+      LdMatrixX4(f, b + (n * 8 + at.row) * ld + k * 16 + at.col);
+    else
+      LdMatrixX4Trans(f, b + (k * 16 + at.row) * ld + n * 8 + at.col);
 #pragma unroll
-    for (int n = 0; n < NT; n += 2) {
-      uint32_t f[4];  // n-tile n: f[0], f[1]; n-tile n + 1: f[2], f[3]
-      if constexpr (kBStoredNK)
-        LdMatrixX4(f, b + (n * 8 + at.row) * ld + k * 16 + at.col);
-      else
-        LdMatrixX4Trans(f, b + (k * 16 + at.row) * ld + n * 8 + at.col);
-      MmaBf16(acc[n], a[k], f[0], f[1]);
-      MmaBf16(acc[n + 1], a[k], f[2], f[3]);
+    for (int mt = 0; mt < MT; ++mt) {
+      MmaBf16(acc[mt][n], a[mt], f[0], f[1]);
+      MmaBf16(acc[mt][n + 1], a[mt], f[2], f[3]);
     }
-}
-// acc += A B^T, B stored [n][k] (NT * 8 rows of 16 KS).
-template <int KS, int NT>
-__device__ __forceinline__ void MmaABt(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const bf16_t* b, int ld) {
-  MmaAccumulate<true>(acc, a, b, ld);
-}
-// acc += A B, B stored [k][n] (16 KS rows of NT * 8).
-template <int KS, int NT>
-__device__ __forceinline__ void MmaAB(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const bf16_t* b, int ld) {
-  MmaAccumulate<false>(acc, a, b, ld);
+  }
 }
 
+// acc[mt][16 x 8 NT] += A_mt B for MT row tiles, A_mt as KS fragments (16 x 16 KS) in registers.
+template <bool kBStoredNK, int MT, int KS, int NT>
+__device__ __forceinline__ void MmaAccumulate(float (&acc)[MT][NT][4], const uint32_t (&a)[MT][KS][4],
+                                              const bf16_t* b, int ld) {
+#pragma unroll
+  for (int k = 0; k < KS; ++k) {
+    uint32_t ak[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) ak[mt][r] = a[mt][k][r];
+    MmaKStep<kBStoredNK>(acc, ak, b, ld, k);
+  }
+}
+// acc[mt] += A_mt B^T, B stored [n][k] (NT * 8 rows of 16 KS).
+template <int MT, int KS, int NT>
+__device__ __forceinline__ void MmaABt(float (&acc)[MT][NT][4], const uint32_t (&a)[MT][KS][4], const bf16_t* b,
+                                       int ld) {
+  MmaAccumulate<true>(acc, a, b, ld);
+}
+// acc[mt] += A_mt B, B stored [k][n] (16 KS rows of NT * 8).
+template <int MT, int KS, int NT>
+__device__ __forceinline__ void MmaAB(float (&acc)[MT][NT][4], const uint32_t (&a)[MT][KS][4], const bf16_t* b,
+                                      int ld) {
+  MmaAccumulate<false>(acc, a, b, ld);
+}
+// The same for one row tile.
+template <int KS, int NT>
+__device__ __forceinline__ void MmaABt(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const bf16_t* b, int ld) {
+  MmaABt(reinterpret_cast<float(&)[1][NT][4]>(acc), reinterpret_cast<const uint32_t(&)[1][KS][4]>(a), b, ld);
+}
+template <int KS, int NT>
+__device__ __forceinline__ void MmaAB(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const bf16_t* b, int ld) {
+  MmaAB(reinterpret_cast<float(&)[1][NT][4]>(acc), reinterpret_cast<const uint32_t(&)[1][KS][4]>(a), b, ld);
+}
 // The C tiles of a 16 x 8 NT f32 result as the NT / 2 A fragments of the same matrix in bf16.
 template <int NT>
 __device__ __forceinline__ void ToA(const float (&c)[NT][4], uint32_t (&a)[NT / 2][4]) {

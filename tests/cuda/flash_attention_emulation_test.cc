@@ -31,10 +31,69 @@ namespace {
 
 #if LAMINA_EMULATE
 
-// Runs forward and backward of the fused kernels on CPU threads and of the reference, and
-// compares out, dq, dk and dv (each against its own norm) with the bf16 bound of the GPU tests.
-void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_dim, int64_t seq, float p) {
+// What one run of the kernels leaves: the forward output, the gradient and the forward record.
+struct FlashRun {
+  std::vector<uint16_t> out, dqkv;
+  std::vector<uint32_t> saved;
+};
+
+// What the backward kernels read of the forward pass's record for kept results: every logsumexp,
+// and the keep words of the query groups and key tiles that hold a row or key before T (the forward
+// pass also writes the words of its blocks' other groups, which depend on its block shape).
+std::vector<uint32_t> ReadPart(const std::vector<uint32_t>& saved, int64_t batch_heads, int64_t seq) {
+  const cuda::flash::SavedLayout layout(batch_heads, seq);
+  std::vector<uint32_t> part(saved.begin(), saved.begin() + batch_heads * seq);
+  const uint32_t* words = layout.KeepBits(saved.data());
+  for (int64_t bh = 0; bh < batch_heads; ++bh)
+    for (int64_t group = 0; group < (seq + 15) / 16; ++group)
+      for (int64_t tile = 0; tile < (seq + 63) / 64; ++tile)
+        for (int64_t lane = 0; lane < 32; ++lane)
+          part.push_back(words[((bh * layout.groups + group) * layout.key_tiles + tile) * 32 + lane]);
+  return part;
+}
+
+// Forward and backward of the fused kernels on CPU threads, on bf16 bits, with warp_rows rows per
+// warp in each kernel.
+FlashRun RunFlash(const std::vector<uint16_t>& qkv_b, const std::vector<uint16_t>& dout_b,
+                  const std::vector<int32_t>& mask, int64_t batch, int64_t heads, int64_t head_dim, int64_t seq,
+                  float p, const RngContext& rng, int warp_rows) {
   using namespace cuda::flash;  // NOLINT
+  const int64_t hidden = heads * head_dim, rows = batch * seq;
+  FlashRun run;
+  run.out.assign(rows * hidden, 0xffff);  // NaN: unwritten
+  run.dqkv.assign(rows * 3 * hidden, 0xffff);
+  // The forward pass's record (logsumexps, keep bits), poisoned: NaN logsumexps, all-ones bits.
+  const SavedLayout layout(batch * heads, seq);
+  run.saved.assign(static_cast<size_t>(layout.bytes) / 4, 0xffffffffu);
+  float* lse = reinterpret_cast<float*>(run.saved.data());
+  uint32_t* keep_bits = layout.KeepBits(run.saved.data());
+  std::vector<float> delta(batch * heads * seq, NAN);
+  const int T = static_cast<int>(seq), nh = static_cast<int>(heads), D = static_cast<int>(head_dim);
+  const int H = nh * D;
+  const unsigned gx = static_cast<unsigned>(batch * heads);
+  const auto gy = [&](int block_rows) { return static_cast<unsigned>((seq + block_rows - 1) / block_rows); };
+  LAMINA_DISPATCH_HEAD_DIM(D, DP, LAMINA_DISPATCH_WARP_TILES(warp_rows, DP, MT, {
+    emu::Launch(FlashForwardKernel<DP, MT>, gx, gy(kTile * MT), kThreads, SmemBytes<ForwardSmem<DP, MT>>(),
+                qkv_b.data(), mask.data(), T, nh, H, D, p, rng, run.out.data(), lse, keep_bits);
+  }));
+  // The forward output the backward pass reads is the kernels' own (bf16) one; the dQ kernel
+  // writes the deltas (poisoned: NaN) that the dK/dV kernel reads.
+  LAMINA_DISPATCH_HEAD_DIM(D, DP, LAMINA_DISPATCH_WARP_TILES(warp_rows, DP, MT, {
+    emu::Launch(FlashBackwardQueryKernel<DP, MT>, gx, gy(kTile * MT), kThreads, SmemBytes<QuerySmem<DP, MT>>(),
+                qkv_b.data(), mask.data(), dout_b.data(), run.out.data(), lse, keep_bits, T, nh, H, D, p,
+                delta.data(), run.dqkv.data());
+    emu::Launch(FlashBackwardKeyKernel<DP, MT>, gx, gy(kTile * MT), kThreads, SmemBytes<KeySmem<DP, MT>>(),
+                qkv_b.data(), mask.data(), dout_b.data(), lse, keep_bits, delta.data(), T, nh, H, D, p,
+                run.dqkv.data());
+  }));
+  return run;
+}
+
+// Runs forward and backward of the fused kernels and of the reference, and compares out, dq, dk and
+// dv (each against its own norm) with the bf16 bound of the GPU tests; then the same with two row
+// tiles per warp, which must give the same bits: each accumulator sees the same products in the
+// same order, and the keep bits have one layout.
+void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_dim, int64_t seq, float p) {
   const int64_t hidden = heads * head_dim, rows = batch * seq;
   char tag[96];
   std::snprintf(tag, sizeof tag, "B%ld heads%ld D%ld T%ld p%.2f", batch, heads, head_dim, seq, p);
@@ -60,43 +119,21 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
                          CpuF32(out.data(), {rows, hidden}), CpuF32(saved.data(), {static_cast<int64_t>(saved.size())}), heads, p, rng,
                          CpuF32(dqkv.data(), {rows, 3 * hidden}));
 
-  // The kernels, on bf16 bits.
   auto bits = [](const std::vector<float>& v) {
     std::vector<uint16_t> b(v.size());
     for (size_t i = 0; i < v.size(); ++i) b[i] = FloatToBf16Bits(v[i]);
     return b;
   };
   const std::vector<uint16_t> qkv_b = bits(qkv), dout_b = bits(dout);
-  std::vector<uint16_t> out_b(rows * hidden, 0xffff), dqkv_b(rows * 3 * hidden, 0xffff);  // NaN: unwritten
-  // The forward pass's record (logsumexps, keep bits), poisoned: NaN logsumexps, all-ones bits.
-  const SavedLayout layout(batch * heads, seq);
-  std::vector<uint32_t> saved_words(static_cast<size_t>(layout.bytes) / 4, 0xffffffffu);
-  float* lse = reinterpret_cast<float*>(saved_words.data());
-  uint32_t* keep_bits = layout.KeepBits(saved_words.data());
-  std::vector<float> delta(batch * heads * seq, NAN);
-  const int T = static_cast<int>(seq), nh = static_cast<int>(heads), D = static_cast<int>(head_dim);
-  const int H = nh * D;
-  const unsigned gx = static_cast<unsigned>(batch * heads), gy = static_cast<unsigned>((seq + kTile - 1) / kTile);
-  LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    emu::Launch(FlashForwardKernel<DP>, gx, gy, kThreads, SmemBytes<ForwardSmem<DP>>(), qkv_b.data(), mask.data(), T, nh, H,
-                D, p, rng, out_b.data(), lse, keep_bits);
-  });
-  // The forward output the backward pass reads is the kernels' own (bf16) one; the dQ kernel
-  // writes the deltas (poisoned: NaN) that the dK/dV kernel reads.
-  LAMINA_DISPATCH_HEAD_DIM(D, DP, {
-    emu::Launch(FlashBackwardQueryKernel<DP>, gx, gy, kThreads, SmemBytes<QuerySmem<DP>>(), qkv_b.data(), mask.data(),
-                dout_b.data(), out_b.data(), lse, keep_bits, T, nh, H, D, p, delta.data(), dqkv_b.data());
-    emu::Launch(FlashBackwardKeyKernel<DP>, gx, gy, kThreads, SmemBytes<KeySmem<DP>>(), qkv_b.data(), mask.data(),
-                dout_b.data(), lse, keep_bits, delta.data(), T, nh, H, D, p, dqkv_b.data());
-  });
+  const FlashRun run = RunFlash(qkv_b, dout_b, mask, batch, heads, head_dim, seq, p, rng, 16);
 
-  std::vector<float> got_out(out_b.size());
-  for (size_t i = 0; i < out_b.size(); ++i) got_out[i] = Bf16BitsToFloat(out_b[i]);
+  std::vector<float> got_out(run.out.size());
+  for (size_t i = 0; i < run.out.size(); ++i) got_out[i] = Bf16BitsToFloat(run.out[i]);
   const double out_err = testing::CudaParityTest::RelErr(got_out, out);
   std::printf("  %-28s out %.2e", tag, out_err);
   EXPECT_LE(out_err, 1e-2);
-  std::vector<float> got_dqkv(dqkv_b.size());
-  for (size_t i = 0; i < dqkv_b.size(); ++i) got_dqkv[i] = Bf16BitsToFloat(dqkv_b[i]);
+  std::vector<float> got_dqkv(run.dqkv.size());
+  for (size_t i = 0; i < run.dqkv.size(); ++i) got_dqkv[i] = Bf16BitsToFloat(run.dqkv[i]);
   for (int part = 0; part < 3; ++part) {
     const testing::AttentionPartError e =
         testing::AttentionGradPartError(got_dqkv, dqkv, rows, hidden, part, 1e-2, /*fused=*/true);
@@ -108,6 +145,12 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
   if (batch > 1) {
     for (int64_t j = 0; j < seq * hidden; ++j) ASSERT_EQ(got_out[seq * hidden + j], 0.0f) << "padded sequence";
   }
+
+  const FlashRun wide = RunFlash(qkv_b, dout_b, mask, batch, heads, head_dim, seq, p, rng, 32);
+  EXPECT_TRUE(wide.out == run.out) << "forward output with 32 rows per warp differs from 16";
+  EXPECT_TRUE(wide.dqkv == run.dqkv) << "gradient with 32 rows per warp differs from 16";
+  EXPECT_TRUE(ReadPart(wide.saved, batch * heads, seq) == ReadPart(run.saved, batch * heads, seq))
+      << "logsumexps or keep bits with 32 rows per warp differ from 16";
 }
 
 TEST(FlashAttentionEmulation, MatchesReferenceOnRandomShapes) {
@@ -123,6 +166,7 @@ TEST(FlashAttentionEmulation, BertHeadsAndEdges) {
   CheckFlash(gen, 2, 2, 8, 1, 0.1f);     // one token, the narrowest head (padded to 16)
   CheckFlash(gen, 2, 1, 128, 65, 0.2f);  // the widest head, one row into a second tile
   CheckFlash(gen, 3, 1, 40, 64, 0.0f);   // exactly one tile, a head padded from 40 to 64
+  CheckFlash(gen, 1, 1, 64, 200, 0.1f);  // blocks of 128 rows: one full, one partial
 }
 
 #else

@@ -2,12 +2,19 @@
 // reference. Bounds: ~1e-2 where the GPU stores a bf16 result, tighter where its path is fp32
 // end to end from identical inputs. Skipped when no GPU is present.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <vector>
 
 #include "core/philox.h"
+#include "model/cpu/gelu.h"
 #include "tests/cuda/parity_util.h"
+#if LAMINA_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "model/cuda/kernels.h"
+#endif
 
 namespace lamina::testing {
 namespace {
@@ -276,6 +283,47 @@ TEST_F(CudaOpsTest, LinearOddShapesMatchReference) {
       CheckLinear(*this, Int(1, 200), Int(1, 200), Int(1, 200), act, bias, Int(0, 1) == 1);
 }
 
+// The FFN's second layer's backward straight to the GELU's input: x = act(pre) [m, k], w [n, k].
+// dpre, the first layer's bias gradient and this layer's dw and db, from identical inputs.
+void CheckLinearToPreActivation(CudaParityTest& t, int64_t m, int64_t k, int64_t n, Activation act) {
+  const std::string tag = std::string(act == Activation::kGelu ? " gelu" : " gelu_tanh") + " m" + std::to_string(m) +
+                          " k" + std::to_string(k) + " n" + std::to_string(n);
+  Pair pre = t.Random({m, k}, DType::kBF16, 2.0f), x = t.Make({m, k}, DType::kBF16);
+  std::vector<float> xs = t.Cpu(pre);
+  for (float& v : xs) v = cpu::ActivationValue(act, v);
+  t.Set(x, xs);
+  Pair w = t.Random({n, k}, DType::kBF16, 0.2f), dout = t.Random({m, n}, DType::kBF16);
+  Pair dpre = t.Make({m, k}, DType::kBF16), dpre_bias = t.Random({k}, DType::kF32);
+  Pair dw = t.Random({n, k}, DType::kF32), db = t.Random({n}, DType::kF32);
+  t.cpu_->LinearBackwardToPreActivation(dout.cpu, x.cpu, w.cpu, act, pre.cpu, dpre.cpu, dpre_bias.cpu, dw.cpu, db.cpu);
+  t.gpu_->LinearBackwardToPreActivation(dout.gpu, x.gpu, w.gpu, act, pre.gpu, dpre.gpu, dpre_bias.gpu, dw.gpu, db.gpu);
+  t.ExpectClose(dpre, kBf16Bound, "LinearBackwardToPreActivation dpre" + tag);
+  t.ExpectClose(dpre_bias, kBf16Bound, "LinearBackwardToPreActivation dpre_bias" + tag);
+  t.ExpectClose(dw, 1e-5, "LinearBackwardToPreActivation dw" + tag);  // bf16 inputs, f32 sums on both sides
+  t.ExpectClose(db, 1e-5, "LinearBackwardToPreActivation db" + tag);
+}
+
+// Widths that are multiples of 8 take the tanh form's dGELU epilogue; others, and the erf form,
+// the separate kernel.
+TEST_F(CudaOpsTest, LinearBackwardToPreActivationMatchesReference) {
+  for (Activation act : {Activation::kGelu, Activation::kGeluTanh}) {
+    CheckLinearToPreActivation(*this, 8 * Int(1, 40), 8 * Int(1, 40), 8 * Int(1, 40), act);
+    CheckLinearToPreActivation(*this, Int(1, 200), Int(1, 200), Int(1, 200), act);
+    CheckLinearToPreActivation(*this, 37, 96, 64, act);  // rows not a multiple of 8: the wrapper's row split
+  }
+}
+
+// The tanh GELU runs in cuBLASLt's epilogue when the width is a multiple of 8: rows not a multiple
+// of 8 (the wrapper's row split carries the GELU input along), an unaligned k (no k split under a
+// GELU), and a width that takes the separate kernel instead.
+TEST_F(CudaOpsTest, LinearGeluTanhEpilogueEdgesMatchReference) {
+  for (bool bias : {true, false}) {
+    CheckLinear(*this, 37, 64, 96, Activation::kGeluTanh, bias, false);
+    CheckLinear(*this, 64, 37, 96, Activation::kGeluTanh, bias, true);
+    CheckLinear(*this, 64, 64, 100, Activation::kGeluTanh, bias, false);
+  }
+}
+
 // Attention on a [B*T, 3H] projection with padded sequences (one fully padded when B > 1), on
 // `gpu` (the fixture's GEMM-path backend or one with the fused kernels) against the reference.
 // Where the GEMM path runs (`fused` false) the dropped probabilities it keeps are compared with
@@ -296,12 +344,14 @@ void CheckAttention(CudaParityTest& t, Backend& gpu, bool fused, int64_t batch, 
   const int64_t cpu_saved = t.cpu_->AttentionSavedElems(batch, heads, seq, head_dim);
   const int64_t gpu_saved = gpu.AttentionSavedElems(batch, heads, seq, head_dim);
   // In bf16 elements from 16-byte boundaries. The fused kernels keep an f32 logsumexp per row,
-  // then one bit per score of whole 64 x 64 tiles: the forward pass's dropout decisions. The
+  // then the forward pass's dropout decisions as one bit per score of 16 x 64 tiles (one 32-bit
+  // word per lane of the warp that drew them), over whole 128-row spans. The
   // GEMM path keeps the scores and the dropped probabilities, an f32 logsumexp per row, then the
   // decisions as four words per row and 128 columns.
-  const int64_t bh = batch * heads, tiles = (seq + 63) / 64, scores = bh * seq * seq;
+  const int64_t bh = batch * heads, scores = bh * seq * seq;
   const int64_t part = (scores + 7) / 8 * 8, lse = (bh * seq * 4 + 15) / 16 * 8;
-  ASSERT_EQ(gpu_saved, fused ? lse + bh * tiles * tiles * 64 * 64 / 16
+  const int64_t spans = (seq + 127) / 128;  // keep words of whole 128-row spans (SavedLayout)
+  ASSERT_EQ(gpu_saved, fused ? lse + bh * 8 * spans * 2 * spans * 32 * 2
                              : 2 * part + lse + bh * seq * ((seq + 127) / 128) * 4 * 2);
   Pair saved = t.Make({cpu_saved}, DType::kBF16), out = t.Make({rows, hidden}, DType::kBF16);
   Pair gpu_only = t.Make({gpu_saved}, DType::kBF16);
@@ -369,6 +419,69 @@ TEST_F(CudaOpsTest, FlashAttentionMatchesReference) {
   CheckAttention(*this, *flash, true, 2, 1, 8, 1, 0.1f);     // one token
   CheckAttention(*this, *flash, true, 3, 2, 128, 65, 0.1f);  // the widest head, one row past a tile
 }
+
+#if LAMINA_WITH_CUDA
+// Two row tiles per warp in the fused kernels (FlashShape::warp_rows 32, the candidate
+// that awaits timing) compute each accumulator from the same products in the same order as one
+// (16, what the backend runs): the same bits, logsumexps and dropout bits included.
+TEST_F(CudaOpsTest, FlashAttentionWarpRowsGiveTheSameBits) {
+  for (const auto& [batch, heads, head_dim, seq] :
+       {std::array<int64_t, 4>{2, 2, 64, 128}, {3, 1, 64, Int(1, 300)}, {2, 2, 8 * Int(1, 16), Int(1, 200)}}) {
+    const int64_t hidden = heads * head_dim, rows = batch * seq;
+    const std::string tag = " B" + std::to_string(batch) + " heads" + std::to_string(heads) + " D" +
+                            std::to_string(head_dim) + " T" + std::to_string(seq);
+    std::vector<int32_t> mask(rows, 0);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t j = 0, len = b == 1 ? 0 : Int(1, seq); j < len; ++j) mask[b * seq + j] = 1;
+    const RngContext rng{static_cast<uint64_t>(Int(0, 1 << 30)), MakeStream(7, 2, 1), static_cast<uint64_t>(Int(0, 5))};
+    Pair key_mask = Ints({batch, seq}, mask), qkv = Random({rows, 3 * hidden}, DType::kBF16, 2.0f);
+    Pair dout = Random({rows, hidden}, DType::kBF16);
+    cuda::FlashShape shape{batch, heads, seq, head_dim};
+    const int64_t saved_elems = static_cast<int64_t>(cuda::FlashAttentionSavedBytes(shape) / 2);
+    const int64_t scratch_elems = static_cast<int64_t>(cuda::FlashAttentionBackwardScratchBytes(shape) / 2);
+    const float p = 0.1f;
+    std::vector<uint8_t> results[2][3];  // [16, 32 rows][out, saved, dqkv], as bytes
+    for (int w = 0; w < 2; ++w) {
+      shape.warp_rows = w == 0 ? 16 : 32;
+      // NaN-filled (Make), so anything one run writes and the other does not shows.
+      Pair out = Make({rows, hidden}, DType::kBF16), saved = Make({saved_elems}, DType::kBF16);
+      Pair scratch = Make({scratch_elems}, DType::kBF16), dqkv = Make({rows, 3 * hidden}, DType::kBF16);
+      cuda::LaunchFlashAttentionForward(shape, qkv.gpu.as<uint16_t>(), key_mask.gpu.as<int32_t>(), p, rng,
+                                        out.gpu.as<uint16_t>(), saved.gpu.data, nullptr);
+      cuda::LaunchFlashAttentionBackward(shape, dout.gpu.as<uint16_t>(), qkv.gpu.as<uint16_t>(),
+                                         key_mask.gpu.as<int32_t>(), out.gpu.as<uint16_t>(), saved.gpu.data, p,
+                                         dqkv.gpu.as<uint16_t>(), scratch.gpu.data, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const Pair* parts[3] = {&out, &saved, &dqkv};
+      for (int i = 0; i < 3; ++i) {
+        results[w][i].resize(parts[i]->gpu.bytes());
+        ASSERT_TRUE(CopyBytes(results[w][i].data(), Device::kCpu, parts[i]->gpu.data, Device::kCuda,
+                              results[w][i].size())
+                        .ok());
+      }
+    }
+    // Of the forward pass's record, what the backward kernels read for kept results: the
+    // logsumexps, and the keep words of groups and key tiles before T (flash_attention.cuh,
+    // SavedLayout: [B * heads][8 per 128 rows][2 per 128 keys][32], from a 16-byte boundary).
+    for (int w = 0; w < 2; ++w) {
+      const std::vector<uint8_t> saved = results[w][1];
+      const int64_t bh = batch * heads, spans = (seq + 127) / 128, keep_at = (bh * seq * 4 + 15) / 16 * 16;
+      std::vector<uint8_t> part(saved.begin(), saved.begin() + bh * seq * 4);
+      for (int64_t h = 0; h < bh; ++h)
+        for (int64_t group = 0; group < (seq + 15) / 16; ++group)
+          for (int64_t tile = 0; tile < (seq + 63) / 64; ++tile) {
+            const int64_t at = keep_at + (((h * 8 * spans + group) * 2 * spans + tile) * 32) * 4;
+            part.insert(part.end(), saved.begin() + at, saved.begin() + at + 32 * 4);
+          }
+      results[w][1] = part;
+    }
+    const char* what[3] = {"forward output", "logsumexps and keep bits", "gradient"};
+    for (int i = 0; i < 3; ++i)
+      EXPECT_TRUE(results[0][i] == results[1][i])
+          << what[i] << " with 32 rows per warp differs from 16" << tag << " seed " << seed_;
+  }
+}
+#endif  // LAMINA_WITH_CUDA
 
 // Heads the fused kernels do not take run on the GEMM path of the same backend.
 TEST_F(CudaOpsTest, FlashAttentionFallsBackForOddHeads) {

@@ -10,10 +10,16 @@
 #include <random>
 #include <vector>
 
+#include "core/status.h"
 #include "gtest/gtest.h"
 #include "model/backend.h"
 #include "model/bert.h"
 #include "model/optimizer.h"
+#if LAMINA_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "model/cuda/kernels.h"
+#endif
 
 namespace lamina {
 namespace {
@@ -189,8 +195,14 @@ TEST_F(CudaTimingTest, BertBaseOps) {
   rows.push_back({"Linear fwd FFN-in (bias+GELU)",
                   TimeMs([&] { gpu_->LinearForward(x, w1, b1, Activation::kGelu, pre, h1); }), gemm_flops(M, F, H),
                   2.0 * (M * H + 3 * M * F)});
+  rows.push_back({"Linear fwd FFN-in (bias+GELU tanh, cuBLASLt epilogue)",
+                  TimeMs([&] { gpu_->LinearForward(x, w1, b1, Activation::kGeluTanh, pre, h1); }),
+                  gemm_flops(M, F, H), 2.0 * (M * H + 2 * M * F)});
   rows.push_back({"Linear bwd FFN-in (GELU, dx, dW, db)",
                   TimeMs([&] { gpu_->LinearBackward(h1, x, w1, Activation::kGelu, pre, dx, false, dw1, db1); }),
+                  2 * gemm_flops(M, F, H), 2.0 * (4 * M * F + 2 * M * H)});
+  rows.push_back({"Linear bwd FFN-in (GELU tanh, dx, dW, db)",
+                  TimeMs([&] { gpu_->LinearBackward(h1, x, w1, Activation::kGeluTanh, pre, dx, false, dw1, db1); }),
                   2 * gemm_flops(M, F, H), 2.0 * (4 * M * F + 2 * M * H)});
   // Bytes per score, all bf16: forward, the scores written and read, the dropped probabilities
   // written and read (4 x 2); backward, their gradient written and read, the scores read, dscores
@@ -254,6 +266,47 @@ TEST_F(CudaTimingTest, AttentionKernels) {
                 (ms[0][0] + ms[0][1]) / (ms[1][0] + ms[1][1]));
   }
 }
+
+#if LAMINA_WITH_CUDA
+// The fused kernels with one and with two row tiles per warp (FlashShape::warp_rows 16, what the
+// backend runs, and 32, the candidate), called directly at BERT-base heads: the A/B that decides.
+TEST_F(CudaTimingTest, FlashAttentionWarpRows) {
+  const int64_t H = 768, heads = 12, D = H / heads;
+  const RngContext rng{1, 2, 0};
+  std::printf("\n%-30s %12s %12s %12s %12s\n", "flash attention, p = 0.1", "fwd 16 rows", "fwd 32 rows",
+              "bwd 16 rows", "bwd 32 rows");
+  for (const auto& [B, T] : {std::pair<int64_t, int64_t>{256, 128}, {64, 512}}) {
+    const int64_t M = B * T;
+    cuda::FlashShape shape{B, heads, T, D};
+    TensorView qkv = Tensor(DType::kBF16, {M, 3 * H}, 2.0f), out = Tensor(DType::kBF16, {M, H});
+    TensorView dout = Tensor(DType::kBF16, {M, H}), dqkv = Tensor(DType::kBF16, {M, 3 * H});
+    TensorView mask = Tensor(DType::kI32, {B, T});
+    std::vector<int32_t> ones(M, 1);
+    gpu_->CopyFromHostI32(ones.data(), mask);
+    TensorView saved = Tensor(DType::kI32, {static_cast<int64_t>(cuda::FlashAttentionSavedBytes(shape) / 4)});
+    TensorView scratch =
+        Tensor(DType::kI32, {static_cast<int64_t>(cuda::FlashAttentionBackwardScratchBytes(shape) / 4)});
+    gpu_->Synchronize();
+    double ms[2][2];
+    for (int w = 0; w < 2; ++w) {
+      shape.warp_rows = w == 0 ? 16 : 32;
+      ms[0][w] = TimeMs([&] {
+        cuda::LaunchFlashAttentionForward(shape, qkv.as<uint16_t>(), mask.as<int32_t>(), 0.1f, rng,
+                                          out.as<uint16_t>(), saved.data, nullptr);
+        LAMINA_CHECK(cudaDeviceSynchronize() == cudaSuccess, "flash forward");
+      });
+      ms[1][w] = TimeMs([&] {
+        cuda::LaunchFlashAttentionBackward(shape, dout.as<uint16_t>(), qkv.as<uint16_t>(), mask.as<int32_t>(),
+                                           out.as<uint16_t>(), saved.data, 0.1f, dqkv.as<uint16_t>(), scratch.data,
+                                           nullptr);
+        LAMINA_CHECK(cudaDeviceSynchronize() == cudaSuccess, "flash backward");
+      });
+    }
+    std::printf("B=%-4ld T=%-4ld per layer, ms     %12.3f %12.3f %12.3f %12.3f  (x12: %.1f -> %.1f ms)\n", B, T,
+                ms[0][0], ms[0][1], ms[1][0], ms[1][1], 12 * (ms[0][0] + ms[1][0]), 12 * (ms[0][1] + ms[1][1]));
+  }
+}
+#endif  // LAMINA_WITH_CUDA
 
 TEST_F(CudaTimingTest, BertBaseMlmTrainingStep) {
   for (AttentionKernel kernel : {AttentionKernel::kGemm, AttentionKernel::kFlash}) {
