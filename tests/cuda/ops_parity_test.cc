@@ -313,6 +313,42 @@ TEST_F(CudaOpsTest, LinearBackwardToPreActivationMatchesReference) {
   }
 }
 
+// The parity bounds (relative to a tensor's norm) cannot tell the two GELU forms apart: they differ
+// by 4.7e-4 at most. On [-4, -3.25] they differ by 20-80% of the value and 8-50% of the slope, which
+// an element-by-element comparison sees: cuBLASLt's epilogues must compute the tanh form, as the
+// reference does. x = 0 makes every row of pre the bias; an FFN-out whose dx product is all ones
+// makes dpre the slope.
+TEST_F(CudaOpsTest, GeluTanhEpiloguesComputeTheTanhForm) {
+  const int64_t m = 16, k = 64, n = 64, n2 = 8;
+  std::vector<float> bias(n);
+  for (int64_t j = 0; j < n; ++j) bias[j] = RoundBf16(-4.0f + 0.75f * static_cast<float>(j) / (n - 1));
+  Pair x = Make({m, k}, DType::kBF16), w = Random({n, k}, DType::kBF16, 0.2f), b = Make({n}, DType::kBF16);
+  Set(x, std::vector<float>(m * k, 0.0f));
+  Set(b, bias);
+  Pair pre = Make({m, n}, DType::kBF16), out = Make({m, n}, DType::kBF16);
+  gpu_->LinearForward(x.gpu, w.gpu, b.gpu, Activation::kGeluTanh, pre.gpu, out.gpu);
+  Pair dout = Make({m, n2}, DType::kBF16), w2 = Make({n2, n}, DType::kBF16);
+  Set(dout, std::vector<float>(m * n2, 1.0f));
+  Set(w2, std::vector<float>(n2 * n, 1.0f / n2));  // dout W2 = 1 exactly
+  Pair dpre = Make({m, n}, DType::kBF16), dpre_bias = Make({n}, DType::kF32), dw2 = Make({n2, n}, DType::kF32);
+  Pair db2 = Make({n2}, DType::kF32);
+  Set(dpre_bias, std::vector<float>(n, 0.0f));
+  Set(dw2, std::vector<float>(n2 * n, 0.0f));
+  Set(db2, std::vector<float>(n2, 0.0f));
+  gpu_->LinearBackwardToPreActivation(dout.gpu, out.gpu, w2.gpu, Activation::kGeluTanh, pre.gpu, dpre.gpu,
+                                      dpre_bias.gpu, dw2.gpu, db2.gpu);
+  const std::vector<float> got_pre = Gpu(pre), got_out = Gpu(out), got_slope = Gpu(dpre);
+  for (int64_t i = 0; i < m * n; ++i) {
+    const float z = bias[i % n];
+    const float value = cpu::GeluTanhValue(z), slope = cpu::GeluTanhDerivative(z);
+    ASSERT_GT(std::fabs(cpu::GeluValue(z) - value), 0.15f * std::fabs(value)) << z;  // the test can tell
+    ASSERT_GT(std::fabs(cpu::GeluDerivative(z) - slope), 0.06f * std::fabs(slope)) << z;
+    EXPECT_EQ(got_pre[i], z) << "pre_act [" << i << "]";
+    EXPECT_NEAR(got_out[i], value, 0.02f * std::fabs(value)) << "gelu_tanh(" << z << ") [" << i << "]";
+    EXPECT_NEAR(got_slope[i], slope, 0.02f * std::fabs(slope)) << "gelu_tanh'(" << z << ") [" << i << "]";
+  }
+}
+
 // The tanh GELU runs in cuBLASLt's epilogue when the width is a multiple of 8: rows not a multiple
 // of 8 (the wrapper's row split carries the GELU input along), an unaligned k (no k split under a
 // GELU), and a width that takes the separate kernel instead.
