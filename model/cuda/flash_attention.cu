@@ -10,6 +10,7 @@ using namespace flash;  // NOLINT: the kernels and their tile constants
 void CheckFlashShape(const FlashShape& s) {
   LAMINA_KERNEL_CHECK(FlashAttentionSupports(s.head_dim));
   LAMINA_KERNEL_CHECK(s.warp_rows == 16 || s.warp_rows == 32);
+  LAMINA_KERNEL_CHECK(!s.hold_key_fragments || s.warp_rows == 16);
   LAMINA_KERNEL_CHECK(s.batch > 0 && s.heads > 0 && s.seq > 0);
   LAMINA_KERNEL_CHECK(s.batch * s.heads < (1LL << 31) && s.seq < (1 << 30));
 }
@@ -54,8 +55,14 @@ void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, con
     const dim3 grid(bh, static_cast<unsigned>(CeilDiv(s.seq, kTile * MT)));
     LaunchWithSmem(FlashBackwardQueryKernel<DP, MT>, grid, kThreads, SmemBytes<QuerySmem<DP, MT>>(), stream, qkv,
                    key_mask, dout, out, lse, keep_bits, T, heads, H, D, p, delta, dqkv);
-    LaunchWithSmem(FlashBackwardKeyKernel<DP, MT>, grid, kThreads, SmemBytes<KeySmem<DP, MT>>(), stream, qkv,
-                   key_mask, dout, lse, keep_bits, delta, T, heads, H, D, p, dqkv);
+    if (MT == 1 && DP <= 64 && s.hold_key_fragments) {
+      constexpr bool kHold = MT == 1 && DP <= 64;  // no instance the condition excludes
+      LaunchWithSmem(FlashBackwardKeyKernel<DP, MT, kHold>, grid, kThreads, SmemBytes<KeySmem<DP, MT, kHold>>(),
+                     stream, qkv, key_mask, dout, lse, keep_bits, delta, T, heads, H, D, p, dqkv);
+    } else {
+      LaunchWithSmem(FlashBackwardKeyKernel<DP, MT, false>, grid, kThreads, SmemBytes<KeySmem<DP, MT, false>>(),
+                     stream, qkv, key_mask, dout, lse, keep_bits, delta, T, heads, H, D, p, dqkv);
+    }
   }));
 }
 

@@ -525,15 +525,20 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP, MT>)
 }
 
 // dK/dV blocks take 64 MT keys (MT row tiles per warp) and walk the queries in steps of 64 / MT,
-// so that the registers hold 2 MT [16, DP] accumulators and 2 MT [16, 64 / MT] score tiles.
-template <int MT>
-constexpr int kQueryStep = kTile / MT;
+// so that the registers hold 2 MT [16, DP] accumulators and 2 MT [16, 64 / MT] score tiles. With
+// kHoldKV (one row tile only) the step is 32 queries and the registers the score tiles free hold
+// the warp's K and V fragments for the whole walk instead of reading them at every step.
+template <int MT, bool kHoldKV>
+constexpr int kQueryStep = kHoldKV ? kTile / 2 : kTile / MT;
 
-template <int DP, int MT>
+template <int DP, int MT, bool kHoldKV>
 struct KeySmem {
-  static constexpr int kKeyTiles = MT;                 // 64-key tiles of the block
-  static constexpr int kGroups = kQueryStep<MT> / kGroup;  // query groups of a step
-  static_assert(kKeyTiles * kGroups * 32 == kThreads, "one keep word per thread and step");
+  static_assert(!kHoldKV || MT == 1, "held K and V fragments need the registers of a second row tile");
+  static constexpr int kStep = kQueryStep<MT, kHoldKV>;
+  static constexpr int kKeyTiles = MT;        // 64-key tiles of the block
+  static constexpr int kGroups = kStep / kGroup;  // query groups of a step
+  static constexpr int kWords = kKeyTiles * kGroups * 32;  // keep words of a step
+  static_assert(kWords <= kThreads, "one keep word per thread and step at most");
   bf16_t* k;
   bf16_t* v;
   int32_t* mask;  // of the block's keys
@@ -547,11 +552,11 @@ struct KeySmem {
         v(cur.Take<bf16_t>(MT * Dims<DP>::kTileElems)),
         mask(cur.Take<int32_t>(kTile * MT)) {
     for (int i = 0; i < 2; ++i) {
-      q[i] = cur.Take<bf16_t>(kQueryStep<MT> * Dims<DP>::kLd);
-      dout[i] = cur.Take<bf16_t>(kQueryStep<MT> * Dims<DP>::kLd);
-      lse[i] = cur.Take<float>(kQueryStep<MT>);
-      delta[i] = cur.Take<float>(kQueryStep<MT>);
-      keep[i] = cur.Take<uint32_t>(kThreads);  // [key tile][query group][lane]
+      q[i] = cur.Take<bf16_t>(kStep * Dims<DP>::kLd);
+      dout[i] = cur.Take<bf16_t>(kStep * Dims<DP>::kLd);
+      lse[i] = cur.Take<float>(kStep);
+      delta[i] = cur.Take<float>(kStep);
+      keep[i] = cur.Take<uint32_t>(kWords);  // [key tile][query group][lane]
     }
   }
 };
@@ -560,16 +565,16 @@ struct KeySmem {
 // warp computes, for each of its MT row tiles of 16 keys, the transposed tiles S^T = K Q^T and
 // dP~^T = V dO^T against a step's queries, then
 //   dV += (P * M)^T dO,  dK += dS^T Q / sqrt(D).
-// K's and V's fragments are read from shared memory at each step rather than held: the registers
-// go to the accumulators.
-template <int DP, int MT>
+// K's and V's fragments are read from shared memory at each step, the registers going to the
+// accumulators, unless kHoldKV.
+template <int DP, int MT, bool kHoldKV>
 __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP, MT>)
     FlashBackwardKeyKernel(const bf16_t* qkv, const int32_t* key_mask, const bf16_t* dout, const float* lse,
                            const uint32_t* keep_bits, const float* delta, int T, int heads, int H, int D, float p,
                            bf16_t* dqkv) {
   using Dm = Dims<DP>;
-  using Sm = KeySmem<DP, MT>;
-  constexpr int kStep = kQueryStep<MT>;
+  using Sm = KeySmem<DP, MT, kHoldKV>;
+  constexpr int kStep = Sm::kStep;
   constexpr int kNT = kStep / 8;  // C tiles across a [16, kStep] score tile
   LAMINA_DYNAMIC_SMEM(smem);
   SmemCursor cur{smem};
@@ -586,7 +591,7 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP, MT>)
       Pick(sm.lse, buf)[i] = valid ? lse[static_cast<int64_t>(bk.bh) * T + q0 + i] : INFINITY;
       Pick(sm.delta, buf)[i] = valid ? delta[static_cast<int64_t>(bk.bh) * T + q0 + i] : 0.0f;
     }
-    if (p > 0.0f) {
+    if (p > 0.0f && (Sm::kWords == kThreads || static_cast<int>(threadIdx.x) < Sm::kWords)) {
       const int i = static_cast<int>(threadIdx.x);
       Pick(sm.keep, buf)[i] = keep_bits[KeepWord(bk.bh, q0 / kGroup + (i / 32) % Sm::kGroups,
                                                  k0 / kTile + i / (32 * Sm::kGroups), T, lane)];
@@ -599,6 +604,7 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP, MT>)
   load_queries(0, 0);
 
   bool key_live[MT][2];  // keys kw + 16 mt + g and + 8
+  [[maybe_unused]] uint32_t held_k[kHoldKV ? Dm::kSteps : 1][4], held_v[kHoldKV ? Dm::kSteps : 1][4];
   float dk[MT][Dm::kOutTiles][4] = {}, dv[MT][Dm::kOutTiles][4] = {};
   for (int q0 = 0, step = 0; q0 < T; q0 += kStep, ++step) {
     const int buf = step & 1;
@@ -609,13 +615,23 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP, MT>)
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int r = 0; r < 2; ++r) key_live[mt][r] = sm.mask[kw + 16 * mt + g + 8 * r] != 0;
+      if constexpr (kHoldKV) {
+#pragma unroll
+        for (int k = 0; k < Dm::kSteps; ++k) {
+          LoadA(held_k[k], sm.k, Dm::kLd, kw, 16 * k);
+          LoadA(held_v[k], sm.v, Dm::kLd, kw, 16 * k);
+        }
+      }
     }
     if (q0 + kStep < T) load_queries(q0 + kStep, buf ^ 1);
     const bf16_t *q_tile = Pick(sm.q, buf), *dout_tile = Pick(sm.dout, buf);
     const float *step_lse = Pick(sm.lse, buf), *step_delta = Pick(sm.delta, buf);
 
     float st[MT][kNT][4] = {}, dpt[MT][kNT][4] = {};
-    {
+    if constexpr (kHoldKV) {
+      MmaABt(st[0], held_k, q_tile, Dm::kLd);
+      MmaABt(dpt[0], held_v, dout_tile, Dm::kLd);
+    } else {
       uint32_t a[MT][Dm::kSteps][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)

@@ -122,6 +122,10 @@ struct FlashShape {
   // (two mma row tiles sharing each shared-memory B fragment, for more registers; head dims over
   // 64 keep 16; flash_attention.cuh). The results are the same bits either way.
   int warp_rows = 16;
+  // With 16 rows per warp, the dK/dV kernel holds its K and V fragments in registers for the whole
+  // walk over 32-query steps, instead of reading them at every 64-query step (head dims up to 64;
+  // the same bits either way).
+  bool hold_key_fragments = false;
 };
 // Head dims the fused kernels take: multiples of 8 up to 128.
 bool FlashAttentionSupports(int64_t head_dim);

@@ -12,6 +12,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/bf16.h"
@@ -56,7 +57,7 @@ std::vector<uint32_t> ReadPart(const std::vector<uint32_t>& saved, int64_t batch
 // warp in each kernel.
 FlashRun RunFlash(const std::vector<uint16_t>& qkv_b, const std::vector<uint16_t>& dout_b,
                   const std::vector<int32_t>& mask, int64_t batch, int64_t heads, int64_t head_dim, int64_t seq,
-                  float p, const RngContext& rng, int warp_rows) {
+                  float p, const RngContext& rng, int warp_rows, bool hold_key_fragments) {
   using namespace cuda::flash;  // NOLINT
   const int64_t hidden = heads * head_dim, rows = batch * seq;
   FlashRun run;
@@ -82,17 +83,25 @@ FlashRun RunFlash(const std::vector<uint16_t>& qkv_b, const std::vector<uint16_t
     emu::Launch(FlashBackwardQueryKernel<DP, MT>, gx, gy(kTile * MT), kThreads, SmemBytes<QuerySmem<DP, MT>>(),
                 qkv_b.data(), mask.data(), dout_b.data(), run.out.data(), lse, keep_bits, T, nh, H, D, p,
                 delta.data(), run.dqkv.data());
-    emu::Launch(FlashBackwardKeyKernel<DP, MT>, gx, gy(kTile * MT), kThreads, SmemBytes<KeySmem<DP, MT>>(),
-                qkv_b.data(), mask.data(), dout_b.data(), lse, keep_bits, delta.data(), T, nh, H, D, p,
-                run.dqkv.data());
+    if (MT == 1 && DP <= 64 && hold_key_fragments) {
+      constexpr bool kHold = MT == 1 && DP <= 64;
+      emu::Launch(FlashBackwardKeyKernel<DP, MT, kHold>, gx, gy(kTile * MT), kThreads,
+                  SmemBytes<KeySmem<DP, MT, kHold>>(), qkv_b.data(), mask.data(), dout_b.data(), lse, keep_bits,
+                  delta.data(), T, nh, H, D, p, run.dqkv.data());
+    } else {
+      emu::Launch(FlashBackwardKeyKernel<DP, MT, false>, gx, gy(kTile * MT), kThreads,
+                  SmemBytes<KeySmem<DP, MT, false>>(), qkv_b.data(), mask.data(), dout_b.data(), lse, keep_bits,
+                  delta.data(), T, nh, H, D, p, run.dqkv.data());
+    }
   }));
   return run;
 }
 
 // Runs forward and backward of the fused kernels and of the reference, and compares out, dq, dk and
 // dv (each against its own norm) with the bf16 bound of the GPU tests; then the same with two row
-// tiles per warp, which must give the same bits: each accumulator sees the same products in the
-// same order, and the keep bits have one layout.
+// tiles per warp, and with the dK/dV kernel holding K and V fragments, which must give the same
+// bits: each accumulator sees the same products in the same order, and the keep bits have one
+// layout.
 void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_dim, int64_t seq, float p) {
   const int64_t hidden = heads * head_dim, rows = batch * seq;
   char tag[96];
@@ -125,7 +134,7 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
     return b;
   };
   const std::vector<uint16_t> qkv_b = bits(qkv), dout_b = bits(dout);
-  const FlashRun run = RunFlash(qkv_b, dout_b, mask, batch, heads, head_dim, seq, p, rng, 16);
+  const FlashRun run = RunFlash(qkv_b, dout_b, mask, batch, heads, head_dim, seq, p, rng, 16, false);
 
   std::vector<float> got_out(run.out.size());
   for (size_t i = 0; i < run.out.size(); ++i) got_out[i] = Bf16BitsToFloat(run.out[i]);
@@ -146,11 +155,14 @@ void CheckFlash(std::mt19937& gen, int64_t batch, int64_t heads, int64_t head_di
     for (int64_t j = 0; j < seq * hidden; ++j) ASSERT_EQ(got_out[seq * hidden + j], 0.0f) << "padded sequence";
   }
 
-  const FlashRun wide = RunFlash(qkv_b, dout_b, mask, batch, heads, head_dim, seq, p, rng, 32);
-  EXPECT_TRUE(wide.out == run.out) << "forward output with 32 rows per warp differs from 16";
-  EXPECT_TRUE(wide.dqkv == run.dqkv) << "gradient with 32 rows per warp differs from 16";
-  EXPECT_TRUE(ReadPart(wide.saved, batch * heads, seq) == ReadPart(run.saved, batch * heads, seq))
-      << "logsumexps or keep bits with 32 rows per warp differ from 16";
+  for (const auto& [warp_rows, hold] : {std::pair<int, bool>{32, false}, {16, true}}) {
+    const FlashRun other = RunFlash(qkv_b, dout_b, mask, batch, heads, head_dim, seq, p, rng, warp_rows, hold);
+    const std::string what = hold ? "with K and V fragments held" : "with 32 rows per warp";
+    EXPECT_TRUE(other.out == run.out) << "forward output " << what << " differs";
+    EXPECT_TRUE(other.dqkv == run.dqkv) << "gradient " << what << " differs";
+    EXPECT_TRUE(ReadPart(other.saved, batch * heads, seq) == ReadPart(run.saved, batch * heads, seq))
+        << "logsumexps or keep bits " << what << " differ";
+  }
 }
 
 TEST(FlashAttentionEmulation, MatchesReferenceOnRandomShapes) {

@@ -457,10 +457,12 @@ TEST_F(CudaOpsTest, FlashAttentionMatchesReference) {
 }
 
 #if LAMINA_WITH_CUDA
-// Two row tiles per warp in the fused kernels (FlashShape::warp_rows 32, the candidate
-// that awaits timing) compute each accumulator from the same products in the same order as one
-// (16, what the backend runs): the same bits, logsumexps and dropout bits included.
-TEST_F(CudaOpsTest, FlashAttentionWarpRowsGiveTheSameBits) {
+// The candidates that await timing, two row tiles per warp in the fused kernels
+// (FlashShape::warp_rows 32) and a dK/dV kernel holding K's and V's fragments
+// (hold_key_fragments), compute each accumulator from the same products in the same order as
+// what the backend runs (16 rows, fragments read at each step): the same bits, logsumexps and
+// dropout bits included.
+TEST_F(CudaOpsTest, FlashAttentionTilingsGiveTheSameBits) {
   for (const auto& [batch, heads, head_dim, seq] :
        {std::array<int64_t, 4>{2, 2, 64, 128}, {3, 1, 64, Int(1, 300)}, {2, 2, 8 * Int(1, 16), Int(1, 200)}}) {
     const int64_t hidden = heads * head_dim, rows = batch * seq;
@@ -476,9 +478,11 @@ TEST_F(CudaOpsTest, FlashAttentionWarpRowsGiveTheSameBits) {
     const int64_t saved_elems = static_cast<int64_t>(cuda::FlashAttentionSavedBytes(shape) / 2);
     const int64_t scratch_elems = static_cast<int64_t>(cuda::FlashAttentionBackwardScratchBytes(shape) / 2);
     const float p = 0.1f;
-    std::vector<uint8_t> results[2][3];  // [16, 32 rows][out, saved, dqkv], as bytes
-    for (int w = 0; w < 2; ++w) {
-      shape.warp_rows = w == 0 ? 16 : 32;
+    // [16 rows; 32 rows; 16 rows, K and V fragments held][out, saved, dqkv], as bytes
+    std::vector<uint8_t> results[3][3];
+    for (int w = 0; w < 3; ++w) {
+      shape.warp_rows = w == 1 ? 32 : 16;
+      shape.hold_key_fragments = w == 2;
       // NaN-filled (Make), so anything one run writes and the other does not shows.
       Pair out = Make({rows, hidden}, DType::kBF16), saved = Make({saved_elems}, DType::kBF16);
       Pair scratch = Make({scratch_elems}, DType::kBF16), dqkv = Make({rows, 3 * hidden}, DType::kBF16);
@@ -499,7 +503,7 @@ TEST_F(CudaOpsTest, FlashAttentionWarpRowsGiveTheSameBits) {
     // Of the forward pass's record, what the backward kernels read for kept results: the
     // logsumexps, and the keep words of groups and key tiles before T (flash_attention.cuh,
     // SavedLayout: [B * heads][8 per 128 rows][2 per 128 keys][32], from a 16-byte boundary).
-    for (int w = 0; w < 2; ++w) {
+    for (int w = 0; w < 3; ++w) {
       const std::vector<uint8_t> saved = results[w][1];
       const int64_t bh = batch * heads, spans = (seq + 127) / 128, keep_at = (bh * seq * 4 + 15) / 16 * 16;
       std::vector<uint8_t> part(saved.begin(), saved.begin() + bh * seq * 4);
@@ -512,9 +516,12 @@ TEST_F(CudaOpsTest, FlashAttentionWarpRowsGiveTheSameBits) {
       results[w][1] = part;
     }
     const char* what[3] = {"forward output", "logsumexps and keep bits", "gradient"};
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < 3; ++i) {
       EXPECT_TRUE(results[0][i] == results[1][i])
           << what[i] << " with 32 rows per warp differs from 16" << tag << " seed " << seed_;
+      EXPECT_TRUE(results[0][i] == results[2][i])
+          << what[i] << " with K and V fragments held differs" << tag << " seed " << seed_;
+    }
   }
 }
 #endif  // LAMINA_WITH_CUDA
