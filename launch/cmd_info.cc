@@ -31,11 +31,11 @@ int RunInfo(const std::vector<std::string>& args) {
     return ReportError("info", absl::StrFormat("--seq_len must be in [1, %d]", config->max_positions));
   if (!(mask_rate >= 0 && mask_rate <= 1)) return ReportError("info", "--mask_rate must be in [0, 1]");
   const ParamLayout layout = ParamLayout::Build(*config, HeadOptions{true, absl::GetFlag(FLAGS_num_labels)});
-  std::printf("model: %lld layers, hidden %lld, %lld heads, ffn %lld, vocab %lld, norm %s, init %s\n",
+  std::printf("model: %lld layers, hidden %lld, %lld heads, ffn %lld, vocab %lld, norm %s, init %s, activation %s\n",
               static_cast<long long>(config->layers), static_cast<long long>(config->hidden),
               static_cast<long long>(config->heads), static_cast<long long>(config->ffn),
               static_cast<long long>(config->vocab_size), NormName(config->norm).c_str(),
-              InitName(config->init).c_str());
+              InitName(config->init).c_str(), ActivationName(config->activation).c_str());
   std::printf("%-20s %15s\n", "parameters", "count");
   for (const ParamGroupCount& g : CountParams(layout))
     std::printf("%-20s %15s\n", g.group.c_str(), absl::StrFormat("%d", g.count).c_str());

@@ -41,8 +41,8 @@ run_lamina() {  # NAME CONFIG [--set ...]
   names+=("$name")
   results+=("$(echo "$out" | seqs) $(echo "$out" | mib)")
 }
-run_lamina "post-ln, gemm attention" "$config" --set run.attention=gemm
-run_lamina "post-ln, flash attention" "$config" --set run.attention=flash
+run_lamina "$(basename "$config" .json), gemm attention" "$config" --set run.attention=gemm
+run_lamina "$(basename "$config" .json), flash attention" "$config" --set run.attention=flash
 for v in "${variants[@]}"; do
   run_lamina "$(basename "$v" .json)" "$v"
 done

@@ -9,10 +9,12 @@
 #   tests/cuda/device_session.sh $OUT compare   # launch/bench/compare.sh at seq 128 x 256 and 512 x 64:
 #                                               # Post-LN (both attention paths), Pre-LN, T-Fixup against
 #                                               # torch eager and compile, with peak memory (~6 minutes)
+#   tests/cuda/device_session.sh $OUT gelu      # compare.sh at seq 128 x 256 on bert-base-gelu-tanh
+#                                               # (GELU in the GEMM epilogues) against torch's gelu_new
 # Logs go to OUT; each stage prints its summary. Exits non-zero when a stage fails.
 set -uo pipefail
-out=${1:?usage: device_session.sh OUTDIR check|compare}
-stage=${2:?usage: device_session.sh OUTDIR check|compare}
+out=${1:?usage: device_session.sh OUTDIR check|compare|gelu}
+stage=${2:?usage: device_session.sh OUTDIR check|compare|gelu}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 pack=${LAMINA_DEVICE_PACK:-devpack}
@@ -25,24 +27,30 @@ case $stage in
   check)
     LAMINA_DEVICE_PACK=$pack LAMINA_DEVICE_BUILD=$build tests/cuda/device_check.sh "$out"
     ;;
-  compare)
+  compare | gelu)
     if [[ ! -x $build/tests/lamina ]]; then
       mkdir -p "$build/tests"
       python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)" \
         "$pack/bins.tar.xz" | tar xf - -C "$build/tests" || exit 1
     fi
+    if [[ $stage == compare ]]; then
+      runs=("bert-base 256 128" "bert-base 64 512")
+    else
+      runs=("bert-base-gelu-tanh 256 128")
+    fi
     status=0
-    for shape in "256 128" "64 512"; do
-      read -r micro seq <<<"$shape"
-      LAMINA_EXE=$build/tests/lamina launch/bench/compare.sh launch/configs/model/bert-base.json "$micro" "$seq" \
-        >"$out/compare_${seq}.log" 2>&1 || status=1
-      echo "== seq $seq x micro-batch $micro"
-      grep -E "^lamina \(|^torch |^throughput|^peak memory|Error|error" "$out/compare_${seq}.log"
+    for run in "${runs[@]}"; do
+      read -r model micro seq <<<"$run"
+      log=$out/compare_${model}_${seq}.log
+      LAMINA_EXE=$build/tests/lamina launch/bench/compare.sh "launch/configs/model/$model.json" "$micro" "$seq" \
+        >"$log" 2>&1 || status=1
+      echo "== $model, seq $seq x micro-batch $micro"
+      grep -E "^lamina \(|^torch |^throughput|^peak memory|Error|error" "$log"
     done
     exit $status
     ;;
   *)
-    echo "device_session.sh: stage '$stage': expected check or compare" >&2
+    echo "device_session.sh: stage '$stage': expected check, compare or gelu" >&2
     exit 2
     ;;
 esac
