@@ -55,14 +55,10 @@ void LaunchFlashAttentionBackward(const FlashShape& s, const uint16_t* dout, con
     const dim3 grid(bh, static_cast<unsigned>(CeilDiv(s.seq, kTile * MT)));
     LaunchWithSmem(FlashBackwardQueryKernel<DP, MT>, grid, kThreads, SmemBytes<QuerySmem<DP, MT>>(), stream, qkv,
                    key_mask, dout, out, lse, keep_bits, T, heads, H, D, p, delta, dqkv);
-    if (MT == 1 && DP <= 64 && s.hold_key_fragments) {
-      constexpr bool kHold = MT == 1 && DP <= 64;  // no instance the condition excludes
+    LAMINA_DISPATCH_HOLD_KV(s.hold_key_fragments, DP, MT, kHold, {
       LaunchWithSmem(FlashBackwardKeyKernel<DP, MT, kHold>, grid, kThreads, SmemBytes<KeySmem<DP, MT, kHold>>(),
                      stream, qkv, key_mask, dout, lse, keep_bits, delta, T, heads, H, D, p, dqkv);
-    } else {
-      LaunchWithSmem(FlashBackwardKeyKernel<DP, MT, false>, grid, kThreads, SmemBytes<KeySmem<DP, MT, false>>(),
-                     stream, qkv, key_mask, dout, lse, keep_bits, delta, T, heads, H, D, p, dqkv);
-    }
+    });
   }));
 }
 

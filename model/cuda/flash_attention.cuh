@@ -172,13 +172,19 @@ __device__ __forceinline__ bool Kept(uint32_t keep, int nt, int c) { return ((ke
 // The forward pass writes the words of all its blocks' groups and of the key tiles before T; words
 // of groups wholly past T, or unwritten, feed no result (those queries' logsumexps are +inf, their
 // dQ rows are not stored).
+// One (sequence, head)'s keep words cover whole 128-row spans: 8 query groups and 2 key tiles each.
+// (In the kernels' own integer type: a 64-bit division there costs the dK/dV kernel registers.)
+template <typename Int>
+LAMINA_HD constexpr Int KeepSpans(Int T) {
+  return (T + 127) / 128;
+}
 struct SavedLayout {
   int64_t groups, key_tiles;
   int64_t keep_at;  // byte offset of the keep words
   int64_t bytes;    // in all
   SavedLayout(int64_t batch_heads, int64_t T)
-      : groups(8 * ((T + 127) / 128)),
-        key_tiles(2 * ((T + 127) / 128)),
+      : groups(8 * KeepSpans(T)),
+        key_tiles(2 * KeepSpans(T)),
         keep_at((batch_heads * T * 4 + 15) / 16 * 16),
         bytes(keep_at + batch_heads * groups * key_tiles * 32 * 4) {}
   // The keep words of a record laid out this way (from its logsumexps, at `saved`).
@@ -190,7 +196,7 @@ struct SavedLayout {
 // The index of lane's keep word for query group `group` and key tile k_tile of (sequence, head) bh,
 // with T keys and queries (SavedLayout).
 __device__ __forceinline__ int64_t KeepWord(int bh, int group, int k_tile, int T, int lane) {
-  const int64_t spans = (T + 127) / 128;
+  const int64_t spans = KeepSpans(T);  // from the int T
   return ((bh * 8 * spans + group) * 2 * spans + k_tile) * 32 + lane;
 }
 
@@ -702,6 +708,17 @@ __global__ void __launch_bounds__(kThreads, kBackwardMinBlocks<DP, MT>)
   } else {                                                 \
     constexpr int MT = 1;                                  \
     __VA_ARGS__;                                           \
+  }
+
+// Runs the body with kHold bound to whether the dK/dV kernel holds its K and V fragments
+// (FlashShape::hold_key_fragments): one row tile per warp and DP <= 64 only.
+#define LAMINA_DISPATCH_HOLD_KV(hold, DP, MT, kHold, ...)                            \
+  if ((hold) && (MT) == 1 && (DP) <= 64) {                                          \
+    constexpr bool kHold = (MT) == 1 && (DP) <= 64; /* no instance it excludes */ \
+    __VA_ARGS__;                                                                     \
+  } else {                                                                           \
+    constexpr bool kHold = false;                                                    \
+    __VA_ARGS__;                                                                     \
   }
 
 }  // namespace

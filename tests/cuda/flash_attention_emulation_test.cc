@@ -83,16 +83,11 @@ FlashRun RunFlash(const std::vector<uint16_t>& qkv_b, const std::vector<uint16_t
     emu::Launch(FlashBackwardQueryKernel<DP, MT>, gx, gy(kTile * MT), kThreads, SmemBytes<QuerySmem<DP, MT>>(),
                 qkv_b.data(), mask.data(), dout_b.data(), run.out.data(), lse, keep_bits, T, nh, H, D, p,
                 delta.data(), run.dqkv.data());
-    if (MT == 1 && DP <= 64 && hold_key_fragments) {
-      constexpr bool kHold = MT == 1 && DP <= 64;
+    LAMINA_DISPATCH_HOLD_KV(hold_key_fragments, DP, MT, kHold, {
       emu::Launch(FlashBackwardKeyKernel<DP, MT, kHold>, gx, gy(kTile * MT), kThreads,
                   SmemBytes<KeySmem<DP, MT, kHold>>(), qkv_b.data(), mask.data(), dout_b.data(), lse, keep_bits,
                   delta.data(), T, nh, H, D, p, run.dqkv.data());
-    } else {
-      emu::Launch(FlashBackwardKeyKernel<DP, MT, false>, gx, gy(kTile * MT), kThreads,
-                  SmemBytes<KeySmem<DP, MT, false>>(), qkv_b.data(), mask.data(), dout_b.data(), lse, keep_bits,
-                  delta.data(), T, nh, H, D, p, run.dqkv.data());
-    }
+    });
   }));
   return run;
 }
