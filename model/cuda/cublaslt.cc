@@ -126,14 +126,33 @@ bool CublasLt::SplitUnaligned(const GemmSpec& s, cudaStream_t stream) {
   return true;
 }
 
-// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major matrix read
-// column-major is its transpose; so cuBLASLt gets B as its first operand and A as its second,
-// each with the caller's transpose flag, and the problem (n, m, k).
+bool BiasGradEpilogueFits(const GemmSpec& s) {
+  const auto aligned = [](int64_t d) { return d > 0 && d % 8 == 0; };
+  return s.c_dtype == DType::kF32 && s.batch == 1 && s.bias == nullptr && s.gelu == GemmGelu::kNone &&
+         aligned(s.m) && aligned(s.n) && aligned(s.k);
+}
+
 void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
+  LAMINA_CHECK(s.bias_grad == nullptr, "a bias-gradient product goes through GemmWithBiasGrad");
   if (s.m == 0 || s.n == 0) return;
   LAMINA_CHECK(s.k > 0, "GEMM with k = 0");
   LAMINA_CHECK(s.batch >= 1, "GEMM batch ", s.batch);
   if (s.batch == 1 && SplitUnaligned(s, stream)) return;
+  Enqueue(s, stream, /*required=*/true);
+}
+
+bool CublasLt::GemmWithBiasGrad(const GemmSpec& s, cudaStream_t stream) {
+  LAMINA_CHECK(s.bias_grad != nullptr, "GemmWithBiasGrad without bias_grad");
+  if (!BiasGradEpilogueFits(s)) return false;
+  return Enqueue(s, stream, /*required=*/false);
+}
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major matrix read
+// column-major is its transpose; so cuBLASLt gets B as its first operand and A as its second,
+// each with the caller's transpose flag, and the problem (n, m, k). The bias gradient of
+// op(A)'s rows is therefore BGRADB: sums over k of cuBLASLt's second operand, one per column of
+// its D (our m).
+bool CublasLt::Enqueue(const GemmSpec& s, cudaStream_t stream, bool required) {
   const cudaDataType_t c_type = CudaType(s.c_dtype);
   MatmulDesc desc;
   LAMINA_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -150,12 +169,20 @@ void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
     epilogue = s.bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
   else if (s.gelu == GemmGelu::kBackward)
     epilogue = CUBLASLT_EPILOGUE_DGELU;
+  else if (s.bias_grad != nullptr)
+    epilogue = CUBLASLT_EPILOGUE_BGRADB;
   LAMINA_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
   if (s.bias != nullptr) {
     LAMINA_CHECK(s.c_dtype == DType::kBF16, "the bias epilogue is used with bf16 outputs only");
     LAMINA_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &s.bias, sizeof(s.bias)));
+  }
+  if (s.bias_grad != nullptr) {
+    LAMINA_CHECK(BiasGradEpilogueFits(s), "the bias-gradient epilogue needs BiasGradEpilogueFits");
+    // The sums take C's type (f32); the heuristics read the pointer for its alignment.
+    LAMINA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &s.bias_grad,
+                                                       sizeof(s.bias_grad)));
   }
   if (gelu) {
     LAMINA_CHECK(s.c_dtype == DType::kBF16 && s.beta == 0.0f && s.batch == 1 && s.ldc % 8 == 0 &&
@@ -195,7 +222,8 @@ void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
                 align_b,
                 align_c,
                 s.beta != 0.0f,
-                static_cast<int64_t>(s.gelu)};
+                static_cast<int64_t>(s.gelu),
+                s.bias_grad != nullptr ? Alignment(s.bias_grad) : 0};
   auto it = algos_.find(key);
   if (it == algos_.end()) {
     Preference pref;
@@ -217,15 +245,21 @@ void CublasLt::Gemm(const GemmSpec& s, cudaStream_t stream) {
         cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof(al_c)));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    LAMINA_CUBLAS_CHECK(
-        cublasLtMatmulAlgoGetHeuristic(handle_, desc.d, first.l, second.l, out.l, out.l, pref.p, 1, &result, &found));
-    LAMINA_CHECK(found > 0, "cuBLASLt has no algorithm for C[", s.m, ", ", s.n, "] = op(A) op(B) with k = ", s.k,
-                 ", trans ", s.trans_a, "/", s.trans_b, ", ld ", s.lda, "/", s.ldb, "/", s.ldc, ", alignment ", align_a,
-                 "/", align_b, "/", align_c, " bytes, batch ", s.batch, ", output ", DTypeName(s.c_dtype));
-    it = algos_.emplace(key, result.algo).first;
+    // An epilogue cuBLASLt does not offer for these types may fail the query rather than return
+    // no algorithm; both mean "none".
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(handle_, desc.d, first.l, second.l, out.l, out.l, pref.p, 1, &result, &found);
+    if (st != CUBLAS_STATUS_NOT_SUPPORTED) LAMINA_CUBLAS_CHECK(st);
+    LAMINA_CHECK(found > 0 || !required, "cuBLASLt has no algorithm for C[", s.m, ", ", s.n,
+                 "] = op(A) op(B) with k = ", s.k, ", trans ", s.trans_a, "/", s.trans_b, ", ld ", s.lda, "/", s.ldb,
+                 "/", s.ldc, ", alignment ", align_a, "/", align_b, "/", align_c, " bytes, batch ", s.batch,
+                 ", output ", DTypeName(s.c_dtype));
+    it = algos_.emplace(key, found > 0 ? std::optional(result.algo) : std::nullopt).first;
   }
+  if (!it->second.has_value()) return false;
   LAMINA_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.d, &s.alpha, s.b, first.l, s.a, second.l, &s.beta, s.c, out.l, s.c,
-                                     out.l, &it->second, workspace_.data(), kWorkspaceBytes, stream));
+                                     out.l, &*it->second, workspace_.data(), kWorkspaceBytes, stream));
+  return true;
 }
 
 }  // namespace lamina::cuda

@@ -1,7 +1,7 @@
 // The one entry point for matrix products on the GPU: a cuBLASLt wrapper taking row-major
 // operands. bf16 A and B, fp32 accumulation and scaling, C/D in bf16 or fp32 (fp32 with beta = 1
-// accumulates parameter gradients across micro-steps), optional bias and GELU epilogues, strided
-// batches.
+// accumulates parameter gradients across micro-steps), optional bias, GELU and bias-gradient
+// epilogues, strided batches.
 #pragma once
 
 #include <cublasLt.h>
@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "core/buffer.h"
@@ -40,6 +41,10 @@ struct GemmSpec {
   // Needs a bf16 C, beta = 0, batch 1, and ldc a multiple of 8 with 16-byte aligned C and gelu_input.
   GemmGelu gelu = GemmGelu::kNone;
   void* gelu_input = nullptr;
+  // An f32 [m] receiving the sums of op(A)'s rows over k (cuBLASLt's BGRADB: with A = dout^T in a
+  // weight-gradient product, the bias gradient), written, not accumulated. Only through
+  // GemmWithBiasGrad, and only where BiasGradEpilogueFits.
+  float* bias_grad = nullptr;
   int batch = 1;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;  // in elements, when batch > 1
 };
@@ -57,15 +62,26 @@ class CublasLt {
   absl::Status Init();
   // Enqueues the product on `stream`. Aborts with the shape when cuBLASLt has no algorithm for it.
   void Gemm(const GemmSpec& spec, cudaStream_t stream);
+  // Enqueues the product with its bias-gradient epilogue (spec.bias_grad set) and returns true; or
+  // enqueues nothing and returns false when the shape does not fit the epilogue or cuBLASLt has no
+  // algorithm for it (remembered), so that the caller sums the columns itself.
+  bool GemmWithBiasGrad(const GemmSpec& spec, cudaStream_t stream);
 
  private:
   // Computes a product with a dimension that is not a multiple of 8 as two; false if it has none.
   bool SplitUnaligned(const GemmSpec& s, cudaStream_t stream);
+  // One cuBLASLt product; false when it has no algorithm (an abort instead when `required`).
+  bool Enqueue(const GemmSpec& s, cudaStream_t stream, bool required);
 
-  using Key = std::array<int64_t, 19>;
+  using Key = std::array<int64_t, 20>;
   cublasLtHandle_t handle_ = nullptr;
   Buffer workspace_;  // counted with the other allocations (Allocated)
-  std::map<Key, cublasLtMatmulAlgo_t> algos_;
+  std::map<Key, std::optional<cublasLtMatmulAlgo_t>> algos_;  // nullopt: cuBLASLt has none
 };
+
+// Whether a product can take the bias-gradient epilogue: f32 C (the sums are C's type), batch 1,
+// no bias or GELU epilogue, and m, n, k multiples of 8 (an unaligned product is split, and the sums
+// cannot be split over k). Host-only, so that the rule is tested without a GPU.
+bool BiasGradEpilogueFits(const GemmSpec& s);
 
 }  // namespace lamina::cuda

@@ -454,15 +454,30 @@ class CudaBackend final : public Backend {
     CheckMatrix(dw, n, k, "dw");
     const int64_t pitch = RowPitch(dout, m, n, act == Activation::kNone, "dout");
     if (!db.empty()) CheckNumel(db, n, "db");
+    // dW += dpre^T x, accumulated in fp32
+    GemmSpec dw_product = DenseGemm(true, false, n, k, m, Bf16(dout, "dout"), Bf16(x, "x"), F32(dw, "dw"), DType::kF32);
+    dw_product.lda = pitch;
+    dw_product.beta = 1.0f;
+    bool dw_done = false;
     if (act != Activation::kNone) {
       // dpre over dout, and the bias gradient's column sums in the same pass.
       CheckMatrix(pre_act, m, n, "pre_act");
       cuda::LaunchGeluBackwardColumnSum(R(dout, "dout"), R(pre_act, "pre_act"), m, n, FormOf(act),
                                         db.empty() ? nullptr : F32(db, "db"),
                                         Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
-    } else if (!db.empty()) {
-      cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, pitch, F32(db, "db"),
-                                      Scratch(cuda::ColumnSumScratchBytes(m, n)), stream_);
+    } else if (!db.empty() && m > 0) {
+      // The bias gradient from the dW product's epilogue, into scratch (the epilogue writes; db
+      // accumulates); where cuBLASLt has no such product, the column sums' own pass over dout.
+      // ColumnSumScratchBytes(m, n) >= n floats, so PrepareStep's sizing holds either way.
+      float* sums = static_cast<float*>(Scratch(cuda::ColumnSumScratchBytes(m, n)));
+      GemmSpec with_sums = dw_product;
+      with_sums.bias_grad = sums;
+      dw_done = gemm_.GemmWithBiasGrad(with_sums, stream_);
+      if (dw_done) {
+        cuda::LaunchAdd(R(db, "db"), cuda::Ref{sums, DType::kF32}, R(db, "db"), n, stream_);
+      } else {
+        cuda::LaunchColumnSumAccumulate(R(dout, "dout"), m, n, pitch, F32(db, "db"), sums, stream_);
+      }
     }
     if (!dx.empty()) {
       CheckMatrix(dx, m, k, "dx");
@@ -477,11 +492,7 @@ class CudaBackend final : public Backend {
       }
       gemm_.Gemm(s, stream_);
     }
-    // dW += dpre^T x, accumulated in fp32
-    GemmSpec s = DenseGemm(true, false, n, k, m, Bf16(dout, "dout"), Bf16(x, "x"), F32(dw, "dw"), DType::kF32);
-    s.lda = pitch;
-    s.beta = 1.0f;
-    if (m > 0) gemm_.Gemm(s, stream_);
+    if (m > 0 && !dw_done) gemm_.Gemm(dw_product, stream_);
   }
 
   struct Dims {

@@ -18,6 +18,7 @@
 #if LAMINA_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "model/cuda/cublaslt.h"
 #include "model/cuda/kernels.h"
 #endif
 
@@ -313,6 +314,66 @@ TEST_F(CudaTimingTest, FlashAttentionTilings) {
       std::printf(" %18.3f %18.3f", fwd, bwd);
     }
     std::printf("\n");
+  }
+}
+
+// The bias gradient of a weight-gradient product at seq 128 x 256 (32768 tokens) two ways: the
+// product then the column-sum pass over dout (what LinearBackward ran when measured), against
+// the product with cuBLASLt's BGRADB epilogue and the add of its n sums into db (what it runs
+// now where cuBLASLt offers the product). The A/B for the epilogue; FFN-in is the gelu_tanh
+// config's (its bias gradient still has its own pass there).
+TEST_F(CudaTimingTest, BiasGradientEpilogue) {
+  const int64_t M = 256 * 128;
+  cuda::CublasLt lt;
+  ASSERT_TRUE(lt.Init().ok());
+  std::printf("\nbias gradient of a weight-gradient product, %ld tokens, ms\n%-24s %10s %10s %10s %12s %10s\n", M,
+              "product [n, k]", "dW", "col sums", "dW+sums", "dW+BGRADB", "saved");
+  const struct {
+    const char* name;
+    int64_t n, k;
+  } shapes[] = {{"QKV [2304, 768]", 2304, 768},
+                {"attn-out [768, 768]", 768, 768},
+                {"FFN-out [768, 3072]", 768, 3072},
+                {"FFN-in [3072, 768]", 3072, 768}};
+  for (const auto& shape : shapes) {
+    const int64_t n = shape.n, k = shape.k;
+    TensorView dout = Tensor(DType::kBF16, {M, n}), x = Tensor(DType::kBF16, {M, k});
+    TensorView dw = Tensor(DType::kF32, {n, k}), db = Tensor(DType::kF32, {n});
+    TensorView scratch = Tensor(DType::kF32, {static_cast<int64_t>(cuda::ColumnSumScratchBytes(M, n) / 4)});
+    gpu_->Synchronize();
+    const cuda::GemmSpec product{.trans_a = true, .m = n, .n = k, .k = M, .a = dout.data, .lda = n, .b = x.data,
+                                 .ldb = k, .c = dw.data, .ldc = k, .c_dtype = DType::kF32, .beta = 1.0f};
+    auto sync = [](const char* what) { LAMINA_CHECK(cudaDeviceSynchronize() == cudaSuccess, what); };
+    const double gemm = TimeMs([&] {
+      lt.Gemm(product, nullptr);
+      sync("dW product");
+    });
+    auto column_sums = [&] {
+      cuda::LaunchColumnSumAccumulate(cuda::Ref{dout.data, DType::kBF16}, M, n, n, db.as<float>(), scratch.data,
+                                      nullptr);
+    };
+    const double sums = TimeMs([&] {
+      column_sums();
+      sync("column sums");
+    });
+    const double both = TimeMs([&] {
+      lt.Gemm(product, nullptr);
+      column_sums();
+      sync("dW product and column sums");
+    });
+    cuda::GemmSpec with_sums = product;
+    with_sums.bias_grad = scratch.as<float>();
+    if (!lt.GemmWithBiasGrad(with_sums, nullptr)) {
+      std::printf("%-24s %10.3f %10.3f %10.3f %12s\n", shape.name, gemm, sums, both, "not offered");
+      continue;
+    }
+    const double fused = TimeMs([&] {
+      LAMINA_CHECK(lt.GemmWithBiasGrad(with_sums, nullptr), "BGRADB product");
+      cuda::LaunchAdd(cuda::Ref{db.data, DType::kF32}, cuda::Ref{scratch.data, DType::kF32},
+                      cuda::Ref{db.data, DType::kF32}, n, nullptr);
+      sync("dW product with BGRADB");
+    });
+    std::printf("%-24s %10.3f %10.3f %10.3f %12.3f %10.3f\n", shape.name, gemm, sums, both, fused, both - fused);
   }
 }
 #endif  // LAMINA_WITH_CUDA
