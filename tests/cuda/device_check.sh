@@ -20,9 +20,7 @@ export LAMINA_SOURCE_DIR=$PWD GTEST_COLOR=no  # plain gtest lines for the greps 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 targets=$(ls tests/cuda/*_test.cc | sed 's#tests/cuda/\(.*\)_test.cc#test_cuda_\1#')
 if [ -n "$pack" ]; then
-  mkdir -p "$build/tests"
-  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)" \
-    "$pack/bins.tar.xz" | tar xf - -C "$build/tests" || exit 1
+  tests/cuda/device_unpack.sh "$pack" "$build" || exit 1
   echo "prebuilt binaries from $pack"
 else
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLA_VENDOR=Generic -DLAMINA_CUDA=ON \

@@ -18,7 +18,6 @@ stage=${2:?usage: device_session.sh OUTDIR check|compare|gelu}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 pack=${LAMINA_DEVICE_PACK:-devpack}
-[[ -f $pack/bins.tar.xz ]] || { echo "device_session.sh: no $pack/bins.tar.xz (run tests/cuda/device_pack.sh $pack here first)" >&2; exit 2; }
 mkdir -p "$out"
 build=${LAMINA_DEVICE_BUILD:-/tmp/lamina-build}
 deps=$PWD/.deps/usr/lib/x86_64-linux-gnu
@@ -28,11 +27,7 @@ case $stage in
     LAMINA_DEVICE_PACK=$pack LAMINA_DEVICE_BUILD=$build tests/cuda/device_check.sh "$out"
     ;;
   compare | gelu)
-    if [[ ! -x $build/tests/lamina ]]; then
-      mkdir -p "$build/tests"
-      python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)" \
-        "$pack/bins.tar.xz" | tar xf - -C "$build/tests" || exit 1
-    fi
+    [[ -x $build/tests/lamina ]] || tests/cuda/device_unpack.sh "$pack" "$build" || exit 1
     if [[ $stage == compare ]]; then
       runs=("bert-base 256 128" "bert-base 64 512")
     else
