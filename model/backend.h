@@ -133,12 +133,11 @@ class Backend {
   virtual void LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act,
                               TensorView dx, bool accumulate, TensorView dw, TensorView db) = 0;
   // LinearBackward of a layer whose input is x = input_act(pre) (a GELU; the FFN's second layer):
-  // dpre [M, K] = (dout W) * input_act'(pre) instead of dx, and dpre_bias [K] += its column sums
-  // (the bias gradient of the layer that made pre; empty to skip). dw and db as LinearBackward.
-  // The GPU computes the tanh GELU's derivative in the dx product's epilogue.
+  // dpre [M, K] = (dout W) * input_act'(pre) instead of dx. dw and db as LinearBackward. The bias
+  // gradient of the layer that made pre is that layer's LinearBackward's, from dpre. The GPU
+  // computes the tanh GELU's derivative in the dx product's epilogue.
   virtual void LinearBackwardToPreActivation(TensorView dout, TensorView x, TensorView w, Activation input_act,
-                                             TensorView pre, TensorView dpre, TensorView dpre_bias, TensorView dw,
-                                             TensorView db) = 0;
+                                             TensorView pre, TensorView dpre, TensorView dw, TensorView db) = 0;
 
   // ---- elementwise ----
   virtual void Gelu(TensorView x, TensorView out) = 0;                          // erf form

@@ -537,16 +537,16 @@ void BertModel::EncoderBackward(const GradReadyFn& ready) {
     }  // Pre-LN: the norm that read this layer's output (the next layer's or the final one) left it in d_b
     // Through FFN-out and the GELU at once: d_ffn is the gradient w.r.t. the GELU's input.
     be.LinearBackwardToPreActivation(a.d_b, L.ffn_act, W(w.ffn_out_w, {H, F}), HiddenAct(config_), L.ffn_pre, a.d_ffn,
-                                     G(w.ffn_in_b, {F}), G(w.ffn_out_w, {H, F}), G(w.ffn_out_b, h1));
+                                     G(w.ffn_out_w, {H, F}), G(w.ffn_out_b, h1));
     if (pre) {
       // x_mid feeds the residual (d_sum_f) and LN_f -> FFN.
       be.LinearBackward(a.d_ffn, L.ffn_in, W(w.ffn_in_w, {F, H}), Activation::kNone, {}, a.d_b, false,
-                        G(w.ffn_in_w, {F, H}), {});
+                        G(w.ffn_in_w, {F, H}), G(w.ffn_in_b, {F}));
       be.LayerNormBackward(a.d_b, L.x_mid, W(w.ln_ffn_g, h1), L.ln_f_mean, L.ln_f_rstd, d_sum_f, true,
                            G(w.ln_ffn_g, h1), G(w.ln_ffn_b, h1), p_hidden, attn_rng(l), a.d_b);
     } else {
       be.LinearBackward(a.d_ffn, L.ffn_in, W(w.ffn_in_w, {F, H}), Activation::kNone, {}, d_sum_f, true,
-                        G(w.ffn_in_w, {F, H}), {});
+                        G(w.ffn_in_w, {F, H}), G(w.ffn_in_b, {F}));
     }
     TensorView d_x_mid = d_sum_f;
     // ---- attention block: d(x_mid) -> d(x_in) ----

@@ -55,7 +55,7 @@ class CpuBackend final : public Backend {
   void LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act, TensorView dx,
                       bool accumulate, TensorView dw, TensorView db) override;
   void LinearBackwardToPreActivation(TensorView dout, TensorView x, TensorView w, Activation input_act, TensorView pre,
-                                     TensorView dpre, TensorView dpre_bias, TensorView dw, TensorView db) override;
+                                     TensorView dpre, TensorView dw, TensorView db) override;
 
   // elementwise.cc
   void Gelu(TensorView x, TensorView out) override;

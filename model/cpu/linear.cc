@@ -92,10 +92,9 @@ void CpuBackend::LinearBackward(TensorView dout, TensorView x, TensorView w, Act
   if (!db.empty()) AddColumnSums(g, m, n, pitch, db);
 }
 
-// dx of LinearBackward, then times input_act'(pre) in place, then its column sums.
+// dx of LinearBackward, then times input_act'(pre) in place.
 void CpuBackend::LinearBackwardToPreActivation(TensorView dout, TensorView x, TensorView w, Activation input_act,
-                                               TensorView pre, TensorView dpre, TensorView dpre_bias, TensorView dw,
-                                               TensorView db) {
+                                               TensorView pre, TensorView dpre, TensorView dw, TensorView db) {
   LAMINA_CHECK(input_act != Activation::kNone, "LinearBackwardToPreActivation needs the input's activation");
   const int64_t m = x.rows(), k = x.cols();
   const float* pres = cpu::F32(pre, "pre");
@@ -104,7 +103,6 @@ void CpuBackend::LinearBackwardToPreActivation(TensorView dout, TensorView x, Te
   LinearBackward(dout, x, w, Activation::kNone, {}, dpre, false, dw, db);
   float* g = cpu::F32(dpre, "dpre");
   for (int64_t i = 0; i < m * k; ++i) g[i] *= cpu::ActivationDerivative(input_act, pres[i]);
-  if (!dpre_bias.empty()) AddColumnSums(g, m, k, k, dpre_bias);
 }
 
 }  // namespace lamina

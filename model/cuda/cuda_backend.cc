@@ -271,23 +271,18 @@ class CudaBackend final : public Backend {
   }
 
   void LinearBackwardToPreActivation(TensorView dout, TensorView x, TensorView w, Activation input_act, TensorView pre,
-                                     TensorView dpre, TensorView dpre_bias, TensorView dw, TensorView db) override {
+                                     TensorView dpre, TensorView dw, TensorView db) override {
     LAMINA_CHECK(input_act != Activation::kNone, "LinearBackwardToPreActivation needs the input's activation");
     const int64_t m = x.rows(), k = x.cols();
     CheckMatrix(pre, m, k, "pre");
     CheckMatrix(dpre, m, k, "dpre");
-    if (!dpre_bias.empty()) CheckNumel(dpre_bias, k, "dpre_bias");
-    void* scratch = Scratch(cuda::ColumnSumScratchBytes(m, k));
     if (EpilogueGelu(input_act, k, dpre, pre)) {
-      // dpre straight from the dx product's epilogue; then its column sums.
+      // dpre straight from the dx product's epilogue.
       LinearBackwardImpl(dout, x, w, Activation::kNone, {}, dpre, false, dw, db, /*dx_gelu_input=*/pre);
-      if (!dpre_bias.empty())
-        cuda::LaunchColumnSumAccumulate(R(dpre, "dpre"), m, k, k, F32(dpre_bias, "dpre_bias"), scratch, stream_);
     } else {
-      // dx, then the GELU backward in place with the column sums in the same pass.
+      // dx, then the GELU backward in place.
       LinearBackwardImpl(dout, x, w, Activation::kNone, {}, dpre, false, dw, db, /*dx_gelu_input=*/{});
-      cuda::LaunchGeluBackwardColumnSum(R(dpre, "dpre"), R(pre, "pre"), m, k, FormOf(input_act),
-                                        dpre_bias.empty() ? nullptr : F32(dpre_bias, "dpre_bias"), scratch, stream_);
+      cuda::LaunchGeluBackward(R(dpre, "dpre"), R(pre, "pre"), R(dpre, "dpre"), m * k, FormOf(input_act), stream_);
     }
   }
 

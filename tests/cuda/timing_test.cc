@@ -320,8 +320,8 @@ TEST_F(CudaTimingTest, FlashAttentionTilings) {
 // The bias gradient of a weight-gradient product at seq 128 x 256 (32768 tokens) two ways: the
 // product then the column-sum pass over dout (what LinearBackward ran when measured), against
 // the product with cuBLASLt's BGRADB epilogue and the add of its n sums into db (what it runs
-// now where cuBLASLt offers the product). The A/B for the epilogue; FFN-in is the gelu_tanh
-// config's (its bias gradient still has its own pass there).
+// now where cuBLASLt offers the product). The A/B for the epilogue, at the four products with a
+// bias in a layer (FFN-in's bias gradient: the column sums of the GELU's input gradient).
 TEST_F(CudaTimingTest, BiasGradientEpilogue) {
   const int64_t M = 256 * 128;
   cuda::CublasLt lt;
