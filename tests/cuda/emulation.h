@@ -4,7 +4,8 @@
 // - one std::thread per CUDA thread of a block; the blocks run one after another in a shuffled
 //   order, so a result that depends on which block runs first shows up;
 // - __syncthreads, __syncthreads_count and __syncwarp as barriers, __shfl_sync,
-//   __shfl_xor_sync and __ballot_sync through a per-warp exchange (every lane must call them);
+//   __shfl_xor_sync (float and double) and __ballot_sync through a per-warp exchange (every lane
+//   must call them);
 // - the register-fragment primitives of model/cuda/mma.cuh (mma.sync, ldmatrix, cp.async), at
 //   the end of this file;
 // - dynamic shared memory (LAMINA_DYNAMIC_SMEM) filled with 0xff bytes (NaN for f32 and bf16), as
@@ -145,6 +146,15 @@ inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
   bits = emu::WarpGather<1>({bits})[(threadIdx.x % 32) ^ static_cast<unsigned>(lane_mask)];
   float r;
   std::memcpy(&r, &bits, sizeof r);
+  return r;
+}
+inline double __shfl_xor_sync(unsigned, double v, int lane_mask) {
+  uint32_t words[2];
+  std::memcpy(words, &v, sizeof words);
+  const std::vector<uint32_t> all = emu::WarpGather<2>(words);
+  const unsigned src = (threadIdx.x % 32) ^ static_cast<unsigned>(lane_mask);
+  double r;
+  std::memcpy(&r, &all[2 * src], sizeof r);
   return r;
 }
 inline unsigned __ballot_sync(unsigned, int predicate) {
