@@ -19,11 +19,15 @@
 #include "launch/common_flags.h"
 #include "launch/subcommand.h"
 #include "model/flops.h"
+#include "model/op_profile.h"
 #include "pretrain/run_config.h"
 
 ABSL_FLAG(int64_t, micro_batch, 0, "bench train/step: sequences per forward/backward (0 = the config's batch.micro_batch)");
 ABSL_FLAG(int, steps, 20, "bench train/step: timed steps (after --warmup untimed ones)");
 ABSL_FLAG(double, peak_tflops, 0, "bench train/step: peak TFLOP/s for MFU (0 = known GPUs: H100/H200 989, A100 312)");
+ABSL_FLAG(bool, profile_ops, false,
+          "bench train/step: then run --steps more steps timing every backend op in the device's order (CUDA events "
+          "on the GPU) and print the ops by time, largest first");
 
 namespace lamina {
 namespace {
@@ -78,6 +82,12 @@ int RunBench(const std::string& cmd, bool per_rank) {
   const bool zero = config->run.zero_stage == 1;
   auto backend = MakeBackend(config->run.device, config->run.backend_options());
   if (!backend.ok()) return fail(backend.status());
+  ProfilingBackend* profiler = nullptr;  // only forwards until its recording starts
+  if (absl::GetFlag(FLAGS_profile_ops)) {
+    auto wrapped = std::make_unique<ProfilingBackend>(*std::move(backend));
+    profiler = wrapped.get();
+    *backend = std::move(wrapped);
+  }
   // NCCL (--comm) orders its collectives after this backend's stream.
   if (absl::Status s = SelectCommunicator(&*dist, (*backend)->native_stream()); !s.ok()) return fail(s);
   Communicator& comm = *dist->comm;
@@ -101,12 +111,12 @@ int RunBench(const std::string& cmd, bool per_rank) {
   std::mt19937 gen(1234 + rank);
   const EncoderBatch batch = SyntheticBatch(config->model, micro, seq, gen);
   Backend& be = **backend;
-  // Mean phase times over `steps` steps after `warmup`. Without overlap the backward pass ends
+  // Summed phase times of `steps` steps after `untimed` ones. Without overlap the backward pass ends
   // before the gradient sync starts, so "sync" is the whole communication time; with overlap
   // the buckets leave during the backward pass and "sync" is only what is left to wait for.
-  auto run_steps = [&](bool overlap) -> absl::StatusOr<PhaseTimes> {
+  auto run_steps = [&](bool overlap, int untimed) -> absl::StatusOr<PhaseTimes> {
     PhaseTimes sum;
-    for (int i = 0; i < warmup + steps; ++i) {
+    for (int i = 0; i < untimed + steps; ++i) {
       PhaseTimes t;
       Timer timer;
       (*model)->ZeroGrads();
@@ -134,15 +144,25 @@ int RunBench(const std::string& cmd, bool per_rank) {
       RETURN_IF_ERROR((*opt)->Step(1e-4f).status());
       be.Synchronize();
       t.optimizer = timer.Seconds();
-      if (i >= warmup) sum.Add(t);
+      if (i >= untimed) sum.Add(t);
     }
     return sum;
   };
   std::vector<std::pair<std::string, PhaseTimes>> modes;
   for (bool overlap : sync ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
-    absl::StatusOr<PhaseTimes> t = run_steps(overlap);
+    absl::StatusOr<PhaseTimes> t = run_steps(overlap, warmup);
     if (!t.ok()) return fail(t.status());
     modes.emplace_back(!sync ? "" : overlap ? "overlapped" : "serial", *t);
+  }
+  // The ops of `steps` more steps, after the timed ones (warm already), in the last mode's sync.
+  std::vector<OpTime> op_times;
+  double profiled_ms = 0;
+  if (profiler != nullptr) {
+    profiler->StartRecording();
+    absl::StatusOr<PhaseTimes> t = run_steps(/*overlap=*/modes.size() == 2, /*untimed=*/0);
+    if (!t.ok()) return fail(t.status());
+    op_times = profiler->StopRecording();
+    profiled_ms = t->total() * 1e3 / steps;
   }
   const double ms = 1e3 / steps;
   std::vector<float> mine;
@@ -211,6 +231,11 @@ int RunBench(const std::string& cmd, bool per_rank) {
       if (in_use.ok()) std::printf(" (in use on the GPU, as the driver counts it: %.1f MiB)", *in_use / 1048576.0);
     }
     std::printf("\n");
+    if (profiler != nullptr) {
+      std::printf("\nops of %d more steps as the device ran them (each charged from the previous op's end to its "
+                  "own, so launch gaps and waits count; step %.2f ms while profiled):\n%s",
+                  steps, profiled_ms, FormatOpTimes(op_times, steps).c_str());
+    }
   }
   s = comm.Finish();
   if (!s.ok()) return ReportError(cmd, std::string(s.message()));
@@ -231,7 +256,11 @@ int RunBenchStep(const std::vector<std::string>& args) {
 
 LAMINA_SUBCOMMAND("bench train", "training-step throughput (seq/s, tokens/s, MFU, memory) on synthetic batches",
                   lamina::RunBenchTrain,
-                  lamina::FlagNames({{"config", "set", "seq_len", "micro_batch", "steps", "warmup", "peak_tflops", "comm"}, lamina::BackendFlags()}));
+                  lamina::FlagNames({{"config", "set", "seq_len", "micro_batch", "steps", "warmup", "peak_tflops",
+                                      "profile_ops", "comm"},
+                                     lamina::BackendFlags()}));
 LAMINA_SUBCOMMAND("bench step", "training-step time per phase (forward, backward, gradient sync, optimizer) per rank",
                   lamina::RunBenchStep,
-                  lamina::FlagNames({{"config", "set", "seq_len", "micro_batch", "steps", "warmup", "peak_tflops", "comm"}, lamina::BackendFlags()}));
+                  lamina::FlagNames({{"config", "set", "seq_len", "micro_batch", "steps", "warmup", "peak_tflops",
+                                      "profile_ops", "comm"},
+                                     lamina::BackendFlags()}));

@@ -65,6 +65,18 @@ struct AdamWHyper {
   float grad_scale = 1.0f;  // multiplies every gradient first (global-norm clipping)
 };
 
+// Marks in the order of a backend's ops, for timing them (model/op_profile.h). Mark() stands after
+// every op enqueued so far and returns its index; ElapsedMs waits for both marks and returns the
+// milliseconds between them; Clear() forgets the marks. The CPU's ops have run when they return,
+// so there a mark is the time now; the GPU records an event on its stream.
+class StreamClock {
+ public:
+  virtual ~StreamClock() = default;
+  virtual int Mark() = 0;
+  virtual double ElapsedMs(int from, int to) = 0;
+  virtual void Clear() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -95,6 +107,8 @@ class Backend {
   virtual absl::Status PrepareOptimizer(std::span<const ParamSegment> /*segments*/, int64_t /*params*/) {
     return absl::OkStatus();
   }
+  // A clock of this backend's op order (the host's clock for a backend whose ops are synchronous).
+  virtual std::unique_ptr<StreamClock> NewStreamClock();
 
   // ---- embeddings ----
   // out[n] = (word[ids[n]] + pos[n % T] + type[type_ids[n]]) * scale, for n over B*T rows.

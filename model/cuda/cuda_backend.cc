@@ -63,6 +63,39 @@ GemmSpec DenseGemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
           .ldb = trans_b ? k : n, .c = c, .ldc = n, .c_dtype = c_dtype};
 }
 
+// Marks as events recorded on the backend's stream; the events are made as needed and kept for
+// the next recording.
+class EventClock final : public StreamClock {
+ public:
+  explicit EventClock(cudaStream_t stream) : stream_(stream) {}
+  ~EventClock() override {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  }
+  int Mark() override {
+    if (used_ == events_.size()) {
+      cudaEvent_t e = nullptr;
+      LAMINA_CUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+    LAMINA_CUDA_CHECK(cudaEventRecord(events_[used_], stream_));
+    return static_cast<int>(used_++);
+  }
+  double ElapsedMs(int from, int to) override {
+    LAMINA_CHECK(from >= 0 && to >= 0 && static_cast<size_t>(std::max(from, to)) < used_, "marks ", from, " and ", to,
+                 " of ", used_);
+    LAMINA_CUDA_CHECK(cudaEventSynchronize(events_[to]));
+    float ms = 0;
+    LAMINA_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[from], events_[to]));
+    return ms;
+  }
+  void Clear() override { used_ = 0; }
+
+ private:
+  cudaStream_t stream_;
+  std::vector<cudaEvent_t> events_;
+  size_t used_ = 0;
+};
+
 class CudaBackend final : public Backend {
  public:
   // "auto" is the fused kernels here, so the name and every later choice see the one that runs.
@@ -92,6 +125,7 @@ class CudaBackend final : public Backend {
   }
 
   std::string name() const override { return name_; }
+  std::unique_ptr<StreamClock> NewStreamClock() override { return std::make_unique<EventClock>(stream_); }
   absl::Status PrepareStep(const StepShape& s) override {
     size_t need = cuda::SumSquaresScratchBytes();
     if (s.grad) {

@@ -11,10 +11,13 @@
 #                                               # torch eager and compile, with peak memory (~6 minutes)
 #   tests/cuda/device_session.sh $OUT gelu      # compare.sh at seq 128 x 256 on bert-base-gelu-tanh
 #                                               # (GELU in the GEMM epilogues) against torch's gelu_new
+#   tests/cuda/device_session.sh $OUT profile   # bench train --profile_ops on bert-base at seq 128 x 256
+#                                               # and 512 x 64: every op of the step as the GPU ran it,
+#                                               # largest first (~1 minute; fits in gelu's call)
 # Logs go to OUT; each stage prints its summary. Exits non-zero when a stage fails.
 set -uo pipefail
-out=${1:?usage: device_session.sh OUTDIR check|compare|gelu}
-stage=${2:?usage: device_session.sh OUTDIR check|compare|gelu}
+out=${1:?usage: device_session.sh OUTDIR check|compare|gelu|profile}
+stage=${2:?usage: device_session.sh OUTDIR check|compare|gelu|profile}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 pack=${LAMINA_DEVICE_PACK:-devpack}
@@ -44,8 +47,22 @@ case $stage in
     done
     exit $status
     ;;
+  profile)
+    [[ -x $build/tests/lamina ]] || tests/cuda/device_unpack.sh "$pack" "$build" || exit 1
+    status=0
+    for run in "256 128" "64 512"; do
+      read -r micro seq <<<"$run"
+      log=$out/profile_bert-base_${seq}.log
+      "$build/tests/lamina" bench train --config launch/configs/model/bert-base.json --micro_batch "$micro" \
+        --seq_len "$seq" --device cuda --steps 5 --warmup 3 --profile_ops >"$log" 2>&1 || status=1
+      echo "== bert-base, seq $seq x micro-batch $micro"
+      grep -E "^throughput|^peak memory|rror" "$log"
+      sed -n '/^ops of/,$p' "$log" | head -42
+    done
+    exit $status
+    ;;
   *)
-    echo "device_session.sh: stage '$stage': expected check, compare or gelu" >&2
+    echo "device_session.sh: stage '$stage': expected check, compare, gelu or profile" >&2
     exit 2
     ;;
 esac
