@@ -158,9 +158,11 @@ class Backend {
   virtual void GeluBackward(TensorView dout, TensorView x, TensorView dx) = 0;  // dx may alias dout
   virtual void Tanh(TensorView x, TensorView out) = 0;
   virtual void TanhBackward(TensorView dout, TensorView out, TensorView dx) = 0;  // from the forward output
-  virtual void Add(TensorView a, TensorView b, TensorView out) = 0;               // out may alias a or b
   // Inverted dropout: out = keep ? x / (1 - p) : 0. out may alias x. p == 0 copies.
   virtual void Dropout(TensorView x, float p, RngContext rng, TensorView out) = 0;
+  // out = a + Dropout(b, p, rng), the mask Dropout draws: a residual add with its branch's dropout
+  // in one pass (T-Fixup's, which has no norm to fuse them with). p == 0 adds. out may alias a or b.
+  virtual void AddDropout(TensorView a, TensorView b, float p, RngContext rng, TensorView out) = 0;
   virtual void DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) = 0;
 
   // ---- attention ----

@@ -318,7 +318,8 @@ void BertModel::EncoderForward(const ForwardOptions& o) {
     be.LinearForward(L.attn_in, W(w.qkv_w, {3 * H, H}), W(w.qkv_b, {3 * H}), Activation::kNone, {}, L.qkv);
     be.AttentionForward(L.qkv, a.mask, nh, p_attn, Rng(l, kAttentionProbDropout, nh * T), L.att_saved, L.ctx);
     be.LinearForward(L.ctx, W(w.attn_out_w, hh), W(w.attn_out_b, h1), Activation::kNone, {}, a.branch);
-    // The branch's dropout and the residual add are fused with the norm that follows them.
+    // The branch's dropout and the residual add are fused with the norm that follows them (T-Fixup,
+    // which has none, fuses the two).
     const RngContext attn_out_rng = Rng(l, kAttentionOutDropout, T * H);
     if (post) {
       be.AddLayerNormForward(L.x_in, a.branch, p_hidden, attn_out_rng, W(w.ln_attn_g, h1), W(w.ln_attn_b, h1), eps,
@@ -327,8 +328,7 @@ void BertModel::EncoderForward(const ForwardOptions& o) {
       be.AddLayerNormForward(L.x_in, a.branch, p_hidden, attn_out_rng, W(w.ln_ffn_g, h1), W(w.ln_ffn_b, h1), eps,
                              L.sum_a, L.ffn_in, L.ln_f_mean, L.ln_f_rstd);
     } else {
-      be.Dropout(a.branch, p_hidden, attn_out_rng, a.branch);
-      be.Add(L.x_in, a.branch, L.sum_a);
+      be.AddDropout(L.x_in, a.branch, p_hidden, attn_out_rng, L.sum_a);
     }
     // Feed-forward block.
     be.LinearForward(L.ffn_in, W(w.ffn_in_w, {F, H}), W(w.ffn_in_b, {F}), HiddenAct(config_), L.ffn_pre, L.ffn_act);
@@ -349,8 +349,7 @@ void BertModel::EncoderForward(const ForwardOptions& o) {
                                eps, L.sum_f, a.final_out, a.final_mean, a.final_rstd);
       }
     } else {
-      be.Dropout(a.branch, p_hidden, ffn_out_rng, a.branch);
-      be.Add(L.x_mid, a.branch, L.sum_f);
+      be.AddDropout(L.x_mid, a.branch, p_hidden, ffn_out_rng, L.sum_f);
     }
   }
 }

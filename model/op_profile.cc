@@ -179,10 +179,6 @@ void ProfilingBackend::TanhBackward(TensorView dout, TensorView out, TensorView 
   inner_->TanhBackward(dout, out, dx);
   Done("TanhBackward", [&] { return D(out); });
 }
-void ProfilingBackend::Add(TensorView a, TensorView b, TensorView out) {
-  inner_->Add(a, b, out);
-  Done("Add", [&] { return D(a); });
-}
 void ProfilingBackend::Dropout(TensorView x, float p, RngContext rng, TensorView out) {
   inner_->Dropout(x, p, rng, out);
   Done("Dropout", [&] { return absl::StrCat(D(x), DropoutNote(p)); });
@@ -190,6 +186,10 @@ void ProfilingBackend::Dropout(TensorView x, float p, RngContext rng, TensorView
 void ProfilingBackend::DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) {
   inner_->DropoutBackward(dout, p, rng, dx);
   Done("DropoutBackward", [&] { return absl::StrCat(D(dout), DropoutNote(p)); });
+}
+void ProfilingBackend::AddDropout(TensorView a, TensorView b, float p, RngContext rng, TensorView out) {
+  inner_->AddDropout(a, b, p, rng, out);
+  Done("AddDropout", [&] { return absl::StrCat(D(a), DropoutNote(p)); });
 }
 
 void ProfilingBackend::AttentionForward(TensorView qkv, TensorView key_mask, int64_t heads, float dropout_p,

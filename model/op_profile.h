@@ -74,9 +74,9 @@ class ProfilingBackend final : public Backend {
   void GeluBackward(TensorView dout, TensorView x, TensorView dx) override;
   void Tanh(TensorView x, TensorView out) override;
   void TanhBackward(TensorView dout, TensorView out, TensorView dx) override;
-  void Add(TensorView a, TensorView b, TensorView out) override;
   void Dropout(TensorView x, float p, RngContext rng, TensorView out) override;
   void DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) override;
+  void AddDropout(TensorView a, TensorView b, float p, RngContext rng, TensorView out) override;
   void AttentionForward(TensorView qkv, TensorView key_mask, int64_t heads, float dropout_p, RngContext rng,
                         TensorView saved, TensorView out) override;
   void AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView out, TensorView saved,

@@ -62,8 +62,8 @@ class CpuBackend final : public Backend {
   void GeluBackward(TensorView dout, TensorView x, TensorView dx) override;
   void Tanh(TensorView x, TensorView out) override;
   void TanhBackward(TensorView dout, TensorView out, TensorView dx) override;
-  void Add(TensorView a, TensorView b, TensorView out) override;
   void Dropout(TensorView x, float p, RngContext rng, TensorView out) override;
+  void AddDropout(TensorView a, TensorView b, float p, RngContext rng, TensorView out) override;
   void DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) override;
 
   // attention.cc

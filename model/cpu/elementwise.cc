@@ -42,15 +42,6 @@ void CpuBackend::TanhBackward(TensorView dout, TensorView out, TensorView dx) {
   for (int64_t i = 0; i < out.numel(); ++i) d[i] = g[i] * (1.0f - y[i] * y[i]);
 }
 
-void CpuBackend::Add(TensorView a, TensorView b, TensorView out) {
-  const float* as = cpu::F32(a, "a");
-  const float* bs = cpu::F32(b, "b");
-  float* o = cpu::F32(out, "out");
-  cpu::CheckNumel(b, a.numel(), "b");
-  cpu::CheckNumel(out, a.numel(), "out");
-  for (int64_t i = 0; i < a.numel(); ++i) o[i] = as[i] + bs[i];
-}
-
 // Element i is kept when DropoutKeep(rng, i, p); kept values are scaled by 1 / (1 - p) so the
 // expectation is unchanged. The backward applies the same mask and scale to the gradient.
 void CpuBackend::Dropout(TensorView x, float p, RngContext rng, TensorView out) {
@@ -68,5 +59,16 @@ void CpuBackend::Dropout(TensorView x, float p, RngContext rng, TensorView out) 
 }
 
 void CpuBackend::DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) { Dropout(dout, p, rng, dx); }
+
+void CpuBackend::AddDropout(TensorView a, TensorView b, float p, RngContext rng, TensorView out) {
+  const float* as = cpu::F32(a, "a");
+  const float* bs = cpu::F32(b, "b");
+  float* o = cpu::F32(out, "out");
+  cpu::CheckNumel(b, a.numel(), "b");
+  cpu::CheckNumel(out, a.numel(), "out");
+  LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
+  cpu::DropoutMask mask(rng, p);
+  for (int64_t i = 0; i < a.numel(); ++i) o[i] = as[i] + mask.Apply(static_cast<uint64_t>(i), bs[i]);
+}
 
 }  // namespace lamina

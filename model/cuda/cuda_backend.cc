@@ -339,17 +339,20 @@ class CudaBackend final : public Backend {
     CheckNumel(dx, out.numel(), "dx");
     cuda::LaunchTanhBackward(R(dout, "dout"), R(out, "out"), R(dx, "dx"), out.numel(), stream_);
   }
-  void Add(TensorView a, TensorView b, TensorView out) override {
-    CheckNumel(b, a.numel(), "b");
-    CheckNumel(out, a.numel(), "out");
-    cuda::LaunchAdd(R(a, "a"), R(b, "b"), R(out, "out"), a.numel(), stream_);
-  }
   void Dropout(TensorView x, float p, RngContext rng, TensorView out) override {
     CheckNumel(out, x.numel(), "out");
     LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
     cuda::LaunchDropout(R(x, "x"), p, rng, R(out, "out"), x.numel(), stream_);
   }
   void DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) override { Dropout(dout, p, rng, dx); }
+  void AddDropout(TensorView a, TensorView b, float p, RngContext rng, TensorView out) override {
+    CheckNumel(b, a.numel(), "b");
+    CheckNumel(out, a.numel(), "out");
+    LAMINA_CHECK(p >= 0.0f && p < 1.0f, "dropout probability ", p);
+    LAMINA_CHECK(a.dtype == b.dtype && a.dtype == out.dtype, "AddDropout dtypes ", a.ToString(), " ", b.ToString(), " ",
+                 out.ToString());
+    cuda::LaunchAddDropout(R(a, "a"), R(b, "b"), p, rng, R(out, "out"), a.numel(), stream_);
+  }
 
   // ---- attention ----
   int64_t AttentionSavedElems(int64_t batch, int64_t heads, int64_t seq, int64_t head_dim) const override {

@@ -1,4 +1,5 @@
-// Elementwise kernels: dtype conversion, GELU (erf form, as the reference), tanh, add, dropout, scale.
+// Elementwise kernels: dtype conversion, GELU (both forms), tanh, add, dropout (alone or before an add),
+// scale.
 #include "model/cuda/common.cuh"
 #include "model/cuda/kernels.h"
 
@@ -96,6 +97,28 @@ __global__ void Dropout8Kernel(const TA* x, TO* out, int64_t n8, ElementDropout 
   }
 }
 
+// out = a + dropout(b), eight elements per thread (the mask Dropout8Kernel draws), or one where
+// the sizes or addresses do not allow 16-byte accesses.
+template <typename T>
+__global__ void AddDropout8Kernel(const T* a, const T* b, T* out, int64_t n8, ElementDropout drop) {
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n8;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v[8], w[8];
+    Load8(a + 8 * j, v);
+    Load8(b + 8 * j, w);
+    drop.Apply8(8 * j, w);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] += w[k];
+    Store8(out + 8 * j, v);
+  }
+}
+template <typename T>
+__global__ void AddDropoutKernel(const T* a, const T* b, T* out, int64_t n, ElementDropout drop) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = FromF<T>(ToF(a[i]) + drop(ToF(b[i]), i));
+}
+
 struct Identity {
   __device__ float operator()(float x, int64_t) const { return x; }
 };
@@ -158,6 +181,28 @@ void LaunchDropout(Ref x, float p, RngContext rng, Ref out, int64_t n, cudaStrea
     return;
   }
   Launch1(x, out, n, stream, drop);
+}
+
+void LaunchAddDropout(Ref a, Ref b, float p, RngContext rng, Ref out, int64_t n, cudaStream_t stream) {
+  if (p == 0.0f) {
+    LaunchAdd(a, b, out, n, stream);
+    return;
+  }
+  if (n == 0) return;
+  LAMINA_KERNEL_CHECK(a.dtype == b.dtype && a.dtype == out.dtype);
+  const ElementDropout drop(rng, p);
+  const bool wide = n % 8 == 0 && Aligned16(a.data) && Aligned16(b.data) && Aligned16(out.data);
+  LAMINA_DISPATCH_FLOAT(a.dtype, T, {
+    const T* as = static_cast<const T*>(a.data);
+    const T* bs = static_cast<const T*>(b.data);
+    T* o = static_cast<T*>(out.data);
+    if (wide) {
+      AddDropout8Kernel<T><<<GridFor(n / 8, kThreads), kThreads, 0, stream>>>(as, bs, o, n / 8, drop);
+    } else {
+      AddDropoutKernel<T><<<GridFor(n, kThreads), kThreads, 0, stream>>>(as, bs, o, n, drop);
+    }
+  });
+  LAMINA_CUDA_CHECK_LAUNCH();
 }
 
 void LaunchScale(float* x, float s, int64_t n, cudaStream_t stream) {

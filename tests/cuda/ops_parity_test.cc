@@ -58,9 +58,25 @@ TEST_F(CudaOpsTest, GeluTanhAddMatchReference) {
     cpu_->TanhBackward(g.cpu, t.cpu, dt.cpu);
     gpu_->TanhBackward(g.gpu, t.gpu, dt.gpu);
     ExpectClose(dt, kBf16Bound, "TanhBackward");
-    cpu_->Add(x.cpu, g.cpu, x.cpu);  // out aliasing a
-    gpu_->Add(x.gpu, g.gpu, x.gpu);
-    ExpectClose(x, kBf16Bound, "Add (in place)");
+    // AddDropout with out aliasing a: the plain add, then with the branch's dropout, whose
+    // dropped elements leave a's values alone (element by element: the mask must be Dropout's).
+    cpu_->AddDropout(x.cpu, g.cpu, 0.0f, {}, x.cpu);
+    gpu_->AddDropout(x.gpu, g.gpu, 0.0f, {}, x.gpu);
+    ExpectClose(x, kBf16Bound, "AddDropout p 0 (in place)");
+    const RngContext rng{static_cast<uint64_t>(Int(0, 1 << 30)), MakeStream(Int(0, 100), Int(0, 11), 2),
+                         static_cast<uint64_t>(Int(0, 9))};
+    const std::vector<float> before = Gpu(x);
+    Pair dropped = Make({rows, cols}, DType::kBF16);
+    cpu_->Dropout(g.cpu, 0.5f, rng, dropped.cpu);
+    cpu_->AddDropout(x.cpu, g.cpu, 0.5f, rng, x.cpu);
+    gpu_->AddDropout(x.gpu, g.gpu, 0.5f, rng, x.gpu);
+    const std::vector<float> got = Gpu(x), keep = Cpu(dropped);
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (keep[i] == 0.0f) {
+        ASSERT_EQ(got[i], before[i]) << "AddDropout kept a dropped element " << i << " seed " << seed_;
+      }
+    }
+    ExpectClose(x, kBf16Bound, "AddDropout p 0.5 (in place)");
   }
 }
 

@@ -448,12 +448,16 @@ TEST_F(CpuOpsTest, TanhGradient) {
   EXPECT_TRUE(CheckGradient(x, loss, dx));
 }
 
-TEST_F(CpuOpsTest, AddMayAliasAnInput) {
-  std::vector<float> a = RandomVector(gen_, 10), b = RandomVector(gen_, 10), out(10);
-  backend_->Add(F32(a, {2, 5}), F32(b, {2, 5}), F32(out, {2, 5}));
+// With p = 0 the plain add; with p > 0 exactly a + Dropout(b) (the same mask); out may alias a.
+TEST_F(CpuOpsTest, AddDropoutIsDropoutThenAddAndMayAliasAnInput) {
+  const RngContext rng{7, MakeStream(1, 2, 3), 5};
+  std::vector<float> a = RandomVector(gen_, 10), b = RandomVector(gen_, 10), out(10), dropped(10);
+  backend_->AddDropout(F32(a, {2, 5}), F32(b, {2, 5}), 0.0f, rng, F32(out, {2, 5}));
   for (int i = 0; i < 10; ++i) EXPECT_EQ(out[i], a[i] + b[i]);
-  backend_->Add(F32(a, {2, 5}), F32(b, {2, 5}), F32(a, {2, 5}));
-  EXPECT_EQ(a, out);
+  backend_->Dropout(F32(b, {10}), 0.5f, rng, F32(dropped, {10}));
+  ASSERT_NE(std::count(dropped.begin(), dropped.end(), 0.0f), 0) << "no element dropped: the check below is weak";
+  backend_->AddDropout(F32(a, {2, 5}), F32(b, {2, 5}), 0.5f, rng, F32(a, {2, 5}));
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(a[i], out[i] - b[i] + dropped[i]) << i;
 }
 
 // ---- dropout ----
@@ -645,7 +649,7 @@ TEST_F(CpuOpsTest, MisuseAbortsWithAMessage) {
   EXPECT_DEATH(backend_->LinearForward(F32(x, {2, 5}), F32(w5, {3, 5}), TensorView{}, Activation::kGelu,
                                        F32(wide, {2, 4}), F32(wide, {2, 4})),
                "out must be \\[2, 3\\], got");
-  EXPECT_DEATH(backend_->Add(F32(x, {10}), I32(ids, {2}), F32(x, {10})), "b must be f32");
+  EXPECT_DEATH(backend_->AddDropout(F32(x, {10}), I32(ids, {2}), 0.0f, {}, F32(x, {10})), "b must be f32");
 }
 
 // The CUDA attention kernels (flash and gemm) exist only on the GPU: asking the CPU for either is
