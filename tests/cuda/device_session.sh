@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# One lent GPU session's measurements, in two calls that each fit a device command's 10 minutes.
+# One lent GPU session's measurements, in stages that each fit a device command's 10 minutes.
 # Here, first:
 #   ../shared/tools/device-deps.sh && tests/cuda/device_pack.sh devpack   # devpack/ in .git/info/exclude
 # There (each call carrying .deps and devpack):
 #   tests/cuda/device_session.sh $OUT check     # device_check.sh with the packed binaries: parity, the
 #                                               # timing test (op table, attention A/Bs), sanitizers,
 #                                               # the data-parallel GPU tests (~4 minutes)
+#   tests/cuda/device_session.sh $OUT profile   # bench train --profile_ops on bert-base at seq 128 x 256
+#                                               # and 512 x 64: every op of the step as the GPU ran it,
+#                                               # largest first (~1 minute)
 #   tests/cuda/device_session.sh $OUT compare   # launch/bench/compare.sh at seq 128 x 256 and 512 x 64:
 #                                               # Post-LN (both attention paths), Pre-LN, T-Fixup against
 #                                               # torch eager and compile, with peak memory (~6 minutes)
 #   tests/cuda/device_session.sh $OUT gelu      # compare.sh at seq 128 x 256 on bert-base-gelu-tanh
 #                                               # (GELU in the GEMM epilogues) against torch's gelu_new
-#   tests/cuda/device_session.sh $OUT profile   # bench train --profile_ops on bert-base at seq 128 x 256
-#                                               # and 512 x 64: every op of the step as the GPU ran it,
-#                                               # largest first (~1 minute; fits in gelu's call)
+# The machine's start counts against the ~15 device minutes: call `check` and `profile` together
+# first, then `compare`, and `gelu` only with 3 minutes left.
 # Logs go to OUT; each stage prints its summary. Exits non-zero when a stage fails.
 set -uo pipefail
 out=${1:?usage: device_session.sh OUTDIR check|compare|gelu|profile}
