@@ -232,8 +232,8 @@ int RunBench(const std::string& cmd, bool per_rank) {
     }
     std::printf("\n");
     if (profiler != nullptr) {
-      std::printf("\nops of %d more steps as the device ran them (each charged from the previous op's end to its "
-                  "own, so launch gaps and waits count; step %.2f ms while profiled):\n%s",
+      std::printf("\nops of %d more steps as the device ran them (each between its own marks; the device's time "
+                  "between ops has a row; step %.2f ms while profiled):\n%s",
                   steps, profiled_ms, FormatOpTimes(op_times, steps).c_str());
     }
   }

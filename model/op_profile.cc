@@ -39,33 +39,44 @@ void ProfilingBackend::StartRecording() {
   clock_->Clear();
   keys_.clear();
   names_.clear();
-  ends_.clear();
+  calls_.clear();
   start_ = clock_->Mark();
   recording_ = true;
 }
 
-template <typename ShapeFn>
-void ProfilingBackend::Done(const char* op, ShapeFn shape) {
-  if (!recording_) return;
-  const int mark = clock_->Mark();
+template <typename OpFn, typename ShapeFn>
+void ProfilingBackend::Run(const char* op, OpFn call, ShapeFn shape) {
+  if (!recording_) {
+    call();
+    return;
+  }
+  const int start = clock_->Mark();
+  call();
+  const int end = clock_->Mark();
   auto [it, added] = keys_.try_emplace({op, shape()}, static_cast<int>(names_.size()));
   if (added) names_.push_back(it->first);
-  ends_.emplace_back(it->second, mark);
+  calls_.push_back({it->second, start, end});
 }
 
 std::vector<OpTime> ProfilingBackend::StopRecording() {
   LAMINA_CHECK(recording_, "StopRecording without StartRecording");
   recording_ = false;
-  std::vector<OpTime> times(names_.size());
+  // The last row: the device's time between one op's end and the next one's start.
+  std::vector<OpTime> times(names_.size() + 1);
   for (size_t k = 0; k < names_.size(); ++k) {
     times[k].op = names_[k].first;
     times[k].shape = names_[k].second;
   }
+  OpTime& between = times.back();
+  between.op = kBetweenOps;
+  between.shape = "the device idle: launch gaps, host work and waits";
   int previous = start_;
-  for (const auto& [key, mark] : ends_) {
-    times[key].calls += 1;
-    times[key].ms += clock_->ElapsedMs(previous, mark);
-    previous = mark;
+  for (const Recorded& c : calls_) {
+    times[c.key].calls += 1;
+    times[c.key].ms += clock_->ElapsedMs(c.start, c.end);
+    between.calls += 1;
+    between.ms += clock_->ElapsedMs(previous, c.start);
+    previous = c.end;
   }
   std::stable_sort(times.begin(), times.end(), [](const OpTime& a, const OpTime& b) { return a.ms > b.ms; });
   return times;
@@ -95,158 +106,149 @@ std::string FormatOpTimes(const std::vector<OpTime>& times, int steps) {
 }
 
 void ProfilingBackend::Zero(TensorView t) {
-  inner_->Zero(t);
-  Done("Zero", [&] { return D(t); });
+  Run("Zero", [&] { inner_->Zero(t); }, [&] { return D(t); });
 }
 void ProfilingBackend::CopyFromHost(const float* src, TensorView dst) {
-  inner_->CopyFromHost(src, dst);
-  Done("CopyFromHost", [&] { return D(dst); });
+  Run("CopyFromHost", [&] { inner_->CopyFromHost(src, dst); }, [&] { return D(dst); });
 }
 void ProfilingBackend::CopyToHost(TensorView src, float* dst) {
-  inner_->CopyToHost(src, dst);
-  Done("CopyToHost", [&] { return D(src); });
+  Run("CopyToHost", [&] { inner_->CopyToHost(src, dst); }, [&] { return D(src); });
 }
 void ProfilingBackend::CopyFromHostI32(const int32_t* src, TensorView dst) {
-  inner_->CopyFromHostI32(src, dst);
-  Done("CopyFromHostI32", [&] { return D(dst); });
+  Run("CopyFromHostI32", [&] { inner_->CopyFromHostI32(src, dst); }, [&] { return D(dst); });
 }
 void ProfilingBackend::Convert(TensorView src, TensorView dst) {
-  inner_->Convert(src, dst);
-  Done("Convert", [&] { return absl::StrCat(D(src), " ", DTypeName(src.dtype), " -> ", DTypeName(dst.dtype)); });
+  Run("Convert", [&] { inner_->Convert(src, dst); },
+      [&] { return absl::StrCat(D(src), " ", DTypeName(src.dtype), " -> ", DTypeName(dst.dtype)); });
 }
 
 void ProfilingBackend::EmbeddingForward(TensorView ids, TensorView type_ids, TensorView word, TensorView pos,
                                         TensorView type, float scale, TensorView out) {
-  inner_->EmbeddingForward(ids, type_ids, word, pos, type, scale, out);
-  Done("EmbeddingForward", [&] { return absl::StrCat(D(out), " from ", D(word)); });
+  Run("EmbeddingForward", [&] { inner_->EmbeddingForward(ids, type_ids, word, pos, type, scale, out); },
+      [&] { return absl::StrCat(D(out), " from ", D(word)); });
 }
 void ProfilingBackend::EmbeddingBackward(TensorView ids, TensorView type_ids, TensorView dout, float scale,
                                          TensorView dword, TensorView dpos, TensorView dtype) {
-  inner_->EmbeddingBackward(ids, type_ids, dout, scale, dword, dpos, dtype);
-  Done("EmbeddingBackward", [&] { return absl::StrCat(D(dout), " into ", D(dword)); });
+  Run("EmbeddingBackward", [&] { inner_->EmbeddingBackward(ids, type_ids, dout, scale, dword, dpos, dtype); },
+      [&] { return absl::StrCat(D(dout), " into ", D(dword)); });
 }
 
 void ProfilingBackend::LayerNormForward(TensorView x, TensorView gamma, TensorView beta, float eps, TensorView out,
                                         TensorView mean, TensorView rstd) {
-  inner_->LayerNormForward(x, gamma, beta, eps, out, mean, rstd);
-  Done("LayerNormForward", [&] { return D(x); });
+  Run("LayerNormForward", [&] { inner_->LayerNormForward(x, gamma, beta, eps, out, mean, rstd); },
+      [&] { return D(x); });
 }
 void ProfilingBackend::AddLayerNormForward(TensorView a, TensorView b, float p, RngContext rng, TensorView gamma,
                                            TensorView beta, float eps, TensorView sum, TensorView out, TensorView mean,
                                            TensorView rstd) {
-  inner_->AddLayerNormForward(a, b, p, rng, gamma, beta, eps, sum, out, mean, rstd);
-  Done("AddLayerNormForward", [&] { return absl::StrCat(D(a), DropoutNote(p)); });
+  Run("AddLayerNormForward", [&] { inner_->AddLayerNormForward(a, b, p, rng, gamma, beta, eps, sum, out, mean, rstd); },
+      [&] { return absl::StrCat(D(a), DropoutNote(p)); });
 }
 void ProfilingBackend::LayerNormBackward(TensorView dout, TensorView x, TensorView gamma, TensorView mean,
                                          TensorView rstd, TensorView dx, bool accumulate, TensorView dgamma,
                                          TensorView dbeta, float p, RngContext rng, TensorView dropped) {
-  inner_->LayerNormBackward(dout, x, gamma, mean, rstd, dx, accumulate, dgamma, dbeta, p, rng, dropped);
-  Done("LayerNormBackward", [&] { return absl::StrCat(D(x), dropped.empty() ? "" : DropoutNote(p)); });
+  Run(
+      "LayerNormBackward",
+      [&] { inner_->LayerNormBackward(dout, x, gamma, mean, rstd, dx, accumulate, dgamma, dbeta, p, rng, dropped); },
+      [&] { return absl::StrCat(D(x), dropped.empty() ? "" : DropoutNote(p)); });
 }
 
 void ProfilingBackend::LinearForward(TensorView x, TensorView w, TensorView b, Activation act, TensorView pre_act,
                                      TensorView out) {
-  inner_->LinearForward(x, w, b, act, pre_act, out);
-  Done("LinearForward", [&] { return absl::StrCat(D(x), " x ", D(w), "^T", b.empty() ? "" : " + b", Act(act)); });
+  Run("LinearForward", [&] { inner_->LinearForward(x, w, b, act, pre_act, out); },
+      [&] { return absl::StrCat(D(x), " x ", D(w), "^T", b.empty() ? "" : " + b", Act(act)); });
 }
 void ProfilingBackend::LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act,
                                       TensorView dx, bool accumulate, TensorView dw, TensorView db) {
-  inner_->LinearBackward(dout, x, w, act, pre_act, dx, accumulate, dw, db);
-  Done("LinearBackward", [&] {
+  Run("LinearBackward", [&] { inner_->LinearBackward(dout, x, w, act, pre_act, dx, accumulate, dw, db); }, [&] {
     return absl::StrCat(D(x), " x ", D(w), "^T", Act(act), dx.empty() ? "" : ", dx", ", dW", db.empty() ? "" : ", db");
   });
 }
 void ProfilingBackend::LinearBackwardToPreActivation(TensorView dout, TensorView x, TensorView w, Activation input_act,
                                                      TensorView pre, TensorView dpre, TensorView dw, TensorView db) {
-  inner_->LinearBackwardToPreActivation(dout, x, w, input_act, pre, dpre, dw, db);
-  Done("LinearBackwardToPreActivation",
-       [&] { return absl::StrCat(D(x), " x ", D(w), "^T", Act(input_act), ", dW", db.empty() ? "" : ", db"); });
+  Run(
+      "LinearBackwardToPreActivation",
+      [&] { inner_->LinearBackwardToPreActivation(dout, x, w, input_act, pre, dpre, dw, db); },
+      [&] { return absl::StrCat(D(x), " x ", D(w), "^T", Act(input_act), ", dW", db.empty() ? "" : ", db"); });
 }
 
 void ProfilingBackend::Gelu(TensorView x, TensorView out) {
-  inner_->Gelu(x, out);
-  Done("Gelu", [&] { return D(x); });
+  Run("Gelu", [&] { inner_->Gelu(x, out); }, [&] { return D(x); });
 }
 void ProfilingBackend::GeluBackward(TensorView dout, TensorView x, TensorView dx) {
-  inner_->GeluBackward(dout, x, dx);
-  Done("GeluBackward", [&] { return D(x); });
+  Run("GeluBackward", [&] { inner_->GeluBackward(dout, x, dx); }, [&] { return D(x); });
 }
 void ProfilingBackend::Tanh(TensorView x, TensorView out) {
-  inner_->Tanh(x, out);
-  Done("Tanh", [&] { return D(x); });
+  Run("Tanh", [&] { inner_->Tanh(x, out); }, [&] { return D(x); });
 }
 void ProfilingBackend::TanhBackward(TensorView dout, TensorView out, TensorView dx) {
-  inner_->TanhBackward(dout, out, dx);
-  Done("TanhBackward", [&] { return D(out); });
+  Run("TanhBackward", [&] { inner_->TanhBackward(dout, out, dx); }, [&] { return D(out); });
 }
 void ProfilingBackend::Dropout(TensorView x, float p, RngContext rng, TensorView out) {
-  inner_->Dropout(x, p, rng, out);
-  Done("Dropout", [&] { return absl::StrCat(D(x), DropoutNote(p)); });
+  Run("Dropout", [&] { inner_->Dropout(x, p, rng, out); }, [&] { return absl::StrCat(D(x), DropoutNote(p)); });
 }
 void ProfilingBackend::DropoutBackward(TensorView dout, float p, RngContext rng, TensorView dx) {
-  inner_->DropoutBackward(dout, p, rng, dx);
-  Done("DropoutBackward", [&] { return absl::StrCat(D(dout), DropoutNote(p)); });
+  Run("DropoutBackward", [&] { inner_->DropoutBackward(dout, p, rng, dx); },
+      [&] { return absl::StrCat(D(dout), DropoutNote(p)); });
 }
 void ProfilingBackend::AddDropout(TensorView a, TensorView b, float p, RngContext rng, TensorView out) {
-  inner_->AddDropout(a, b, p, rng, out);
-  Done("AddDropout", [&] { return absl::StrCat(D(a), DropoutNote(p)); });
+  Run("AddDropout", [&] { inner_->AddDropout(a, b, p, rng, out); }, [&] { return absl::StrCat(D(a), DropoutNote(p)); });
 }
 
 void ProfilingBackend::AttentionForward(TensorView qkv, TensorView key_mask, int64_t heads, float dropout_p,
                                         RngContext rng, TensorView saved, TensorView out) {
-  inner_->AttentionForward(qkv, key_mask, heads, dropout_p, rng, saved, out);
-  Done("AttentionForward", [&] { return AttentionShape(key_mask, heads, out, dropout_p); });
+  Run("AttentionForward", [&] { inner_->AttentionForward(qkv, key_mask, heads, dropout_p, rng, saved, out); },
+      [&] { return AttentionShape(key_mask, heads, out, dropout_p); });
 }
 void ProfilingBackend::AttentionBackward(TensorView dout, TensorView qkv, TensorView key_mask, TensorView out,
                                          TensorView saved, int64_t heads, float dropout_p, RngContext rng,
                                          TensorView dqkv) {
-  inner_->AttentionBackward(dout, qkv, key_mask, out, saved, heads, dropout_p, rng, dqkv);
-  Done("AttentionBackward", [&] { return AttentionShape(key_mask, heads, out, dropout_p); });
+  Run(
+      "AttentionBackward",
+      [&] { inner_->AttentionBackward(dout, qkv, key_mask, out, saved, heads, dropout_p, rng, dqkv); },
+      [&] { return AttentionShape(key_mask, heads, out, dropout_p); });
 }
 
 void ProfilingBackend::GatherRows(TensorView x, TensorView index, TensorView out) {
-  inner_->GatherRows(x, index, out);
-  Done("GatherRows", [&] { return absl::StrCat(D(out), " of ", D(x)); });
+  Run("GatherRows", [&] { inner_->GatherRows(x, index, out); }, [&] { return absl::StrCat(D(out), " of ", D(x)); });
 }
 void ProfilingBackend::ScatterAddRows(TensorView dout, TensorView index, TensorView dx) {
-  inner_->ScatterAddRows(dout, index, dx);
-  Done("ScatterAddRows", [&] { return absl::StrCat(D(dout), " into ", D(dx)); });
+  Run("ScatterAddRows", [&] { inner_->ScatterAddRows(dout, index, dx); },
+      [&] { return absl::StrCat(D(dout), " into ", D(dx)); });
 }
 void ProfilingBackend::CrossEntropy(TensorView logits, int64_t classes, TensorView targets, float grad_scale,
                                     TensorView losses, TensorView dlogits) {
-  inner_->CrossEntropy(logits, classes, targets, grad_scale, losses, dlogits);
-  Done("CrossEntropy",
-       [&] { return absl::StrCat(D(logits), ", ", classes, " classes", dlogits.empty() ? "" : ", dlogits"); });
+  Run("CrossEntropy", [&] { inner_->CrossEntropy(logits, classes, targets, grad_scale, losses, dlogits); },
+      [&] { return absl::StrCat(D(logits), ", ", classes, " classes", dlogits.empty() ? "" : ", dlogits"); });
 }
 void ProfilingBackend::ArgMax(TensorView logits, int64_t classes, TensorView out) {
-  inner_->ArgMax(logits, classes, out);
-  Done("ArgMax", [&] { return absl::StrCat(D(logits), ", ", classes, " classes"); });
+  Run("ArgMax", [&] { inner_->ArgMax(logits, classes, out); },
+      [&] { return absl::StrCat(D(logits), ", ", classes, " classes"); });
 }
 
 double ProfilingBackend::SumSquares(TensorView x) {
-  const double sum = inner_->SumSquares(x);
-  Done("SumSquares", [&] { return D(x); });
+  double sum = 0;
+  Run("SumSquares", [&] { sum = inner_->SumSquares(x); }, [&] { return D(x); });
   return sum;
 }
 void ProfilingBackend::Scale(TensorView x, float s) {
-  inner_->Scale(x, s);
-  Done("Scale", [&] { return D(x); });
+  Run("Scale", [&] { inner_->Scale(x, s); }, [&] { return D(x); });
 }
 void ProfilingBackend::AdamWStep(TensorView params, TensorView grads, TensorView m, TensorView v, TensorView compute,
                                  std::span<const ParamSegment> segments, const AdamWHyper& hyper) {
-  inner_->AdamWStep(params, grads, m, v, compute, segments, hyper);
-  Done("AdamWStep", [&] { return absl::StrCat(D(params), ", ", segments.size(), " segments"); });
+  Run("AdamWStep", [&] { inner_->AdamWStep(params, grads, m, v, compute, segments, hyper); },
+      [&] { return absl::StrCat(D(params), ", ", segments.size(), " segments"); });
 }
 void ProfilingBackend::LambMoments(TensorView params, TensorView grads, TensorView m, TensorView v,
                                    std::span<const ParamSegment> segments, const AdamWHyper& hyper,
                                    TensorView norms) {
-  inner_->LambMoments(params, grads, m, v, segments, hyper, norms);
-  Done("LambMoments", [&] { return absl::StrCat(D(params), ", ", segments.size(), " segments"); });
+  Run("LambMoments", [&] { inner_->LambMoments(params, grads, m, v, segments, hyper, norms); },
+      [&] { return absl::StrCat(D(params), ", ", segments.size(), " segments"); });
 }
 void ProfilingBackend::LambUpdate(TensorView params, TensorView m, TensorView v, TensorView compute,
                                   std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) {
-  inner_->LambUpdate(params, m, v, compute, segments, hyper, norms);
-  Done("LambUpdate", [&] { return absl::StrCat(D(params), ", ", segments.size(), " segments"); });
+  Run("LambUpdate", [&] { inner_->LambUpdate(params, m, v, compute, segments, hyper, norms); },
+      [&] { return absl::StrCat(D(params), ", ", segments.size(), " segments"); });
 }
 
 }  // namespace lamina

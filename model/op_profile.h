@@ -1,9 +1,10 @@
 // Where a training step's time goes, op by op: a Backend that forwards every call to another and,
-// while recording, marks the end of each op on the inner backend's StreamClock (CUDA events on the
-// GPU), so each op is charged the time from the previous op's end to its own. That is the whole
-// step, in the order the device ran it, with launch gaps and host waits charged to the op that
-// waited: the per-op breakdown `lamina bench train --profile_ops` prints, where the GPU machines
-// have no Nsight Systems. Outside a recording the calls only forward.
+// while recording, marks the start and the end of each op on the inner backend's StreamClock (CUDA
+// events on the GPU). Each op is charged the device's time between its marks, and the time between
+// one op's end and the next one's start (launch gaps, host work and waits, the device idle) goes to
+// one row of its own: the whole step in the order the device ran it, the per-op breakdown `lamina
+// bench train --profile_ops` prints where the GPU machines have no Nsight Systems. Outside a
+// recording the calls only forward.
 #pragma once
 
 #include <map>
@@ -26,11 +27,13 @@ struct OpTime {
 
 class ProfilingBackend final : public Backend {
  public:
+  static constexpr const char* kBetweenOps = "(between ops)";
   explicit ProfilingBackend(std::unique_ptr<Backend> inner);
 
   // Starts a recording (a previous one's marks are dropped).
   void StartRecording();
-  // Ends it: waits for the recorded ops and returns their times per (op, shape), largest first.
+  // Ends it: waits for the recorded ops and returns their times per (op, shape), largest first,
+  // with a row named kBetweenOps for the time between them.
   std::vector<OpTime> StopRecording();
   Backend& inner() { return *inner_; }
 
@@ -96,9 +99,9 @@ class ProfilingBackend final : public Backend {
                   std::span<const ParamSegment> segments, const AdamWHyper& hyper, TensorView norms) override;
 
  private:
-  // After an op has been enqueued: its end mark, charged to (op, shape()) when recording.
-  template <typename ShapeFn>
-  void Done(const char* op, ShapeFn shape);
+  // call() (the inner op); when recording, between two marks charged to (op, shape()).
+  template <typename OpFn, typename ShapeFn>
+  void Run(const char* op, OpFn call, ShapeFn shape);
 
   std::unique_ptr<Backend> inner_;
   std::unique_ptr<StreamClock> clock_;
@@ -106,7 +109,10 @@ class ProfilingBackend final : public Backend {
   int start_ = 0;
   std::map<std::pair<std::string, std::string>, int> keys_;  // (op, shape) -> index in names_
   std::vector<std::pair<std::string, std::string>> names_;
-  std::vector<std::pair<int, int>> ends_;  // (key, end mark) of each recorded call, in order
+  struct Recorded {
+    int key, start, end;  // index in names_, marks
+  };
+  std::vector<Recorded> calls_;  // in order
 };
 
 // The recording as a table: op, shape, calls and milliseconds per step (over `steps` steps), and

@@ -1,6 +1,6 @@
 // The op profiler (model/op_profile.h): a model trained through it gets the bits it gets without
-// it, every op of the step is recorded once per call and charged its span, the spans add up to the
-// recording, and the table folds the small rows.
+// it, every op of the step is recorded once per call with a gap before it, and the table folds the
+// small rows.
 #include "model/op_profile.h"
 
 #include <map>
@@ -55,11 +55,14 @@ TEST(OpProfile, RecordsEveryOpOfAStepWithoutChangingIt) {
 
   std::map<std::string, int64_t> calls;
   double total = 0;
+  int64_t op_calls = 0;
   for (const OpTime& t : times) {
     calls[t.op] += t.calls;
+    if (t.op != ProfilingBackend::kBetweenOps) op_calls += t.calls;
     EXPECT_GE(t.ms, 0.0) << t.op << " " << t.shape;
     total += t.ms;
   }
+  EXPECT_EQ(calls[ProfilingBackend::kBetweenOps], op_calls) << "one gap before each op";
   const int64_t layers = Config().layers, steps = 2;
   // Per layer: QKV, attention-out, FFN-in and FFN-out; the MLM head's dense layer and decoder.
   EXPECT_EQ(calls["LinearForward"], steps * (4 * layers + 2));
