@@ -37,6 +37,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device, 
     return absl::InvalidArgumentError(absl::StrCat("attention \"", AttentionKernelName(options.attention),
                                                    "\" is a CUDA kernel; the CPU backend has only the reference "
                                                    "(attention auto)"));
+  if (options.gemm_autotune)
+    return absl::InvalidArgumentError("gemm_autotune tunes cuBLASLt's products: the CPU backend has none");
   return MakeCpuBackend();
 }
 

@@ -256,6 +256,10 @@ const char* AttentionKernelName(AttentionKernel k);
 
 struct BackendOptions {
   AttentionKernel attention = AttentionKernel::kAuto;
+  // CUDA: time up to 8 of cuBLASLt's candidate algorithms on each product's first call and keep the
+  // fastest, instead of its heuristics' first choice. The choice rests on timings, so two processes
+  // may choose differently and their results differ in the last bits: off by default.
+  bool gemm_autotune = false;
 };
 
 // The float32 CPU reference backend.

@@ -110,7 +110,8 @@ nlohmann::json RunConfig::ToJson() const {
               {"grad_bf16", run.grad_bf16},
               {"grad_overlap", run.grad_overlap},
               {"zero_stage", run.zero_stage},
-              {"attention", AttentionKernelName(run.attention)}};
+              {"attention", AttentionKernelName(run.attention)},
+              {"gemm_autotune", run.gemm_autotune}};
   return j;
 }
 
@@ -142,6 +143,7 @@ absl::StatusOr<RunConfig> RunConfig::FromJson(const nlohmann::json& j) {
   std::string attention = AttentionKernelName(c.run.attention);
   RETURN_IF_ERROR(run.Read("attention", &attention));
   ASSIGN_OR_RETURN(c.run.attention, ParseAttentionKernel(attention, "run.attention"));
+  RETURN_IF_ERROR(run.Read("gemm_autotune", &c.run.gemm_autotune));
   RETURN_IF_ERROR(run.Finish());
   RETURN_IF_ERROR(Positive("run.steps", c.run.steps));
   RETURN_IF_ERROR(Positive("run.log_every", c.run.log_every));

@@ -71,8 +71,11 @@ struct RunSection {
   bool grad_overlap = true;    // launch gradient buckets during the last backward pass
   int zero_stage = 0;          // 1: shard the optimizer state over the ranks (ZeRO-1)
   AttentionKernel attention = AttentionKernel::kAuto;  // the CUDA attention kernels: "auto" | "gemm" | "flash"
+  bool gemm_autotune = false;  // BackendOptions::gemm_autotune
 
-  BackendOptions backend_options() const { return BackendOptions{.attention = attention}; }
+  BackendOptions backend_options() const {
+    return BackendOptions{.attention = attention, .gemm_autotune = gemm_autotune};
+  }
 };
 
 struct RunConfig {

@@ -66,10 +66,15 @@ void MakeLayout(Layout& layout, cudaDataType_t type, int64_t rows, int64_t cols,
 }  // namespace
 
 CublasLt::~CublasLt() {
+  if (tune_start_ != nullptr) cudaEventDestroy(tune_start_);
+  if (tune_end_ != nullptr) cudaEventDestroy(tune_end_);
   if (handle_ != nullptr) cublasLtDestroy(handle_);
 }
 
-absl::Status CublasLt::Init() {
+absl::Status CublasLt::Init(bool autotune) {
+  autotune_ = autotune;
+  if (autotune_ && (cudaEventCreate(&tune_start_) != cudaSuccess || cudaEventCreate(&tune_end_) != cudaSuccess))
+    return absl::InternalError("cuBLASLt autotuning: cudaEventCreate failed");
   const cublasStatus_t st = cublasLtCreate(&handle_);
   if (st != CUBLAS_STATUS_SUCCESS) return absl::InternalError(absl::StrCat("cuBLASLt: cublasLtCreate: ", cublasLtGetStatusString(st)));
   absl::StatusOr<Buffer> workspace = Buffer::Allocate(Device::kCuda, kWorkspaceBytes);
@@ -243,23 +248,66 @@ bool CublasLt::Enqueue(const GemmSpec& s, cudaStream_t stream, bool required) {
         cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof(al_c)));
     LAMINA_CUBLAS_CHECK(
         cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof(al_c)));
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t results[kTuneCandidates] = {};
     int found = 0;
+    // Batched products (the GEMM attention path's) keep the first choice: tuning them would need
+    // scratch for every batch's output.
+    const int wanted = autotune_ && s.batch == 1 ? kTuneCandidates : 1;
     // An epilogue cuBLASLt does not offer for these types may fail the query rather than return
     // no algorithm; both mean "none".
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(handle_, desc.d, first.l, second.l, out.l, out.l, pref.p, 1, &result, &found);
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, desc.d, first.l, second.l, out.l, out.l, pref.p,
+                                                             wanted, results, &found);
     if (st != CUBLAS_STATUS_NOT_SUPPORTED) LAMINA_CUBLAS_CHECK(st);
     LAMINA_CHECK(found > 0 || !required, "cuBLASLt has no algorithm for C[", s.m, ", ", s.n,
                  "] = op(A) op(B) with k = ", s.k, ", trans ", s.trans_a, "/", s.trans_b, ", ld ", s.lda, "/", s.ldb,
                  "/", s.ldc, ", alignment ", align_a, "/", align_b, "/", align_c, " bytes, batch ", s.batch,
                  ", output ", DTypeName(s.c_dtype));
-    it = algos_.emplace(key, found > 0 ? std::optional(result.algo) : std::nullopt).first;
+    std::optional<cublasLtMatmulAlgo_t> chosen;
+    if (found == 1) chosen = results[0].algo;
+    if (found > 1) {
+      chosen = Fastest(s, results, found, stream, [&](const cublasLtMatmulAlgo_t& algo, void* c) {
+        return cublasLtMatmul(handle_, desc.d, &s.alpha, s.b, first.l, s.a, second.l, &s.beta, c, out.l, c, out.l,
+                              &algo, workspace_.data(), kWorkspaceBytes, stream);
+      });
+    }
+    it = algos_.emplace(key, chosen).first;
   }
   if (!it->second.has_value()) return false;
   LAMINA_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.d, &s.alpha, s.b, first.l, s.a, second.l, &s.beta, s.c, out.l, s.c,
                                      out.l, &*it->second, workspace_.data(), kWorkspaceBytes, stream));
   return true;
+}
+
+template <typename Run>
+cublasLtMatmulAlgo_t CublasLt::Fastest(const GemmSpec& s, const cublasLtMatmulHeuristicResult_t* candidates, int count,
+                                       cudaStream_t stream, Run run) {
+  constexpr int kRepeats = 3;
+  void* c = s.c;
+  Buffer scratch;  // C's shape, where the product accumulates into C
+  if (s.beta != 0.0f) {
+    absl::StatusOr<Buffer> b =
+        Buffer::Allocate(Device::kCuda, static_cast<size_t>(s.m * s.ldc) * DTypeSize(s.c_dtype));
+    if (!b.ok()) return candidates[0].algo;  // no room to tune: the heuristics' choice
+    scratch = *std::move(b);
+    c = scratch.data();
+  }
+  int best = 0;
+  float best_ms = -1;
+  for (int i = 0; i < count; ++i) {
+    if (candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    if (run(candidates[i].algo, c) != CUBLAS_STATUS_SUCCESS) continue;  // the warm-up; a refusal skips it
+    LAMINA_CUDA_CHECK(cudaEventRecord(tune_start_, stream));
+    for (int r = 0; r < kRepeats; ++r) LAMINA_CUBLAS_CHECK(run(candidates[i].algo, c));
+    LAMINA_CUDA_CHECK(cudaEventRecord(tune_end_, stream));
+    LAMINA_CUDA_CHECK(cudaEventSynchronize(tune_end_));
+    float ms = 0;
+    LAMINA_CUDA_CHECK(cudaEventElapsedTime(&ms, tune_start_, tune_end_));
+    if (best_ms < 0 || ms < best_ms) {
+      best = i;
+      best_ms = ms;
+    }
+  }
+  return candidates[best].algo;
 }
 
 }  // namespace lamina::cuda

@@ -58,8 +58,11 @@ class CublasLt {
   CublasLt(const CublasLt&) = delete;
   CublasLt& operator=(const CublasLt&) = delete;
 
-  // Creates the handle and the workspace.
-  absl::Status Init();
+  // Creates the handle and the workspace. With `autotune`, each product shape's algorithm is the
+  // fastest of up to kTuneCandidates that cuBLASLt's heuristics offer, timed at its first call on
+  // the stream (which that call waits for); otherwise the heuristics' first choice.
+  absl::Status Init(bool autotune = false);
+  static constexpr int kTuneCandidates = 8;
   // Enqueues the product on `stream`. Aborts with the shape when cuBLASLt has no algorithm for it.
   void Gemm(const GemmSpec& spec, cudaStream_t stream);
   // Enqueues the product with its bias-gradient epilogue (spec.bias_grad set) and returns true; or
@@ -72,10 +75,18 @@ class CublasLt {
   bool SplitUnaligned(const GemmSpec& s, cudaStream_t stream);
   // One cuBLASLt product; false when it has no algorithm (an abort instead when `required`).
   bool Enqueue(const GemmSpec& s, cudaStream_t stream, bool required);
+  // The fastest of `count` candidates for the product that `run` enqueues with a given algorithm
+  // and output (s.c, or a scratch copy of C's shape where beta != 0, so that the timing runs do
+  // not accumulate into it); candidates that fail to run are skipped.
+  template <typename Run>
+  cublasLtMatmulAlgo_t Fastest(const GemmSpec& s, const cublasLtMatmulHeuristicResult_t* candidates, int count,
+                               cudaStream_t stream, Run run);
 
   using Key = std::array<int64_t, 20>;
   cublasLtHandle_t handle_ = nullptr;
   Buffer workspace_;  // counted with the other allocations (Allocated)
+  bool autotune_ = false;
+  cudaEvent_t tune_start_ = nullptr, tune_end_ = nullptr;
   std::map<Key, std::optional<cublasLtMatmulAlgo_t>> algos_;  // nullopt: cuBLASLt has none
 };
 

@@ -101,7 +101,8 @@ class CudaBackend final : public Backend {
   // "auto" is the fused kernels here, so the name and every later choice see the one that runs.
   explicit CudaBackend(const BackendOptions& options)
       : options_{.attention = options.attention == AttentionKernel::kAuto ? AttentionKernel::kFlash
-                                                                           : options.attention} {}
+                                                                           : options.attention,
+                 .gemm_autotune = options.gemm_autotune} {}
   ~CudaBackend() override {
     if (stream_ != nullptr) {
       cudaStreamSynchronize(stream_);
@@ -112,15 +113,16 @@ class CudaBackend final : public Backend {
   absl::Status Init() {
     cudaError_t err = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
     if (err != cudaSuccess) return absl::InternalError(absl::StrCat("cudaStreamCreate: ", cudaGetErrorString(err)));
-    RETURN_IF_ERROR(gemm_.Init());
+    RETURN_IF_ERROR(gemm_.Init(options_.gemm_autotune));
     ASSIGN_OR_RETURN(sum_result_, Buffer::Allocate(Device::kCuda, sizeof(double)));
     // The GPU's name ("cuda: NVIDIA H100 80GB HBM3, flash attention") lets reports look up its
-    // peak for MFU, and says which attention kernels ran.
+    // peak for MFU, and says which attention kernels ran and whether the products were tuned.
     int device = 0;
     cudaDeviceProp prop;
     if (cudaGetDevice(&device) == cudaSuccess && cudaGetDeviceProperties(&prop, device) == cudaSuccess)
       name_ = absl::StrCat("cuda: ", prop.name);
     absl::StrAppend(&name_, ", ", AttentionKernelName(options_.attention), " attention");
+    if (options_.gemm_autotune) absl::StrAppend(&name_, ", tuned GEMMs");
     return absl::OkStatus();
   }
 

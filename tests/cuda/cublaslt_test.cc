@@ -1,7 +1,8 @@
 // The cuBLASLt wrapper's bias-gradient epilogue (BGRADB): which products may take it (checked on
 // the host), and on a GPU that it is taken at BERT-base's weight-gradient shapes and gives the
 // column sums of dout beside an unchanged dW. LinearBackward's parity tests check db either way,
-// so they alone would pass if the epilogue silently fell back to the column-sum pass.
+// so they alone would pass if the epilogue silently fell back to the column-sum pass. And tuned
+// products (CublasLt::Init(true)) against the reference.
 #include <cmath>
 #include <string>
 #include <utility>
@@ -80,6 +81,26 @@ TEST_F(CublasLtTest, BiasGradEpilogueSumsTheGradientColumns) {
   EXPECT_FALSE(lt.GemmWithBiasGrad(s, nullptr));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   for (float v : Gpu(sums)) ASSERT_TRUE(std::isnan(v)) << "a refused product wrote its sums";
+}
+
+// Tuned products: the timing runs must not reach an output the product accumulates into (beta = 1,
+// a weight gradient), and a plain product (beta = 0, bf16 out) is the same product.
+TEST_F(CublasLtTest, AutotunedProductsMatchTheReference) {
+  cuda::CublasLt lt;
+  ASSERT_TRUE(lt.Init(/*autotune=*/true).ok());
+  const int64_t m = 512, n = 768, k = 256;
+  Pair dout = Random({m, n}, DType::kBF16), x = Random({m, k}, DType::kBF16), w = Random({n, k}, DType::kBF16);
+  Pair dw = Random({n, k}, DType::kF32), dx = Make({m, k}, DType::kBF16);
+  gpu_->Synchronize();
+  lt.Gemm(WeightGradient(m, n, k, dout.gpu.data, x.gpu.data, dw.gpu.data), nullptr);
+  // dx = dout w, as LinearBackward's product: C[m, k] = A[m, n] B[n, k].
+  lt.Gemm({.m = m, .n = k, .k = n, .a = dout.gpu.data, .lda = n, .b = w.gpu.data, .ldb = k, .c = dx.gpu.data,
+           .ldc = k, .c_dtype = DType::kBF16},
+          nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cpu_->LinearBackward(dout.cpu, x.cpu, w.cpu, Activation::kNone, {}, dx.cpu, false, dw.cpu, {});
+  ExpectClose(dw, 1e-5, "tuned dW += dout^T x (accumulated once)");
+  ExpectClose(dx, 1e-2, "tuned dx = dout w");
 }
 #endif  // LAMINA_WITH_CUDA
 

@@ -8,7 +8,8 @@
 #                                               # the data-parallel GPU tests (~4 minutes)
 #   tests/cuda/device_session.sh $OUT profile   # bench train --profile_ops on bert-base at seq 128 x 256
 #                                               # and 512 x 64: every op of the step as the GPU ran it,
-#                                               # largest first (~1 minute)
+#                                               # largest first; then the step with run.gemm_autotune
+#                                               # (~2 minutes)
 #   tests/cuda/device_session.sh $OUT compare   # launch/bench/compare.sh at seq 128 x 256 and 512 x 64:
 #                                               # Post-LN (both attention paths), Pre-LN, T-Fixup against
 #                                               # torch eager and compile, with peak memory (~6 minutes)
@@ -60,6 +61,12 @@ case $stage in
       echo "== bert-base, seq $seq x micro-batch $micro"
       grep -E "^throughput|^peak memory|rror" "$log"
       sed -n '/^ops of/,$p' "$log" | head -42
+      # The same step with run.gemm_autotune: its whole-step A/B.
+      "$build/tests/lamina" bench train --config launch/configs/model/bert-base.json --micro_batch "$micro" \
+        --seq_len "$seq" --device cuda --steps 10 --warmup 3 --set run.gemm_autotune=true \
+        >"$out/autotune_bert-base_${seq}.log" 2>&1 || status=1
+      echo "with run.gemm_autotune:"
+      grep -E "^bench train|^throughput|rror" "$out/autotune_bert-base_${seq}.log"
     done
     exit $status
     ;;

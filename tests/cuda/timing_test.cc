@@ -376,6 +376,48 @@ TEST_F(CudaTimingTest, BiasGradientEpilogue) {
     std::printf("%-24s %10.3f %10.3f %10.3f %12.3f %10.3f\n", shape.name, gemm, sums, both, fused, both - fused);
   }
 }
+
+// cuBLASLt's heuristics' first choice against the fastest of its candidates (CublasLt::Init(true),
+// run.gemm_autotune) on the encoder's products at seq 128 x 256: the forward, dx and dW products
+// of QKV, attention-out, FFN-in and FFN-out, laid out as LinearForward and LinearBackward lay
+// them out. The A/B for the option.
+TEST_F(CudaTimingTest, GemmAutotune) {
+  const int64_t M = 256 * 128;
+  cuda::CublasLt heuristic, tuned;
+  ASSERT_TRUE(heuristic.Init(false).ok());
+  ASSERT_TRUE(tuned.Init(true).ok());
+  std::printf("\ncuBLASLt products at %ld tokens: heuristics' choice against the tuned one\n", M);
+  std::printf("%-22s %10s %10s %10s %10s %8s\n", "product", "ms", "TFLOP/s", "tuned ms", "TFLOP/s", "ratio");
+  const struct {
+    const char* name;
+    int64_t n, k;
+  } layers[] = {{"QKV", 2304, 768}, {"attn-out", 768, 768}, {"FFN-in", 3072, 768}, {"FFN-out", 768, 3072}};
+  for (const auto& layer : layers) {
+    const int64_t n = layer.n, k = layer.k;
+    TensorView x = Tensor(DType::kBF16, {M, k}), w = Tensor(DType::kBF16, {n, k}, 0.02f);
+    TensorView y = Tensor(DType::kBF16, {M, n}), dy = Tensor(DType::kBF16, {M, n}), dx = Tensor(DType::kBF16, {M, k});
+    TensorView dw = Tensor(DType::kF32, {n, k});
+    gpu_->Synchronize();
+    const cuda::GemmSpec products[3] = {
+        {.trans_b = true, .m = M, .n = n, .k = k, .a = x.data, .lda = k, .b = w.data, .ldb = k, .c = y.data, .ldc = n},
+        {.m = M, .n = k, .k = n, .a = dy.data, .lda = n, .b = w.data, .ldb = k, .c = dx.data, .ldc = k},
+        {.trans_a = true, .m = n, .n = k, .k = M, .a = dy.data, .lda = n, .b = x.data, .ldb = k, .c = dw.data, .ldc = k,
+         .c_dtype = DType::kF32, .beta = 1.0f}};
+    const char* kinds[3] = {"fwd", "dx", "dW"};
+    for (int i = 0; i < 3; ++i) {
+      auto time = [&](cuda::CublasLt& lt) {
+        return TimeMs([&] {
+          lt.Gemm(products[i], nullptr);
+          LAMINA_CHECK(cudaDeviceSynchronize() == cudaSuccess, "GEMM");
+        });
+      };
+      const double h = time(heuristic), t = time(tuned), flops = 2.0 * M * n * k;
+      const std::string name = std::string(layer.name) + " " + kinds[i];
+      std::printf("%-22s %10.3f %10.1f %10.3f %10.1f %8.3f\n", name.c_str(), h, flops / h / 1e9, t, flops / t / 1e9,
+                  h / t);
+    }
+  }
+}
 #endif  // LAMINA_WITH_CUDA
 
 TEST_F(CudaTimingTest, BertBaseMlmTrainingStep) {

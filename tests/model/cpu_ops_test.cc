@@ -666,6 +666,10 @@ TEST(MakeBackend, CudaAttentionKernelsOnTheCpuAreAnError) {
   EXPECT_EQ(*ParseAttentionKernel("auto", "run.attention"), AttentionKernel::kAuto);
   EXPECT_TRUE(MakeBackend("cpu", {.attention = AttentionKernel::kAuto}).ok());
   EXPECT_FALSE(MakeBackend("tpu").ok());
+  // Tuning cuBLASLt's products likewise.
+  b = MakeBackend("cpu", {.gemm_autotune = true});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("gemm_autotune"), std::string::npos) << b.status();
   EXPECT_FALSE(ParseAttentionKernel("sdpa", "run.attention").ok());
 }
 

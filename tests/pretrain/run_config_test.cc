@@ -30,6 +30,7 @@ TEST(RunConfig, UnknownKeysAndBadValuesNameTheKey) {
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"run": {"attention": "sdpa"}})"),
                                 "run.attention: expected \"auto\", \"gemm\" or \"flash\", got \"sdpa\""));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"data": {"mask_prob": 1.5}})"), "data.mask_prob"));
+  EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"run": {"gemm_autotune": "yes"}})"), "run.gemm_autotune"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"model": {"heads": 5}})"), "model.heads"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"optimizer": {"name": "sgd"}})"), "optimizer.name"));
   EXPECT_TRUE(absl::StrContains(ErrorOf(R"({"eval": {"every": -1}})"), "eval.every"));
@@ -53,9 +54,12 @@ TEST(RunConfig, OverridesSetAnyKeyAndAreChecked) {
 
 TEST(RunConfig, ResolvedConfigRoundTrips) {
   auto c = RunConfig::FromJson(
-      nlohmann::json::parse(R"({"model": {"layers": 3}, "run": {"steps": 7, "attention": "flash"}})"));
+      nlohmann::json::parse(R"({"model": {"layers": 3},
+                                "run": {"steps": 7, "attention": "flash", "gemm_autotune": true}})"));
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->run.attention, AttentionKernel::kFlash);
+  EXPECT_TRUE(c->run.gemm_autotune);
+  EXPECT_TRUE(c->run.backend_options().gemm_autotune);
   auto again = RunConfig::FromJson(c->ToJson());
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->ToJson(), c->ToJson());
