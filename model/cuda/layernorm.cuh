@@ -124,19 +124,24 @@ __global__ void LayerNormForward8Kernel(const TX* a, const TX* b, ElementDropout
   }
 }
 
-// The backward pass for rows the 8-wide kernels take: dx (= or += when accumulate); with `dropped`
-// set, also dropped = drop(dx), the gradient of the branch whose dropout fed the norm's input
-// (dropped may alias dout: a row of dout is read whole before any of it is written); and the
-// parameter gradients' partial sums, without reading dout and x a second time:
+// The backward pass for rows the 8-wide kernels take, with Q = BackwardChunks(hidden) 8-element
+// chunks per lane (registers for the row's chunks only: BERT-base's 768 takes 3 of kMaxChunks):
+// dx (= or += when accumulate); with `dropped` set, also dropped = drop(dx), the gradient of the
+// branch whose dropout fed the norm's input (dropped may alias dout: a row of dout is read whole
+// before any of it is written); and the parameter gradients' partial sums, without reading dout
+// and x a second time:
 // partial[chunk][c] = sum of dout * xhat and partial[chunks + chunk][c] = sum of dout over the
 // chunk's rows, as row_sums::LayerNormParamPartialKernel writes them.
 // Grid: one block per chunk of row_sums::kChunkRows rows, whose warp w takes rows w, w + 8, ...
 // and adds their terms into its own [2][hidden] slice of shared memory (BackwardSmemBytes); the
 // slices are then added in warp order, so the sums do not depend on timing.
 inline size_t BackwardSmemBytes(int64_t hidden) { return static_cast<size_t>(kRowsPerBlock * 2 * hidden) * 4; }
+inline int BackwardChunks(int64_t hidden) { return static_cast<int>((hidden + 32 * 8 - 1) / (32 * 8)); }
 
-template <typename TG, typename TX, typename TW, typename TD>
-__global__ void __launch_bounds__(kRowsPerBlock * 32)
+// Two blocks per multiprocessor (128 registers, with the next row's loads in flight 16 bytes of
+// stack at Q = 3): at 32,768 rows the grid's 256 blocks then run in one wave on 132.
+template <int Q, typename TG, typename TX, typename TW, typename TD>
+__global__ void __launch_bounds__(kRowsPerBlock * 32, 2)
     LayerNormBackward8Kernel(const TG* dout, const TX* x, const TW* gamma, const float* mean, const float* rstd, TD* dx,
                              bool accumulate, ElementDropout drop, TD* dropped, float* partial, int64_t rows,
                              int64_t hidden) {
@@ -146,7 +151,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
   float* const sum_gx = slices + warp * 2 * hidden;  // then sum_g, hidden further
   const int64_t vecs = hidden / 8;
 #pragma unroll
-  for (int q = 0; q < kMaxChunks; ++q) {
+  for (int q = 0; q < Q; ++q) {
     const int64_t c = 8 * (lane + 32 * q);
     if (c < 8 * vecs) {
       const float zero[8] = {};
@@ -155,23 +160,31 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
     }
   }
   const row_sums::RowChunk chunk = row_sums::RowChunkAt(blockIdx.x, rows);
-  for (int64_t row = chunk.first + warp; row < chunk.first + chunk.count; row += kRowsPerBlock) {
-    const int64_t base = row * hidden;
-    const float m = mean[row], rs = rstd[row];
-    // The row is held as loaded (bf16 packed) and converted in each pass, so that more warps fit.
-    Held8<TG> held_g[kMaxChunks];
-    Held8<TX> held_x[kMaxChunks];
+  const int64_t end = chunk.first + chunk.count;
+  // Rows are held as loaded (bf16 packed) and converted in each pass, so that more warps fit; the
+  // warp's next row is loaded while this one is worked on, since 16 warps per multiprocessor with
+  // one row each in flight left the loads' latency exposed (1.2 TB/s measured). A row of dout is
+  // read before `dropped` (which may alias it) is written, the next row too.
+  Held8<TG> held_g[Q], next_g[Q];
+  Held8<TX> held_x[Q], next_x[Q];
+  auto load_row = [&](int64_t row, Held8<TG>(&g)[Q], Held8<TX>(&xs)[Q]) {
 #pragma unroll
-    for (int q = 0; q < kMaxChunks; ++q) {  // the loads first, all in flight together
+    for (int q = 0; q < Q; ++q) {  // all in flight together
       const int64_t c = 8 * (lane + 32 * q);
       if (c < 8 * vecs) {
-        held_g[q].Load(dout + base + c);
-        held_x[q].Load(x + base + c);
+        g[q].Load(dout + row * hidden + c);
+        xs[q].Load(x + row * hidden + c);
       }
     }
+  };
+  if (chunk.first + warp < end) load_row(chunk.first + warp, held_g, held_x);
+  for (int64_t row = chunk.first + warp; row < end; row += kRowsPerBlock) {
+    const int64_t base = row * hidden;
+    const float m = mean[row], rs = rstd[row];
+    if (row + kRowsPerBlock < end) load_row(row + kRowsPerBlock, next_g, next_x);
     float sum_g = 0.0f, sum_gxh = 0.0f;
 #pragma unroll
-    for (int q = 0; q < kMaxChunks; ++q) {
+    for (int q = 0; q < Q; ++q) {
       const int64_t c = 8 * (lane + 32 * q);
       if (c < 8 * vecs) {
         float g[8], xv[8], gam[8];
@@ -188,7 +201,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
     const float mean_g = WarpSum(sum_g) / static_cast<float>(hidden);
     const float mean_gx = WarpSum(sum_gxh) / static_cast<float>(hidden);
 #pragma unroll
-    for (int q = 0; q < kMaxChunks; ++q) {
+    for (int q = 0; q < Q; ++q) {
       const int64_t c = 8 * (lane + 32 * q);
       if (c < 8 * vecs) {
         float g[8], xv[8], gam[8], acc_gx[8], acc_g[8], v[8], prev[8];
@@ -214,6 +227,11 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
           Store8(dropped + base + c, v);
         }
       }
+    }
+#pragma unroll
+    for (int q = 0; q < Q; ++q) {
+      held_g[q] = next_g[q];
+      held_x[q] = next_x[q];
     }
   }
   __syncthreads();

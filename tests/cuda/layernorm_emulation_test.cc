@@ -114,7 +114,11 @@ void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, b
   const int64_t chunks = (rows + cuda::row_sums::kChunkRows - 1) / cuda::row_sums::kChunkRows;
   std::vector<float> partial(2 * chunks * hidden, NAN);
   if (wide) {
-    emu::Launch(ln::LayerNormBackward8Kernel<T, T, T, T>, static_cast<unsigned>(chunks), 1, ln::kRowsPerBlock * 32,
+    auto kernel = ln::LayerNormBackward8Kernel<ln::kMaxChunks, T, T, T, T>;
+    if (ln::BackwardChunks(hidden) == 2) kernel = ln::LayerNormBackward8Kernel<2, T, T, T, T>;
+    if (ln::BackwardChunks(hidden) == 3) kernel = ln::LayerNormBackward8Kernel<3, T, T, T, T>;
+    ASSERT_TRUE(ln::BackwardChunks(hidden) >= 2) << "a width this test does not launch";
+    emu::Launch(kernel, static_cast<unsigned>(chunks), 1, ln::kRowsPerBlock * 32,
                 ln::BackwardSmemBytes(hidden), static_cast<const T*>(g.data()), static_cast<const T*>(x.data.data()),
                 static_cast<const T*>(gamma.data.data()), static_cast<const float*>(mean.data()),
                 static_cast<const float*>(rstd.data()), dx.data(), accumulate, cuda::ElementDropout(rng, p), dropped,
@@ -171,6 +175,9 @@ void CheckAll(uint32_t seed) {
     CheckBackward<T>(gen, 11, hidden, wide, true, 0.5f, 6, false);
     CheckBackward<T>(gen, 2 * cuda::row_sums::kChunkRows + 9, hidden, wide, false, 0.1f, 0, true);  // 3 chunks
   }
+  // BERT-base's width: three 8-element chunks per lane (the kernel instantiated for 3), several
+  // rows per warp.
+  CheckBackward<T>(gen, 40, 768, true, true, 0.1f, 4, true);
 }
 
 TEST(LayerNormEmulation, Bf16) { CheckAll<bf16_t>(21); }
