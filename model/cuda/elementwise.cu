@@ -16,11 +16,18 @@ __global__ void Map1(const TA* a, TO* out, int64_t n, F f) {
     out[i] = FromF<TO>(f(ToF(a[i]), i));
 }
 
-template <typename TO, typename TA, typename TB, typename F>
-__global__ void Map2(const TA* a, const TB* b, TO* out, int64_t n, F f) {
+// The value as loaded: Convert's map, and Map2's default treatment of its second input (an
+// ElementDropout, with the same interface, puts a dropout in front of the map instead).
+struct Identity {
+  __device__ float operator()(float x, int64_t) const { return x; }
+  __device__ void Apply8(int64_t, float (&)[8]) const {}
+};
+
+template <typename TO, typename TA, typename TB, typename F, typename G>
+__global__ void Map2(const TA* a, const TB* b, TO* out, int64_t n, F f, G g) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    out[i] = FromF<TO>(f(ToF(a[i]), ToF(b[i])));
+    out[i] = FromF<TO>(f(ToF(a[i]), g(ToF(b[i]), i)));
 }
 
 // The same maps eight elements per thread with 16-byte accesses; n8 = n / 8.
@@ -36,13 +43,14 @@ __global__ void Map1x8(const TA* a, TO* out, int64_t n8, F f) {
   }
 }
 
-template <typename TO, typename TA, typename TB, typename F>
-__global__ void Map2x8(const TA* a, const TB* b, TO* out, int64_t n8, F f) {
+template <typename TO, typename TA, typename TB, typename F, typename G>
+__global__ void Map2x8(const TA* a, const TB* b, TO* out, int64_t n8, F f, G g) {
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n8;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float v[8], w[8];
     Load8(a + 8 * j, v);
     Load8(b + 8 * j, w);
+    g.Apply8(8 * j, w);
 #pragma unroll
     for (int k = 0; k < 8; ++k) v[k] = f(v[k], w[k]);
     Store8(out + 8 * j, v);
@@ -65,8 +73,9 @@ void Launch1(Ref a, Ref out, int64_t n, cudaStream_t stream, F f) {
   LAMINA_CUDA_CHECK_LAUNCH();
 }
 
-template <typename F>
-void Launch2(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream, F f) {
+// out = f(a, g(b)); g (Identity, or an ElementDropout) sees the element index.
+template <typename F, typename G = Identity>
+void Launch2(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream, F f, G g = {}) {
   if (n == 0) return;
   const bool wide = n % 8 == 0 && Aligned16(a.data) && Aligned16(b.data) && Aligned16(out.data);
   LAMINA_DISPATCH_FLOAT(a.dtype, TA,
@@ -74,11 +83,11 @@ void Launch2(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream, F f) {
                                                 if (wide) {
                                                   Map2x8<TO, TA, TB><<<GridFor(n / 8, kThreads), kThreads, 0, stream>>>(
                                                       static_cast<const TA*>(a.data), static_cast<const TB*>(b.data),
-                                                      static_cast<TO*>(out.data), n / 8, f);
+                                                      static_cast<TO*>(out.data), n / 8, f, g);
                                                 } else {
                                                   Map2<TO, TA, TB><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
                                                       static_cast<const TA*>(a.data), static_cast<const TB*>(b.data),
-                                                      static_cast<TO*>(out.data), n, f);
+                                                      static_cast<TO*>(out.data), n, f, g);
                                                 }
                                               })));
   LAMINA_CUDA_CHECK_LAUNCH();
@@ -97,31 +106,7 @@ __global__ void Dropout8Kernel(const TA* x, TO* out, int64_t n8, ElementDropout 
   }
 }
 
-// out = a + dropout(b), eight elements per thread (the mask Dropout8Kernel draws), or one where
-// the sizes or addresses do not allow 16-byte accesses.
-template <typename T>
-__global__ void AddDropout8Kernel(const T* a, const T* b, T* out, int64_t n8, ElementDropout drop) {
-  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n8;
-       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float v[8], w[8];
-    Load8(a + 8 * j, v);
-    Load8(b + 8 * j, w);
-    drop.Apply8(8 * j, w);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] += w[k];
-    Store8(out + 8 * j, v);
-  }
-}
-template <typename T>
-__global__ void AddDropoutKernel(const T* a, const T* b, T* out, int64_t n, ElementDropout drop) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    out[i] = FromF<T>(ToF(a[i]) + drop(ToF(b[i]), i));
-}
 
-struct Identity {
-  __device__ float operator()(float x, int64_t) const { return x; }
-};
 template <bool kTanh>
 struct GeluOp {
   __device__ float operator()(float x, int64_t) const { return kTanh ? GeluTanhValue(x) : GeluValue(x); }
@@ -184,25 +169,8 @@ void LaunchDropout(Ref x, float p, RngContext rng, Ref out, int64_t n, cudaStrea
 }
 
 void LaunchAddDropout(Ref a, Ref b, float p, RngContext rng, Ref out, int64_t n, cudaStream_t stream) {
-  if (p == 0.0f) {
-    LaunchAdd(a, b, out, n, stream);
-    return;
-  }
-  if (n == 0) return;
-  LAMINA_KERNEL_CHECK(a.dtype == b.dtype && a.dtype == out.dtype);
-  const ElementDropout drop(rng, p);
-  const bool wide = n % 8 == 0 && Aligned16(a.data) && Aligned16(b.data) && Aligned16(out.data);
-  LAMINA_DISPATCH_FLOAT(a.dtype, T, {
-    const T* as = static_cast<const T*>(a.data);
-    const T* bs = static_cast<const T*>(b.data);
-    T* o = static_cast<T*>(out.data);
-    if (wide) {
-      AddDropout8Kernel<T><<<GridFor(n / 8, kThreads), kThreads, 0, stream>>>(as, bs, o, n / 8, drop);
-    } else {
-      AddDropoutKernel<T><<<GridFor(n, kThreads), kThreads, 0, stream>>>(as, bs, o, n, drop);
-    }
-  });
-  LAMINA_CUDA_CHECK_LAUNCH();
+  // The 8-wide map draws the mask as Dropout8Kernel does (Apply8), the scalar one as Launch1's.
+  Launch2(a, b, out, n, stream, AddOp{}, ElementDropout(rng, p));
 }
 
 void LaunchScale(float* x, float s, int64_t n, cudaStream_t stream) {

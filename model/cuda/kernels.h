@@ -31,7 +31,7 @@ void LaunchTanhBackward(Ref dout, Ref out, Ref dx, int64_t n, cudaStream_t strea
 void LaunchAdd(Ref a, Ref b, Ref out, int64_t n, cudaStream_t stream);
 // out = keep(i) ? x / (1 - p) : 0 with DropoutKeep(rng, i, p); also dropout's backward.
 void LaunchDropout(Ref x, float p, RngContext rng, Ref out, int64_t n, cudaStream_t stream);
-// out = a + LaunchDropout's (b, p, rng), in one pass; a, b and out of one dtype.
+// out = a + LaunchDropout's (b, p, rng), in one pass (p = 0: a + b).
 void LaunchAddDropout(Ref a, Ref b, float p, RngContext rng, Ref out, int64_t n, cudaStream_t stream);
 void LaunchScale(float* x, float s, int64_t n, cudaStream_t stream);
 
