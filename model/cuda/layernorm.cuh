@@ -138,10 +138,11 @@ __global__ void LayerNormForward8Kernel(const TX* a, const TX* b, ElementDropout
 inline size_t BackwardSmemBytes(int64_t hidden) { return static_cast<size_t>(kRowsPerBlock * 2 * hidden) * 4; }
 inline int BackwardChunks(int64_t hidden) { return static_cast<int>((hidden + 32 * 8 - 1) / (32 * 8)); }
 
-// Two blocks per multiprocessor (128 registers, with the next row's loads in flight 16 bytes of
-// stack at Q = 3): at 32,768 rows the grid's 256 blocks then run in one wave on 132.
+// With bf16 rows, two blocks per multiprocessor (128 registers; at Q = 3 with the next row's loads
+// in flight, 16 bytes of stack): at 32,768 rows the grid's 256 blocks then run in one wave on 132.
+// f32 rows take twice the registers to hold and get one.
 template <int Q, typename TG, typename TX, typename TW, typename TD>
-__global__ void __launch_bounds__(kRowsPerBlock * 32, 2)
+__global__ void __launch_bounds__(kRowsPerBlock * 32, sizeof(TG) == 2 && sizeof(TX) == 2 ? 2 : 1)
     LayerNormBackward8Kernel(const TG* dout, const TX* x, const TW* gamma, const float* mean, const float* rstd, TD* dx,
                              bool accumulate, ElementDropout drop, TD* dropped, float* partial, int64_t rows,
                              int64_t hidden) {
@@ -161,10 +162,12 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32, 2)
   }
   const row_sums::RowChunk chunk = row_sums::RowChunkAt(blockIdx.x, rows);
   const int64_t end = chunk.first + chunk.count;
-  // Rows are held as loaded (bf16 packed) and converted in each pass, so that more warps fit; the
-  // warp's next row is loaded while this one is worked on, since 16 warps per multiprocessor with
-  // one row each in flight left the loads' latency exposed (1.2 TB/s measured). A row of dout is
-  // read before `dropped` (which may alias it) is written, the next row too.
+  // Rows are held as loaded (bf16 packed) and converted in each pass, so that more warps fit. With
+  // bf16 rows of up to 3 chunks per lane the warp's next row is loaded while this one is worked on,
+  // since 16 warps per multiprocessor with one row each in flight left the loads' latency exposed
+  // (1.2 TB/s measured); wider or f32 rows would spill its registers. A row of dout is read before
+  // `dropped` (which may alias it) is written, the next row too.
+  constexpr bool kAhead = sizeof(TG) == 2 && sizeof(TX) == 2 && Q <= 3;
   Held8<TG> held_g[Q], next_g[Q];
   Held8<TX> held_x[Q], next_x[Q];
   auto load_row = [&](int64_t row, Held8<TG>(&g)[Q], Held8<TX>(&xs)[Q]) {
@@ -177,11 +180,15 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32, 2)
       }
     }
   };
-  if (chunk.first + warp < end) load_row(chunk.first + warp, held_g, held_x);
+  if (kAhead && chunk.first + warp < end) load_row(chunk.first + warp, held_g, held_x);
   for (int64_t row = chunk.first + warp; row < end; row += kRowsPerBlock) {
     const int64_t base = row * hidden;
     const float m = mean[row], rs = rstd[row];
-    if (row + kRowsPerBlock < end) load_row(row + kRowsPerBlock, next_g, next_x);
+    if constexpr (kAhead) {
+      if (row + kRowsPerBlock < end) load_row(row + kRowsPerBlock, next_g, next_x);
+    } else {
+      load_row(row, held_g, held_x);
+    }
     float sum_g = 0.0f, sum_gxh = 0.0f;
 #pragma unroll
     for (int q = 0; q < Q; ++q) {
@@ -228,10 +235,12 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32, 2)
         }
       }
     }
+    if constexpr (kAhead) {
 #pragma unroll
-    for (int q = 0; q < Q; ++q) {
-      held_g[q] = next_g[q];
-      held_x[q] = next_x[q];
+      for (int q = 0; q < Q; ++q) {
+        held_g[q] = next_g[q];
+        held_x[q] = next_x[q];
+      }
     }
   }
   __syncthreads();
