@@ -273,8 +273,13 @@ bool CublasLt::Enqueue(const GemmSpec& s, cudaStream_t stream, bool required) {
     it = algos_.emplace(key, chosen).first;
   }
   if (!it->second.has_value()) return false;
-  LAMINA_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.d, &s.alpha, s.b, first.l, s.a, second.l, &s.beta, s.c, out.l, s.c,
-                                     out.l, &*it->second, workspace_.data(), kWorkspaceBytes, stream));
+  const cublasStatus_t st = cublasLtMatmul(handle_, desc.d, &s.alpha, s.b, first.l, s.a, second.l, &s.beta, s.c, out.l,
+                                           s.c, out.l, &*it->second, workspace_.data(), kWorkspaceBytes, stream);
+  if (st != CUBLAS_STATUS_SUCCESS && !required) {  // refused at launch (nothing ran): the caller's fallback
+    it->second.reset();
+    return false;
+  }
+  LAMINA_CUBLAS_CHECK(st);
   return true;
 }
 
