@@ -28,12 +28,13 @@ mkdir -p "$out"
 build=${LAMINA_DEVICE_BUILD:-/tmp/lamina-build}
 deps=$PWD/.deps/usr/lib/x86_64-linux-gnu
 export LD_LIBRARY_PATH=$deps:$deps/blas:$PWD/$pack/lib:${LD_LIBRARY_PATH:-}
+# Every stage but the check runs the packed lamina binary.
+[[ $stage == check || -x $build/tests/lamina ]] || tests/cuda/device_unpack.sh "$pack" "$build" || exit 1
 case $stage in
   check)
     LAMINA_DEVICE_PACK=$pack LAMINA_DEVICE_BUILD=$build tests/cuda/device_check.sh "$out"
     ;;
   compare | gelu)
-    [[ -x $build/tests/lamina ]] || tests/cuda/device_unpack.sh "$pack" "$build" || exit 1
     if [[ $stage == compare ]]; then
       runs=("bert-base 256 128" "bert-base 64 512")
     else
@@ -51,20 +52,19 @@ case $stage in
     exit $status
     ;;
   profile)
-    [[ -x $build/tests/lamina ]] || tests/cuda/device_unpack.sh "$pack" "$build" || exit 1
     status=0
+    bench() {  # LOG [FLAG...] at $micro x $seq: the same timed steps each time, so throughputs compare
+      "$build/tests/lamina" bench train --config launch/configs/model/bert-base.json --micro_batch "$micro" \
+        --seq_len "$seq" --device cuda --steps 8 --warmup 3 "${@:2}" >"$1" 2>&1 || status=1
+    }
     for run in "256 128" "64 512"; do
       read -r micro seq <<<"$run"
-      log=$out/profile_bert-base_${seq}.log
-      "$build/tests/lamina" bench train --config launch/configs/model/bert-base.json --micro_batch "$micro" \
-        --seq_len "$seq" --device cuda --steps 5 --warmup 3 --profile_ops >"$log" 2>&1 || status=1
+      bench "$out/profile_bert-base_${seq}.log" --profile_ops
       echo "== bert-base, seq $seq x micro-batch $micro"
-      grep -E "^throughput|^peak memory|rror" "$log"
-      sed -n '/^ops of/,$p' "$log" | head -42
+      grep -E "^throughput|^peak memory|rror" "$out/profile_bert-base_${seq}.log"
+      sed -n '/^ops of/,$p' "$out/profile_bert-base_${seq}.log" | head -42
       # The same step with run.gemm_autotune: its whole-step A/B.
-      "$build/tests/lamina" bench train --config launch/configs/model/bert-base.json --micro_batch "$micro" \
-        --seq_len "$seq" --device cuda --steps 10 --warmup 3 --set run.gemm_autotune=true \
-        >"$out/autotune_bert-base_${seq}.log" 2>&1 || status=1
+      bench "$out/autotune_bert-base_${seq}.log" --set run.gemm_autotune=true
       echo "with run.gemm_autotune:"
       grep -E "^bench train|^throughput|rror" "$out/autotune_bert-base_${seq}.log"
     done
