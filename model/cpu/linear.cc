@@ -45,20 +45,6 @@ void CpuBackend::LinearForward(TensorView x, TensorView w, TensorView b, Activat
   }
 }
 
-namespace {
-
-// db[c] += sum over the m rows (row stride pitch) of g[r, c], added in double.
-void AddColumnSums(const float* g, int64_t m, int64_t n, int64_t pitch, TensorView db) {
-  float* dbs = cpu::F32(db, "db");
-  cpu::CheckNumel(db, n, "db");
-  std::vector<double> sums(n, 0.0);
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t c = 0; c < n; ++c) sums[c] += g[r * pitch + c];
-  for (int64_t c = 0; c < n; ++c) dbs[c] += static_cast<float>(sums[c]);
-}
-
-}  // namespace
-
 // With dpre = dout * act'(pre_act):  dx = dpre W,  dW += dpre^T x,  db += column sums of dpre.
 void CpuBackend::LinearBackward(TensorView dout, TensorView x, TensorView w, Activation act, TensorView pre_act,
                                 TensorView dx, bool accumulate, TensorView dw, TensorView db) {
@@ -89,7 +75,14 @@ void CpuBackend::LinearBackward(TensorView dout, TensorView x, TensorView w, Act
   if (m > 0 && n > 0 && k > 0) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f, g, pitch, xs, k, 1.0f, dws, k);
   }
-  if (!db.empty()) AddColumnSums(g, m, n, pitch, db);
+  if (!db.empty()) {
+    float* dbs = cpu::F32(db, "db");
+    cpu::CheckNumel(db, n, "db");
+    std::vector<double> sums(n, 0.0);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n; ++c) sums[c] += g[r * pitch + c];
+    for (int64_t c = 0; c < n; ++c) dbs[c] += static_cast<float>(sums[c]);
+  }
 }
 
 // dx of LinearBackward, then times input_act'(pre) in place.

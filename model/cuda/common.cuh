@@ -215,14 +215,6 @@ __device__ __forceinline__ void Store4(T* row, int64_t c, int64_t n, const float
   }
 }
 
-// Whether the wide paths may be used: 16-byte aligned pointers (null ones pass: 0 is aligned).
-inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-inline bool Aligned16(std::initializer_list<const void*> pointers) {
-  for (const void* p : pointers)
-    if (!Aligned16(p)) return false;
-  return true;
-}
-
 // The widest V in {8, 2, 1} for which rows of `cols` elements of `elem_bytes` each, one every
 // `pitch` elements from `p`, can be read V elements per access: V divides cols and pitch, and p
 // is aligned to the access.

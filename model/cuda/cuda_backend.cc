@@ -12,6 +12,7 @@
 #include "core/status.h"
 #include "model/backend.h"
 #include "model/cuda/attention_gemm.h"
+#include "model/cuda/common_host.h"
 #include "model/cuda/cublaslt.h"
 #include "model/cuda/cuda_check.h"
 #include "model/cuda/kernels.h"
@@ -471,10 +472,9 @@ class CudaBackend final : public Backend {
   // tanh form) on these bf16 matrices: rows of a width that is not a multiple of 8, or views not
   // 16-byte aligned, take the separate GELU kernels, as the erf form always does.
   static bool EpilogueGelu(Activation act, int64_t n, const TensorView& c, const TensorView& gelu_input) {
-    const auto aligned16 = [](const TensorView& t) { return reinterpret_cast<uintptr_t>(t.data) % 16 == 0; };
     return act == Activation::kGeluTanh && n % 8 == 0 && c.dtype == DType::kBF16 &&
            gelu_input.dtype == DType::kBF16 && c.device == Device::kCuda && gelu_input.device == Device::kCuda &&
-           aligned16(c) && aligned16(gelu_input);
+           cuda::Aligned16({c.data, gelu_input.data});
   }
 
   // LinearBackward; with dx_gelu_input non-empty, dx = (dpre W) * gelu_tanh'(dx_gelu_input) from

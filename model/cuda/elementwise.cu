@@ -106,7 +106,6 @@ __global__ void Dropout8Kernel(const TA* x, TO* out, int64_t n8, ElementDropout 
   }
 }
 
-
 template <bool kTanh>
 struct GeluOp {
   __device__ float operator()(float x, int64_t) const { return kTanh ? GeluTanhValue(x) : GeluValue(x); }

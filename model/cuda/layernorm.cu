@@ -64,21 +64,10 @@ void LaunchLayerNormBackward(Ref dout, Ref x, Ref gamma, const float* mean, cons
                 const auto* xs = static_cast<const TX*>(x.data);
                 const auto* w = static_cast<const TW*>(gamma.data);
                 if (WideRows(hidden, {dout.data, x.data, gamma.data, dx.data, dropped.data})) {
-                  auto kernel = LayerNormBackward8Kernel<kMaxChunks, TG, TX, TW, TD>;
-                  switch (BackwardChunks(hidden)) {
-                    case 1:
-                      kernel = LayerNormBackward8Kernel<1, TG, TX, TW, TD>;
-                      break;
-                    case 2:
-                      kernel = LayerNormBackward8Kernel<2, TG, TX, TW, TD>;
-                      break;
-                    case 3:
-                      kernel = LayerNormBackward8Kernel<3, TG, TX, TW, TD>;
-                      break;
-                  }
-                  LaunchWithSmem(kernel, dim3(static_cast<unsigned>(chunks)), kRowsPerBlock * 32,
-                                 BackwardSmemBytes(hidden), stream, g, xs, w, mean, rstd, static_cast<TD*>(dx.data),
-                                 accumulate, drop, static_cast<TD*>(dropped.data), partial, rows, hidden);
+                  LaunchWithSmem(BackwardKernelFor<TG, TX, TW, TD>(hidden), dim3(static_cast<unsigned>(chunks)),
+                                 kRowsPerBlock * 32, BackwardSmemBytes(hidden), stream, g, xs, w, mean, rstd,
+                                 static_cast<TD*>(dx.data), accumulate, drop, static_cast<TD*>(dropped.data), partial,
+                                 rows, hidden);
                 } else {
                   // The parameter sums read dout first: dx may alias it.
                   const int width = std::min(VectorWidth(dout.data, hidden, hidden, DTypeSize(dout.dtype)),

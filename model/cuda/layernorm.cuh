@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32, sizeof(TG) == 2 && sizeof(
   // (1.2 TB/s measured); wider or f32 rows would spill its registers. A row of dout is read before
   // `dropped` (which may alias it) is written, the next row too.
   constexpr bool kAhead = sizeof(TG) == 2 && sizeof(TX) == 2 && Q <= 3;
-  Held8<TG> held_g[Q], next_g[Q];
-  Held8<TX> held_x[Q], next_x[Q];
+  Held8<TG> held_g[Q] = {}, next_g[Q] = {};  // chunks past the row stay unread
+  Held8<TX> held_x[Q] = {}, next_x[Q] = {};
   auto load_row = [&](int64_t row, Held8<TG>(&g)[Q], Held8<TX>(&xs)[Q]) {
 #pragma unroll
     for (int q = 0; q < Q; ++q) {  // all in flight together
@@ -249,6 +249,21 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32, sizeof(TG) == 2 && sizeof(
     float sum = 0.0f;
     for (int w = 0; w < kRowsPerBlock; ++w) sum += slices[w * 2 * hidden + i];
     partial[(i < hidden ? chunk.index : chunks + chunk.index) * hidden + i % hidden] = sum;
+  }
+}
+
+// LayerNormBackward8Kernel instantiated for rows of `hidden` elements (BackwardChunks of them).
+template <typename TG, typename TX, typename TW, typename TD>
+auto BackwardKernelFor(int64_t hidden) {
+  switch (BackwardChunks(hidden)) {
+    case 1:
+      return LayerNormBackward8Kernel<1, TG, TX, TW, TD>;
+    case 2:
+      return LayerNormBackward8Kernel<2, TG, TX, TW, TD>;
+    case 3:
+      return LayerNormBackward8Kernel<3, TG, TX, TW, TD>;
+    default:
+      return LayerNormBackward8Kernel<kMaxChunks, TG, TX, TW, TD>;
   }
 }
 

@@ -16,14 +16,8 @@ absl::StatusOr<const DeviceSegment*> DeviceSegmentTable::Upload(std::span<const 
            (segments[i].decay ? 1 : 0) == host_[i].decay && segments[i].tensor == host_[i].tensor;
   }
   if (same) return device_;
-  std::vector<DeviceSegment> table;
   int64_t max_segment = 0;
-  for (const ParamSegment& s : segments) {
-    LAMINA_CHECK(s.offset >= 0 && s.size >= 0 && s.offset + s.size <= params, "segment [", s.offset, ", +", s.size,
-                 ") outside ", params, " parameters");
-    table.push_back(DeviceSegment{s.offset, s.size, s.decay ? 1 : 0, s.tensor});
-    max_segment = std::max(max_segment, s.size);
-  }
+  std::vector<DeviceSegment> table = DeviceSegments(segments, params, &max_segment);
   const size_t bytes = table.size() * sizeof(DeviceSegment);
   if (bytes > device_buffer_.bytes()) {
     LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream));  // the old table may still be read
@@ -39,6 +33,19 @@ absl::StatusOr<const DeviceSegment*> DeviceSegmentTable::Upload(std::span<const 
     LAMINA_CUDA_CHECK(cudaStreamSynchronize(stream));  // host_ may change before a later copy would read it
   }
   return device_;
+}
+
+std::vector<DeviceSegment> DeviceSegments(std::span<const ParamSegment> segments, int64_t params,
+                                          int64_t* max_segment) {
+  std::vector<DeviceSegment> table;
+  *max_segment = 0;
+  for (const ParamSegment& s : segments) {
+    LAMINA_CHECK(s.offset >= 0 && s.size >= 0 && s.offset + s.size <= params, "segment [", s.offset, ", +", s.size,
+                 ") outside ", params, " parameters");
+    table.push_back(DeviceSegment{s.offset, s.size, s.decay ? 1 : 0, s.tensor});
+    *max_segment = std::max(*max_segment, s.size);
+  }
+  return table;
 }
 
 OptimizerHyper DeviceHyper(const AdamWHyper& hyper) {

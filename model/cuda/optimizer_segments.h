@@ -32,6 +32,11 @@ class DeviceSegmentTable {
   int64_t max_segment_ = 0;
 };
 
+// The kernels' table of `segments` (each checked to lie inside [0, params)) and, in *max_segment,
+// the largest one's size, which sizes their grids.
+std::vector<DeviceSegment> DeviceSegments(std::span<const ParamSegment> segments, int64_t params,
+                                          int64_t* max_segment);
+
 // The kernels' constants of one AdamW/LAMB step, bias corrections included.
 OptimizerHyper DeviceHyper(const AdamWHyper& hyper);
 

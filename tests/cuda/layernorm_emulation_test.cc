@@ -114,11 +114,7 @@ void CheckBackward(std::mt19937& gen, int64_t rows, int64_t hidden, bool wide, b
   const int64_t chunks = (rows + cuda::row_sums::kChunkRows - 1) / cuda::row_sums::kChunkRows;
   std::vector<float> partial(2 * chunks * hidden, NAN);
   if (wide) {
-    auto kernel = ln::LayerNormBackward8Kernel<ln::kMaxChunks, T, T, T, T>;
-    if (ln::BackwardChunks(hidden) == 2) kernel = ln::LayerNormBackward8Kernel<2, T, T, T, T>;
-    if (ln::BackwardChunks(hidden) == 3) kernel = ln::LayerNormBackward8Kernel<3, T, T, T, T>;
-    ASSERT_TRUE(ln::BackwardChunks(hidden) >= 2) << "a width this test does not launch";
-    emu::Launch(kernel, static_cast<unsigned>(chunks), 1, ln::kRowsPerBlock * 32,
+    emu::Launch(ln::BackwardKernelFor<T, T, T, T>(hidden), static_cast<unsigned>(chunks), 1, ln::kRowsPerBlock * 32,
                 ln::BackwardSmemBytes(hidden), static_cast<const T*>(g.data()), static_cast<const T*>(x.data.data()),
                 static_cast<const T*>(gamma.data.data()), static_cast<const float*>(mean.data()),
                 static_cast<const float*>(rstd.data()), dx.data(), accumulate, cuda::ElementDropout(rng, p), dropped,

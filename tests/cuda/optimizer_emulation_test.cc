@@ -16,7 +16,7 @@
 #include "tests/cuda/emulation.h"
 #include "tests/cuda/host_values.h"
 
-// DeviceHyper, the kernels' constants, is in the CUDA build's library.
+// DeviceSegments and DeviceHyper, the kernels' table and constants, are in the CUDA build's library.
 #if LAMINA_EMULATE && LAMINA_WITH_CUDA
 #define LAMINA_EMULATE_OPTIMIZER 1
 #include "model/cuda/optimizer.cuh"
@@ -56,19 +56,7 @@ Buffers RandomBuffers(std::mt19937& gen) {
   return b;
 }
 
-std::vector<cuda::DeviceSegment> DeviceTable(const std::vector<ParamSegment>& segments, int64_t* max_segment) {
-  std::vector<cuda::DeviceSegment> table;
-  *max_segment = 0;
-  for (const ParamSegment& s : segments) {
-    table.push_back({s.offset, s.size, s.decay ? 1 : 0, s.tensor});
-    *max_segment = std::max(*max_segment, s.size);
-  }
-  return table;
-}
-
-TensorView View(std::vector<float>& v) {
-  return TensorView{v.data(), DType::kF32, Device::kCpu, {static_cast<int64_t>(v.size())}};
-}
+TensorView View(std::vector<float>& v) { return CpuF32(v.data(), {static_cast<int64_t>(v.size())}); }
 
 // got against want, element by element, within `rel` of max(|want|, floor).
 void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, double rel, double floor,
@@ -108,7 +96,7 @@ TEST(OptimizerEmulation, AdamWMatchesReference) {
   testing::TestRandom rnd;
   const std::vector<ParamSegment> segments = Segments();
   int64_t max_segment = 0;
-  const std::vector<cuda::DeviceSegment> table = DeviceTable(segments, &max_segment);
+  const std::vector<cuda::DeviceSegment> table = cuda::DeviceSegments(segments, kParams, &max_segment);
   Buffers gpu = RandomBuffers(rnd.gen()), cpu = gpu;
   std::vector<uint16_t> compute(kParams, 0xffff);
   const dim3 grid = opt::SegmentGrid(static_cast<int>(table.size()), max_segment);
@@ -127,7 +115,7 @@ TEST(OptimizerEmulation, LambMatchesReference) {
   testing::TestRandom rnd;
   const std::vector<ParamSegment> segments = Segments();
   int64_t max_segment = 0;
-  const std::vector<cuda::DeviceSegment> table = DeviceTable(segments, &max_segment);
+  const std::vector<cuda::DeviceSegment> table = cuda::DeviceSegments(segments, kParams, &max_segment);
   const int num_segments = static_cast<int>(table.size());
   Buffers gpu = RandomBuffers(rnd.gen()), cpu = gpu;
   const dim3 grid = opt::SegmentGrid(num_segments, max_segment);
