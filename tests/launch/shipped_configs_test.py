@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """Every run config lamina ships resolves (`lamina pretrain --config F --dry_run`, and `lamina info`
-reads its model), and every
+reads its model), every run of every shipped experiment resolves at every scale, and every
 launch/configs/... path a script, a doc or the README names exists: a user's first command must
-not fail on a file we forgot to ship."""
+not fail on a file we forgot to ship, nor an experiment hours in on a key it got wrong."""
 
 import glob
+import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import unittest
 
 ROOT = os.environ.get("LAMINA_SOURCE_DIR") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAMINA = os.environ.get("LAMINA_BINARY") or os.path.join(ROOT, "build", "lamina")
 CONFIG_PATH = re.compile(r"launch/(?:experiments/)?configs/[A-Za-z0-9_./-]+\.json")
+sys.path.insert(0, os.path.join(ROOT, "launch", "experiments"))
+import driver  # noqa: E402  (the experiment runner's own reading of its files)
 
 
 def run_configs():
@@ -44,6 +48,35 @@ class ShippedConfigs(unittest.TestCase):
                                       timeout=60)
                 self.assertEqual(info.returncode, 0, info.stderr)  # a whole run config, as a model config
                 self.assertIn("parameters", info.stdout)
+
+    def test_every_experiment_run_resolves(self):
+        """Each scale of each launch/experiments/*.json, read as the driver reads it, and each of its
+        runs' overrides on its base config as lamina reads them (without data: the paths are not
+        checked by a dry run). Two files that name the same run at a scale share it, so they must
+        give it the same settings, or the second is refused after the first has run."""
+        files = sorted(glob.glob(os.path.join(ROOT, "launch", "experiments", "*.json")))
+        self.assertGreaterEqual(len(files), 10)
+        runs_seen, shared = {}, 0
+        with tempfile.TemporaryDirectory() as out:
+            for file in files:
+                with open(file, encoding="utf-8") as f:
+                    scales = json.load(f)["scales"]
+                for scale in scales:
+                    experiment = driver.load_experiment(file, scale, "/shared-data", out)
+                    for run in experiment.runs:
+                        name = f"{os.path.basename(file)} {scale} {run.name}"
+                        with self.subTest(run=name):
+                            settings = (run.base, run.overrides)
+                            first = runs_seen.setdefault((scale, run.name), (name, settings))
+                            if first[0] != name:
+                                shared += 1
+                                self.assertEqual(first[1], settings, f"{name} differs from {first[0]}")
+                            args = [arg for o in run.overrides for arg in ("--set", o)]
+                            result = subprocess.run([LAMINA, "pretrain", "--config", run.base, "--dry_run"] + args,
+                                                    cwd=ROOT, capture_output=True, text=True, timeout=60)
+                            self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertGreater(len(runs_seen), 100)
+        self.assertGreater(shared, 0)  # convergence's Post-LN runs are warmup's
 
     def test_finetune_configs_are_read(self):
         configs = sorted(glob.glob(os.path.join(ROOT, "launch", "configs", "finetune", "*.json")))
