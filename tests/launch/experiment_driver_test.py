@@ -30,7 +30,14 @@ TOY = os.path.join(SOURCE, "launch", "experiments", "toy.json")
 TOY_BASE = os.path.join(SOURCE, "launch", "experiments", "configs", "toy.json")
 LAMINA = os.environ.get("LAMINA_BINARY") or os.path.join(SOURCE, "build", "lamina")
 DATA = os.environ.get("LAMINA_DATA") or os.path.join(SOURCE, "..", "shared", "data")
-TOY_RUNS = ["lr-1e-3__model-toy__seed-1__variant-postln__warmup-none", "lr-1e-3__model-toy__seed-1__variant-postln__warmup-short"]
+
+
+def toy_run(warmup):
+    """The name of toy.json's run with this warmup axis value."""
+    return f"lr-1e-3__model-toy__seed-1__variant-postln__warmup-{warmup}"
+
+
+TOY_RUNS = [toy_run("none"), toy_run("short")]
 
 
 def driver(*args, lamina=LAMINA, timeout=120):
@@ -134,7 +141,7 @@ class ResumeTest(unittest.TestCase):
         scale["parallel"] = 1  # the first run (warmup none) is killed, the second not yet started
         file = write_json(os.path.join(self.tmp, "resume.json"), experiment)
         out = os.path.join(self.tmp, "out")
-        run_dir = os.path.join(out, "runs", "lr-1e-3__model-toy__seed-1__variant-postln__warmup-none")
+        run_dir = os.path.join(out, "runs", toy_run("none"))
         with open(os.path.join(self.tmp, "driver.txt"), "w") as log:
             first = subprocess.Popen([sys.executable, DRIVER, file, "--out", out, "--lamina", LAMINA,
                                       "--data_root", DATA], stdout=log, stderr=subprocess.STDOUT)
@@ -292,7 +299,7 @@ class FakeLaminaTest(unittest.TestCase):
         return write_json(os.path.join(self.tmp, "fake.json"), experiment)
 
     def done(self, warmup):
-        path = os.path.join(self.out, "runs", f"lr-1e-3__model-toy__seed-1__variant-postln__warmup-{warmup}", "done.json")
+        path = os.path.join(self.out, "runs", toy_run(warmup), "done.json")
         return read_json(path) if os.path.exists(path) else None
 
     def test_diverged_run_is_a_result(self):
@@ -317,7 +324,7 @@ class FakeLaminaTest(unittest.TestCase):
         file = self.experiment("hang", "hang")
         process = subprocess.Popen([sys.executable, DRIVER, file, "--out", self.out, "--lamina", self.fake],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        configs = [os.path.join(self.out, "runs", f"lr-1e-3__model-toy__seed-1__variant-postln__warmup-{w}", "config.json")
+        configs = [os.path.join(self.out, "runs", toy_run(w), "config.json")
                    for w in ("none", "short")]
         wait_for(lambda: all(os.path.exists(c) for c in configs), "both runs to start")
         process.send_signal(signal.SIGTERM)
@@ -335,14 +342,14 @@ class FakeLaminaTest(unittest.TestCase):
         self.assertIn("--set schedule.warmup_steps=4 --set fake.mode=finish", result.stdout)
         result = driver(file, "--out", self.out, "--analyse_only", lamina=self.fake)
         self.assertEqual(result.returncode, 1)
-        self.assertIn("2 job(s) not finished: lr-1e-3__model-toy__seed-1__variant-postln__warmup-none, ", result.stderr)
+        self.assertIn(f"2 job(s) not finished: {toy_run('none')}, ", result.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.out, "runs")))
 
     def test_run_name_with_other_settings_is_refused(self):
         self.assertEqual(driver(self.experiment("finish"), "--out", self.out, lamina=self.fake).returncode, 0)
         result = driver(self.experiment("finish", short_mode="diverge"), "--out", self.out, lamina=self.fake)
         self.assertEqual(result.returncode, 2)
-        self.assertIn("run lr-1e-3__model-toy__seed-1__variant-postln__warmup-short has other settings than", result.stderr)
+        self.assertIn(f"run {toy_run('short')} has other settings than", result.stderr)
         self.assertIn("overrides.json", result.stderr)
 
     def test_grad_norms(self):

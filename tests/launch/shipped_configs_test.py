@@ -66,7 +66,7 @@ class ShippedConfigs(unittest.TestCase):
                     for run in experiment.runs:
                         name = f"{os.path.basename(file)} {scale} {run.name}"
                         with self.subTest(run=name):
-                            settings = (run.base, run.overrides)
+                            settings = run.settings(experiment.kind)  # what the driver records and compares
                             first = runs_seen.setdefault((scale, run.name), (name, settings))
                             if first[0] != name:
                                 shared += 1
